@@ -1,0 +1,56 @@
+"""The `dfkd` command line: a typer app assembled after the plugins load."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from dfkd import __version__
+from dfkd.cli import catalog, run, training, weights
+from dfkd.cli.console import err_console
+from dfkd.errors import DfkdError
+from dfkd.plugins import Plugins, get_plugins
+
+
+def make_app(plugins: Plugins | None = None) -> typer.Typer:
+    """Build the root app; plugins add their own commands through `register_commands`."""
+    plugins = plugins or get_plugins()
+    app = typer.Typer(
+        name="dfkd",
+        help="Data-free knowledge distillation: shrink a trained network without its data.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    @app.callback()
+    def root(
+        version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    ) -> None:
+        if version:
+            typer.echo(f"dfkd {__version__}")
+            raise typer.Exit()
+        for who, error in plugins.errors.items():
+            err_console.print(
+                f"[yellow]Warning:[/] could not load plugin {who} ({error}). Disable it with "
+                f"DFKD_LOAD_PLUGINS or uninstall it: pip uninstall {who}",
+                highlight=False,
+            )
+
+    catalog.add_commands(app, plugins)
+    training.add_commands(app, plugins)
+    run.add_commands(app, plugins)
+    weights.add_commands(app, plugins)
+    plugins.pm.hook.register_commands(app=app)
+    return app
+
+
+def main() -> None:
+    try:
+        app = make_app()
+    except DfkdError as exc:
+        err_console.print(f"[red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    app()

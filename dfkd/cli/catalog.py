@@ -1,0 +1,86 @@
+"""Commands that describe what is installed: methods, models, datasets, plugins (no torch)."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from dfkd.cli.console import console, guarded
+from dfkd.options import describe
+from dfkd.plugins import Plugins
+
+
+def add_commands(app: typer.Typer, plugins: Plugins) -> None:
+    @app.command("list-methods", rich_help_panel="Catalog")
+    @guarded
+    def list_methods(
+        pattern: str = typer.Argument(None, help="Only names matching this (glob or substring)."),
+        options: str = typer.Option(None, "--options", metavar="METHOD", help="List a method's options."),
+    ) -> None:
+        """List the data-free methods that installed plugins provide."""
+        if options:
+            print_options(plugins, options)
+            return
+        entries = plugins.methods.match(pattern)
+        if not entries:
+            console.print("No methods installed" + (f" matching '{pattern}'." if pattern else ".")
+                          + " Install one, e.g. pip install dfkd-plugin-dafl")
+            return
+        table = Table("method", "summary", "paper", "plugin", "version", "presets")
+        for e in entries:
+            table.add_row(e.name, e.summary, e.info.get("paper", ""), e.provider, e.version,
+                          ", ".join(e.info.get("presets", {})))
+        console.print(table)
+
+    @app.command("models", rich_help_panel="Catalog")
+    @guarded
+    def models(pattern: str = typer.Argument(None, help="Only names matching this.")) -> None:
+        """List the architectures that --model, --teacher and --student accept."""
+        table = Table("model", "summary", "input", "plugin")
+        for e in plugins.models.match(pattern):
+            size = e.info.get("input_size")
+            table.add_row(e.name + ("<name>" if e.name.endswith(":") else ""), e.summary,
+                          f"{size} px" if size else "any", e.provider)
+        console.print(table)
+
+    @app.command("datasets", rich_help_panel="Catalog")
+    @guarded
+    def datasets() -> None:
+        """List the datasets that --dataset accepts."""
+        table = Table("dataset", "summary", "classes", "channels", "size", "plugin")
+        for e in plugins.datasets:
+            info = e.info
+            table.add_row(e.name + ("PATH" if e.name.endswith(":") else ""), e.summary,
+                          str(info.get("num_classes", "from files")),
+                          str(info.get("channels", "from files")),
+                          f"{info['image_size']} px" if "image_size" in info else "from files",
+                          e.provider)
+        console.print(table)
+
+    @app.command("plugins", rich_help_panel="Catalog")
+    @guarded
+    def plugins_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+        """List loaded plugins, the hooks each implements, and any that failed to load."""
+        rows = plugins.describe()
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        table = Table("plugin", "distribution", "version", "hooks / error")
+        for r in rows:
+            detail = ", ".join(r["hooks"]) if "hooks" in r else f"[red]{r['error']}[/]"
+            table.add_row(r["name"], r.get("distribution", r["name"]), r.get("version", ""), detail)
+        console.print(table)
+
+
+def print_options(plugins: Plugins, method: str) -> None:
+    entry = plugins.methods.get(method)
+    table = Table("option", "type", "default", "help", title=f"Options of {entry.name}")
+    for row in describe(entry.info["options"]):
+        table.add_row(row["name"], row["type"], row["default"], row["help"])
+    console.print(table)
+    presets = entry.info.get("presets", {})
+    for name, values in presets.items():
+        pairs = " ".join(f"{k}={v}" for k, v in values.items())
+        console.print(f"[bold]--preset {name}[/]: {pairs}", highlight=False)

@@ -1,0 +1,35 @@
+"""Where the CLI writes: data on stdout, diagnostics on stderr, errors as one line."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(exc: Exception) -> NoReturn:
+    err_console.print(f"[red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(getattr(exc, "exit_code", 1))
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn dfkd errors raised by a command into one line on stderr and the error's exit code."""
+    from dfkd.errors import DfkdError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DfkdError as exc:
+            fail(exc)
+        except KeyboardInterrupt:
+            err_console.print("Interrupted; the last checkpoint is kept (resume with --resume).")
+            raise typer.Exit(130) from None
+
+    return wrapper

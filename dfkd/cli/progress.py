@@ -1,0 +1,75 @@
+"""A rich progress bar for the training loop: main process only, and only on a terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from dfkd.cli.console import err_console
+
+
+class ProgressReporter:
+    """Shows epoch, step, loss, last test accuracy and ETA; prints one line per epoch."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.live = enabled and err_console.is_terminal
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.last_acc = "-"
+        self.epochs = 0
+
+    def start(self, epochs: int, first_epoch: int) -> None:
+        self.epochs = epochs
+        if first_epoch and self.enabled:
+            err_console.print(f"Resuming after epoch {first_epoch} of {epochs}.")
+        if self.live:
+            self.progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}  acc {task.fields[acc]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+            )
+            self.progress.start()
+
+    def epoch_start(self, epoch: int, steps: int) -> None:
+        if self.progress is not None:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(
+                "", total=steps, epoch=f"{epoch + 1}/{self.epochs}", loss="-", acc=self.last_acc
+            )
+
+    def step(self, logs: dict[str, float]) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, loss=f"{logs['loss']:.4f}")
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        self.last_acc = f"{row.get('top1', 0.0):.2f}%"
+        if self.enabled:
+            extra = "".join(
+                f"  {k} {row[k]:.4g}" for k in row if k not in {"epoch", "top1", "top5", "seconds",
+                "best_top1", "images", "lr"} and isinstance(row[k], float)
+            )
+            err_console.print(
+                f"epoch {row['epoch']}/{self.epochs}  top1 {row.get('top1', 0.0):.2f}%  "
+                f"best {row.get('best_top1', 0.0):.2f}%{extra}  {row.get('seconds', 0):.1f}s",
+                highlight=False,
+            )
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

@@ -1,0 +1,177 @@
+"""Training commands: `scratch`, `kd`, `eval` (torch is imported only when one runs)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dfkd.cli.console import console, err_console, guarded
+from dfkd.cli.progress import ProgressReporter
+from dfkd.plugins import Plugins
+
+PANEL = "Training"
+Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (see dfkd datasets).")]
+Epochs = Annotated[int, typer.Option(help="Training epochs.")]
+BatchSize = Annotated[int, typer.Option(help="Minibatch size (per process).")]
+Lr = Annotated[float, typer.Option(help="Initial learning rate (SGD).")]
+WeightDecay = Annotated[float, typer.Option(help="SGD weight decay.")]
+Schedule = Annotated[str, typer.Option(help="cosine, multistep (x0.1 at 60/75/90%) or constant.")]
+Augment = Annotated[str, typer.Option(help="auto (crop+flip on colour 32 px data), crop-flip, none.")]
+Seed = Annotated[int, typer.Option(help="Random seed; the same seed repeats a CPU run exactly.")]
+Precision = Annotated[str, typer.Option("--mixed-precision", help="no, fp16 or bf16.")]
+Cpu = Annotated[bool, typer.Option("--cpu", help="Stay on the CPU even when a GPU is present.")]
+DataRoot = Annotated[str, typer.Option(help="Folder that holds the datasets.")]
+Download = Annotated[bool, typer.Option("--download", help="Download the dataset if missing.")]
+Out = Annotated[str, typer.Option("--out", "-O", help="Run directory (default runs/<date>-...).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")]
+Resume = Annotated[str, typer.Option(help="Continue the run in this directory.", metavar="RUN_DIR")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or epoch lines.")]
+
+
+def add_commands(app: typer.Typer, plugins: Plugins) -> None:
+    @app.command(rich_help_panel=PANEL)
+    @guarded
+    def scratch(
+        model: Annotated[str, typer.Option("--model", "-m", help="Architecture to train.")] = None,
+        dataset: Dataset = None,
+        epochs: Epochs = 200,
+        batch_size: BatchSize = 256,
+        lr: Lr = 0.1,
+        weight_decay: WeightDecay = 5e-4,
+        schedule: Schedule = "cosine",
+        augment: Augment = "auto",
+        seed: Seed = 0,
+        mixed_precision: Precision = "no",
+        cpu: Cpu = False,
+        data_root: DataRoot = None,
+        download: Download = False,
+        out: Out = None,
+        overwrite: Overwrite = False,
+        resume: Resume = None,
+        quiet: Quiet = False,
+    ) -> None:
+        """Train a model from scratch; its best weights become the default teacher."""
+        from dfkd.training.supervised import ScratchConfig, load_config, train_scratch
+
+        if resume:
+            cfg = load_config(ScratchConfig, resume, "scratch")
+        else:
+            _require(model=model, dataset=dataset)
+            cfg = ScratchConfig(
+                dataset=dataset, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+                weight_decay=weight_decay, schedule=schedule, augment=augment, seed=seed,
+                mixed_precision=mixed_precision, cpu=cpu, data_root=data_root,
+                download=download, out=out, overwrite=overwrite,
+            )
+        outcome = train_scratch(
+            cfg, resume=resume, reporter=ProgressReporter(not quiet), plugins=plugins
+        )
+        _summary(outcome, f"{cfg.model} on {cfg.dataset}")
+        console.print(f"teacher checkpoint: {outcome.extras['checkpoint']}", highlight=False)
+
+    @app.command(rich_help_panel=PANEL)
+    @guarded
+    def kd(
+        teacher: Annotated[str, typer.Option(help="Teacher architecture.")] = None,
+        student: Annotated[str, typer.Option(help="Student architecture.")] = None,
+        dataset: Dataset = None,
+        transfer_set: Annotated[
+            str, typer.Option(help="Images to distil on: a dataset name or folder:PATH.")
+        ] = None,
+        teacher_weights: Annotated[str, typer.Option(help="Teacher weights file.")] = None,
+        alpha: Annotated[float, typer.Option(help="Weight of the KL term.")] = 1.0,
+        beta: Annotated[float, typer.Option(help="Weight of cross-entropy on labels.")] = 0.0,
+        temperature: Annotated[float, typer.Option("--temperature", "-T", help="KD T.")] = 4.0,
+        epochs: Epochs = 200,
+        batch_size: BatchSize = 256,
+        lr: Lr = 0.1,
+        weight_decay: WeightDecay = 1e-4,
+        schedule: Schedule = "cosine",
+        augment: Augment = "auto",
+        seed: Seed = 0,
+        mixed_precision: Precision = "no",
+        cpu: Cpu = False,
+        data_root: DataRoot = None,
+        download: Download = False,
+        out: Out = None,
+        overwrite: Overwrite = False,
+        resume: Resume = None,
+        quiet: Quiet = False,
+    ) -> None:
+        """Vanilla KD: alpha*KL(t||s;T)*T^2 + beta*CE on a transfer set (default: the dataset)."""
+        from dfkd.training.supervised import KDConfig, load_config, train_kd
+
+        if resume:
+            cfg = load_config(KDConfig, resume, "kd")
+        else:
+            _require(teacher=teacher, student=student, dataset=dataset)
+            cfg = KDConfig(
+                dataset=dataset, teacher=teacher, student=student, transfer_set=transfer_set,
+                teacher_weights=teacher_weights, alpha=alpha, beta=beta, temperature=temperature,
+                epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                schedule=schedule, augment=augment, seed=seed, mixed_precision=mixed_precision,
+                cpu=cpu, data_root=data_root, download=download, out=out, overwrite=overwrite,
+            )
+        outcome = train_kd(cfg, resume=resume, reporter=ProgressReporter(not quiet), plugins=plugins)
+        _summary(outcome, f"{cfg.teacher} -> {cfg.student} on {cfg.dataset}")
+
+    @app.command("eval", rich_help_panel=PANEL)
+    @guarded
+    def evaluate_command(
+        model: Annotated[str, typer.Option("--model", "-m", help="Architecture.")] = None,
+        dataset: Dataset = None,
+        weights: Annotated[
+            str, typer.Option(help="Weights file (default: checkpoints/<dataset>-<model>).")
+        ] = None,
+        batch_size: BatchSize = 1000,
+        mixed_precision: Precision = "no",
+        cpu: Cpu = False,
+        data_root: DataRoot = None,
+        download: Download = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Top-1 (and top-5 past ten classes) accuracy on the test split."""
+        from dfkd.data import open_dataset
+        from dfkd.training.inputs import InputFormat, evaluate
+        from dfkd.training.setup import load_teacher, make_accelerator
+
+        _require(model=model, dataset=dataset)
+        source = open_dataset(dataset, data_root, download, plugins=plugins)
+        net, spec, path = load_teacher(model, source, weights, plugins)
+        accelerator = make_accelerator(mixed_precision, cpu)
+        net.to(accelerator.device)
+        images, labels = source.load("test")
+        scores = evaluate(net, images, labels, InputFormat.of(source, spec.size), accelerator,
+                          batch_size)
+        result = {"model": model, "dataset": source.name, "weights": str(path),
+                  "samples": len(labels), **scores}
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+            return
+        table = Table("model", "dataset", "weights", "samples", "top-1 %",
+                      *(["top-5 %"] if "top5" in scores else []))
+        table.add_row(model, source.name, str(path), str(len(labels)), f"{scores['top1']:.2f}",
+                      *([f"{scores['top5']:.2f}"] if "top5" in scores else []))
+        console.print(table)
+
+
+def _require(**values: str | None) -> None:
+    missing = [k for k, v in values.items() if not v]
+    if missing:
+        from dfkd.errors import UsageError
+
+        flags = ", ".join("--" + k.replace("_", "-") for k in missing)
+        raise UsageError(f"Missing {flags}. See --help.")
+
+
+def _summary(outcome, what: str) -> None:
+    last = outcome.last
+    err_console.print(
+        f"[bold]{what}[/]: last top-1 {last.get('top1', 0.0):.2f}%, best "
+        f"{outcome.best_top1:.2f}% after {last.get('epoch', 0)} epochs",
+        highlight=False,
+    )
+    console.print(f"run: {outcome.extras.get('run')}", highlight=False)

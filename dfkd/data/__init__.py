@@ -1,0 +1,26 @@
+"""Datasets by name: built-ins and plugins' alike, opened through the dataset registry.
+
+Importing this package stays light; torch loads when a dataset is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dfkd.plugins import Plugins, get_plugins
+
+if TYPE_CHECKING:
+    from dfkd.data.source import DataSource
+
+__all__ = ["open_dataset"]
+
+
+def open_dataset(
+    name: str,
+    root: str | Path | None = None,
+    download: bool = False,
+    plugins: Plugins | None = None,
+) -> DataSource:
+    """The dataset ``name`` (``cifar10``, ``folder:PATH``, ...), its files found or fetched."""
+    return (plugins or get_plugins()).datasets.get(name).build(root=root, download=download)

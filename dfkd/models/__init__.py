@@ -1,0 +1,59 @@
+"""The model zoo's front door: build any registered model by name.
+
+Importing this package imports no torch; a model's module (and torch) load when it is built.
+Every model's ``forward(x, return_features=False)`` returns logits, or ``(logits, features)``
+with the penultimate vector, and the model carries ``num_classes``, ``in_channels`` and
+``input_size`` (None when any size works).
+"""
+
+from __future__ import annotations
+
+import inspect, torch
+from typing import TYPE_CHECKING
+
+from dfkd.errors import UsageError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from dfkd.plugins import Plugins
+    from dfkd.registry import Entry
+
+__all__ = ["build_model", "model_input_size"]
+
+
+def _entry(name: str, plugins: Plugins | None) -> Entry:
+    if plugins is None:
+        from dfkd.plugins import get_plugins
+
+        plugins = get_plugins()
+    return plugins.models.get(name)
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    *,
+    plugins: Plugins | None = None,
+    pretrained: bool = False,
+) -> nn.Module:
+    """Build ``name`` with fresh weights, or the library's pretrained ones where it has them.
+
+    An unknown name raises UsageError with the closest registered names.
+    """
+    entry = _entry(name, plugins)
+    kwargs: dict[str, object] = {"num_classes": num_classes, "in_channels": in_channels}
+    if pretrained:
+        if "pretrained" not in inspect.signature(entry.load()).parameters:
+            raise UsageError(
+                f"Model '{name}' has no pretrained weights to fetch; train it, or load a "
+                "checkpoint, or use a timm: or torchvision: model."
+            )
+        kwargs["pretrained"] = True
+    return entry.build(**kwargs)
+
+
+def model_input_size(name: str, plugins: Plugins | None = None) -> int | None:
+    """The image size in pixels the model expects (None: any), without building it."""
+    return _entry(name, plugins).info.get("input_size")

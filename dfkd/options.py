@@ -1,0 +1,87 @@
+"""Typed method options: a dataclass per method, filled from a preset and ``-o key=value``."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from dfkd.errors import UsageError
+
+
+def option(default: Any, help: str) -> Any:
+    """A dataclass field that carries its help text, so the CLI can list it."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def describe(options_cls: type) -> list[dict[str, str]]:
+    """One row per option: name, type, default, help (for `--options` and `run METHOD --help`)."""
+    hints = typing.get_type_hints(options_cls)
+    return [
+        {
+            "name": f.name,
+            "type": _type_name(hints[f.name]),
+            "default": repr(f.default),
+            "help": f.metadata.get("help", ""),
+        }
+        for f in dataclasses.fields(options_cls)
+    ]
+
+
+def build_options(
+    options_cls: type,
+    preset: Mapping[str, Any] | None = None,
+    overrides: Iterable[str] = (),
+) -> Any:
+    """The options instance: class defaults, then the preset, then each ``key=value``."""
+    hints = typing.get_type_hints(options_cls)
+    values: dict[str, Any] = dict(preset or {})
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq:
+            raise UsageError(f"Option '{item}' must look like key=value.")
+        if key not in hints:
+            close = difflib.get_close_matches(key, list(hints), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise UsageError(f"Unknown option '{key}'.{hint} Known: {', '.join(hints)}.")
+        values[key] = parse_value(key, text.strip(), hints[key])
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise UsageError(f"Preset sets unknown options: {', '.join(sorted(unknown))}.")
+    return options_cls(**values)
+
+
+def parse_value(key: str, text: str, hint: Any) -> Any:
+    """Convert the CLI text to the option's declared type, or say what was expected."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or (origin is not None and type(None) in args):
+        if text.lower() in ("none", "null", ""):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return parse_value(key, text, inner[0])
+    if origin is typing.Literal:
+        if text not in [str(a) for a in args]:
+            raise UsageError(f"Option '{key}' must be one of {', '.join(map(str, args))}.")
+        return next(a for a in args if str(a) == text)
+    if origin in (tuple, list):
+        parts = [p for p in text.replace(" ", "").strip("()[]").split(",") if p]
+        elem = args[0] if args else str
+        return origin(parse_value(key, p, elem) for p in parts)
+    if hint is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"Option '{key}' must be true or false, not '{text}'.")
+    try:
+        return hint(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"Option '{key}' must be {_type_name(hint)}, not '{text}'.") from None
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

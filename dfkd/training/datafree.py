@@ -1,0 +1,234 @@
+"""`dfkd run METHOD`: the shared data-free loop around a method's synthesizer."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dfkd.data import open_dataset
+from dfkd.errors import UsageError
+from dfkd.options import build_options
+from dfkd.plugins import Plugins, get_plugins
+from dfkd.synthesis.base import SynthesisContext, Synthesizer
+from dfkd.training.inputs import InputFormat, evaluate
+from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
+from dfkd.training.runs import RunDir
+from dfkd.training.setup import (
+    build,
+    load_teacher,
+    make_accelerator,
+    open_run,
+    resume_options,
+    seed_everything,
+    weights_meta,
+)
+
+
+@dataclass
+class RunConfig:
+    """A data-free run: who distils into whom, and the method's options."""
+
+    method: str
+    teacher: str
+    student: str
+    dataset: str
+    preset: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    teacher_weights: str | None = None
+    seed: int = 0
+    keep_images: bool = False
+    mixed_precision: str = "no"
+    cpu: bool = False
+    data_root: str | None = None
+    download: bool = False
+    out: str | None = None
+    overwrite: bool = False
+
+
+def method_options(plugins: Plugins, cfg: RunConfig) -> tuple[Any, Any]:
+    """The method's entry and its typed options: defaults, then the preset, then -o overrides."""
+    entry = plugins.methods.get(cfg.method)
+    presets = entry.info.get("presets", {})
+    if cfg.preset and cfg.preset not in presets:
+        known = ", ".join(presets) or "none"
+        raise UsageError(f"Method {cfg.method} has no preset '{cfg.preset}'. Presets: {known}.")
+    preset = presets.get(cfg.preset, {}) if cfg.preset else {}
+    return entry, build_options(entry.info["options"], preset, cfg.overrides)
+
+
+class DataFreeJob(Job):
+    """Each epoch: rounds of synthesize() then kd_steps student steps on sample()."""
+
+    def __init__(
+        self,
+        accelerator: Any,
+        student: torch.nn.Module,
+        synthesizer: Synthesizer,
+        options: Any,
+        s_fmt: InputFormat,
+        t_fmt: InputFormat,
+        kept: Any = None,
+    ) -> None:
+        self.accelerator = accelerator
+        self.options = options
+        self.synthesizer = synthesizer
+        self.s_fmt, self.t_fmt = s_fmt, t_fmt
+        self.kept = kept  # an ImagePool that records synthesized images for --keep-images
+        optimizer = torch.optim.SGD(
+            student.parameters(),
+            lr=options.lr,
+            momentum=options.momentum,
+            weight_decay=options.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, options.epochs - options.warmup)
+        )
+        self.model, self.optimizer = accelerator.prepare(student, optimizer)
+        self.last_images: torch.Tensor | None = None
+        self.global_step = 0
+
+    def stateful(self) -> dict[str, Any]:
+        objects = {
+            "student": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "synthesizer": self.synthesizer,
+            "counters": _Counters(self),
+        }
+        if self.kept is not None:
+            objects["kept_images"] = self.kept
+        return objects
+
+    def warming_up(self, epoch: int) -> bool:
+        return epoch < self.options.warmup
+
+    def steps_per_epoch(self, epoch: int) -> int:
+        rounds = max(1, self.options.ep_steps // self.options.kd_steps)
+        return rounds if self.warming_up(epoch) else rounds * self.options.kd_steps
+
+    def _synthesize(self) -> dict[str, float]:
+        shown = self.synthesizer.synthesize()
+        logs = {k: float(v) for k, v in shown.items() if not isinstance(v, torch.Tensor)}
+        images = next((v for v in shown.values() if isinstance(v, torch.Tensor)), None)
+        if images is not None:
+            self.last_images = images.detach()
+            if self.kept is not None:
+                self.kept.add(self.last_images.cpu())
+        return logs
+
+    def train_step(self, epoch: int, step: int) -> dict[str, float]:
+        if self.warming_up(epoch):
+            logs = self._synthesize()
+            return {"loss": logs.get("loss_g", 0.0), **logs}
+        logs: dict[str, float] = {}
+        if step % self.options.kd_steps == 0:
+            logs = self._synthesize()
+        x = self.synthesizer.sample()
+        with torch.no_grad(), self.accelerator.autocast():
+            t_logits = self.synthesizer.teacher(self.t_fmt.fit(x)).float()
+        self.model.train()
+        s_logits = self.model(self.s_fmt.fit(x)).float()
+        loss, extra = self.synthesizer.student_loss(s_logits, t_logits, self.global_step)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        self.optimizer.step()
+        self.global_step += 1
+        return {"loss": loss.item(), **extra, **logs}
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        if not self.warming_up(epoch):
+            self.scheduler.step()
+        extras: dict[str, Any] = dict(self.synthesizer.end_epoch(epoch))
+        extras["lr"] = self.optimizer.param_groups[0]["lr"]
+        if self.last_images is not None:
+            extras["images"] = self.last_images
+        return extras
+
+
+class _Counters:
+    """The job's own counters, checkpointed with everything else."""
+
+    def __init__(self, job: DataFreeJob) -> None:
+        self.job = job
+
+    def state_dict(self) -> dict[str, int]:
+        return {"global_step": self.job.global_step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.job.global_step = int(state["global_step"])
+
+
+def run_datafree(
+    cfg: RunConfig | None,
+    *,
+    resume: str | None = None,
+    reporter: Reporter | None = None,
+    plugins: Plugins | None = None,
+) -> Outcome:
+    """Distil ``cfg.teacher`` into ``cfg.student`` with ``cfg.method``; real data only to test."""
+    from dfkd.synthesis.pool import ImagePool
+
+    plugins = plugins or get_plugins()
+    if resume:
+        recorded = resume_options(resume, "run")
+        recorded.pop("resolved_options", None)
+        cfg = RunConfig(**recorded)
+    entry, options = method_options(plugins, cfg)
+    source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
+    teacher, t_spec, _ = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
+    student, s_spec = build(cfg.student, source, plugins)
+    test_images, test_labels = source.load("test")
+    accelerator = make_accelerator(cfg.mixed_precision, cfg.cpu)
+    seed_everything(cfg.seed, accelerator.process_index)
+    if resume:
+        run = RunDir(Path(resume))
+    else:
+        record = dataclasses.asdict(cfg) | {"resolved_options": dataclasses.asdict(options)}
+        run = open_run(
+            accelerator,
+            "run",
+            record,
+            model=f"{cfg.method}-{cfg.student}",
+            dataset=cfg.dataset,
+            out=cfg.out,
+            overwrite=cfg.overwrite,
+            plugin_versions={entry.provider: entry.version},
+        )
+    teacher.to(accelerator.device)
+    student.to(accelerator.device)
+    t_fmt = InputFormat.of(source, t_spec.size)
+    s_fmt = InputFormat.of(source, s_spec.size)
+    ctx = SynthesisContext(
+        teacher=teacher,
+        student=student,
+        num_classes=source.num_classes,
+        channels=source.channels,
+        image_size=t_spec.size or source.image_size,
+        mean=tuple(source.mean),
+        std=tuple(source.std),
+        device=accelerator.device,
+        accelerator=accelerator,
+        run_dir=run.path,
+    )
+    synthesizer = entry.build(ctx, options)
+    kept = None
+    if cfg.keep_images and not synthesizer.uses_pool:
+        kept = ImagePool(run.path / "images")
+    job = DataFreeJob(accelerator, student, synthesizer, options, s_fmt, t_fmt, kept)
+    loop = Loop(
+        accelerator,
+        run,
+        options.epochs,
+        lambda m: evaluate(m, test_images, test_labels, s_fmt, accelerator),
+        weights_meta(s_spec, source, command="run", method=cfg.method, teacher=cfg.teacher),
+        reporter=reporter or SilentReporter(),
+    )
+    outcome = loop.fit(job, resume=bool(resume))
+    outcome.extras.update(run=run.path, samples=run.path / "samples.png")
+    if cfg.keep_images or synthesizer.uses_pool:
+        outcome.extras["images"] = run.path / "images"
+    return outcome

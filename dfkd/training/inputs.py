@@ -1,0 +1,78 @@
+"""Turning stored images into what a model eats, and scoring a model on the test split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dfkd.data.pipeline import normalize, to_float
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """The dataset's normalisation and the pixel size one model expects."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    size: int | None
+
+    @classmethod
+    def of(cls, source: Any, size: int | None) -> InputFormat:
+        return cls(tuple(source.mean), tuple(source.std), size)
+
+    def from_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        return to_float(images, self.mean, self.std, size=self.size)
+
+    def from_pixels(self, images01: torch.Tensor) -> torch.Tensor:
+        """Normalise images in [0, 1] (a synthesizer's output) and fit them to the model."""
+        x = normalize(images01, self.mean, self.std)
+        return self.fit(x)
+
+    def fit(self, x: torch.Tensor) -> torch.Tensor:
+        """Resize an already normalised batch when the model expects another size."""
+        if self.size is None or x.shape[-1] == self.size:
+            return x
+        return torch.nn.functional.interpolate(
+            x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True
+        )
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    fmt: InputFormat,
+    accelerator: Any,
+    batch_size: int = 1000,
+) -> dict[str, float]:
+    """Top-1 (and top-5 past ten classes) in percent; each process scores its own shard."""
+    was_training = model.training
+    model.eval()
+    rank, world = accelerator.process_index, accelerator.num_processes
+    shard = torch.arange(rank, len(images), world)
+    correct1 = correct5 = 0
+    total = 0
+    num_classes = None
+    for start in range(0, len(shard), batch_size):
+        idx = shard[start : start + batch_size]
+        x = fmt.from_uint8(images[idx]).to(accelerator.device)
+        y = labels[idx].to(accelerator.device)
+        with accelerator.autocast():
+            logits = model(x)
+        num_classes = logits.shape[1]
+        top = logits.topk(min(5, num_classes), dim=1).indices
+        correct1 += (top[:, 0] == y).sum().item()
+        correct5 += (top == y[:, None]).any(dim=1).sum().item()
+        total += len(y)
+    counts = torch.tensor([correct1, correct5, total], device=accelerator.device, dtype=torch.long)
+    if world > 1:
+        counts = accelerator.reduce(counts, reduction="sum")
+    correct1, correct5, total = counts.tolist()
+    model.train(was_training)
+    scores = {"top1": 100.0 * correct1 / max(total, 1)}
+    if num_classes is not None and num_classes > 10:
+        scores["top5"] = 100.0 * correct5 / max(total, 1)
+    return scores

@@ -1,0 +1,202 @@
+"""The one training loop every command shares: epochs, evaluation, metrics, checkpoints, resume.
+
+A command describes *what* it trains as a `Job`; the `Loop` owns everything around it, so
+device placement, precision, the NaN guard, atomic checkpoints and progress live in one place.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from dfkd.errors import DfkdError
+from dfkd.fileio import write_atomic
+from dfkd.training.runs import RunDir
+from dfkd.weights import save_weights
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingDiverged(DfkdError):
+    """The loss stopped being a number; the last good checkpoint is left as it was."""
+
+
+class Job(ABC):
+    """What one command trains. The loop calls these; the job never touches files."""
+
+    #: the network that is evaluated on the test split and saved as the run's result
+    model: torch.nn.Module
+
+    @abstractmethod
+    def stateful(self) -> dict[str, Any]:
+        """Everything with ``state_dict``/``load_state_dict`` that a resume must restore."""
+
+    @abstractmethod
+    def steps_per_epoch(self, epoch: int) -> int: ...
+
+    @abstractmethod
+    def train_step(self, epoch: int, step: int) -> dict[str, float]:
+        """One optimisation step; the returned dict has at least ``loss``."""
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        """Epoch bookkeeping such as a scheduler step; may return extra metrics or images."""
+        return {}
+
+
+class Reporter(Protocol):
+    def start(self, epochs: int, first_epoch: int) -> None: ...
+    def epoch_start(self, epoch: int, steps: int) -> None: ...
+    def step(self, logs: dict[str, float]) -> None: ...
+    def epoch_end(self, row: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+class SilentReporter:
+    def start(self, epochs: int, first_epoch: int) -> None: ...
+    def epoch_start(self, epoch: int, steps: int) -> None: ...
+    def step(self, logs: dict[str, float]) -> None: ...
+    def epoch_end(self, row: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class Outcome:
+    """What a finished run reports: last and best test accuracy, where the weights are."""
+
+    metrics: list[dict[str, Any]]
+    weights: Path
+    best_weights: Path
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.metrics[-1] if self.metrics else {}
+
+    @property
+    def best_top1(self) -> float:
+        return max((r.get("top1", 0.0) for r in self.metrics), default=0.0)
+
+
+@dataclass
+class Loop:
+    accelerator: Any
+    run: RunDir
+    epochs: int
+    evaluate: Callable[[torch.nn.Module], dict[str, float]]
+    weights_meta: dict[str, Any]
+    role: str = "student"  # file stem of the saved weights: student.safetensors, model.safetensors
+    reporter: Reporter = field(default_factory=SilentReporter)
+    on_best: Callable[[Path, dict[str, Any]], None] | None = None
+
+    @property
+    def weights_path(self) -> Path:
+        return self.run.path / f"{self.role}.safetensors"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run.path / f"{self.role}-best.safetensors"
+
+    def fit(self, job: Job, *, resume: bool = False) -> Outcome:
+        first_epoch, best = (self._restore(job) if resume else (0, -1.0))
+        self.reporter.start(self.epochs, first_epoch)
+        try:
+            for epoch in range(first_epoch, self.epochs):
+                best = self._one_epoch(job, epoch, best)
+        finally:
+            self.reporter.close()
+        return Outcome(self.run.read_metrics(), self.weights_path, self.best_path)
+
+    def _one_epoch(self, job: Job, epoch: int, best: float) -> float:
+        started = time.perf_counter()
+        steps = job.steps_per_epoch(epoch)
+        self.reporter.epoch_start(epoch, steps)
+        sums: dict[str, float] = {}
+        for step in range(steps):
+            logs = job.train_step(epoch, step)
+            loss = logs["loss"]
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"Loss became {loss} at epoch {epoch + 1}, step {step + 1}; stopped. The last "
+                    f"good checkpoint (epoch {epoch}) is kept in {self.run.state_dir}. "
+                    "Lower the learning rate or try --mixed-precision no."
+                )
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            self.reporter.step(logs)
+        extras = job.end_epoch(epoch)
+        model = self.accelerator.unwrap_model(job.model)
+        scores = self.evaluate(job.model)
+        row = {
+            "epoch": epoch + 1,
+            **{k: v / max(steps, 1) for k, v in sums.items()},
+            **scores,
+            **{k: v for k, v in extras.items() if isinstance(v, int | float | str)},
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        is_best = scores.get("top1", 0.0) > best
+        best = max(best, scores.get("top1", 0.0))
+        if self.accelerator.is_main_process:
+            if isinstance(extras.get("images"), torch.Tensor):
+                from dfkd.synthesis.grid import save_grid
+
+                save_grid(extras["images"].float().cpu(), self.run.path / "samples.png")
+            self.run.append_metrics(row)
+            meta = {**self.weights_meta, "top1": scores.get("top1"), "epoch": epoch + 1}
+            save_weights(model, self.weights_path, meta)
+            if is_best:
+                save_weights(model, self.best_path, meta)
+                if self.on_best is not None:
+                    self.on_best(self.best_path, meta)
+            self._checkpoint(job, epoch + 1, best)
+        self.accelerator.wait_for_everyone()
+        self.reporter.epoch_end(row | {"best_top1": best, "images": extras.get("images")})
+        return best
+
+    def _checkpoint(self, job: Job, epochs_done: int, best: float) -> None:
+        state = {
+            "epochs_done": epochs_done,
+            "best_top1": best,
+            "objects": {k: _state_of(self.accelerator, v) for k, v in job.stateful().items()},
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+        }
+        write_atomic(self.run.state_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+
+    def _restore(self, job: Job) -> tuple[int, float]:
+        path = self.run.state_dir / CHECKPOINT
+        if not path.exists():
+            return 0, -1.0
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for name, obj in job.stateful().items():
+            target = self.accelerator.unwrap_model(obj) if isinstance(obj, torch.nn.Module) else obj
+            target.load_state_dict(state["objects"][name])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(_as_python_state(state["rng"]["python"]))
+        self.run.truncate_metrics(state["epochs_done"])
+        return state["epochs_done"], state["best_top1"]
+
+
+def _state_of(accelerator: Any, obj: Any) -> Any:
+    if isinstance(obj, torch.nn.Module):
+        return accelerator.unwrap_model(obj).state_dict()
+    return obj.state_dict()
+
+
+def _as_python_state(state: Any) -> tuple:
+    """``random.setstate`` wants tuples; a weights-only load may hand back lists."""
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def checkpoint_epochs(run: RunDir) -> int:
+    path = run.state_dir / CHECKPOINT
+    if not path.exists():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epochs_done"])

@@ -1,0 +1,294 @@
+"""`dfkd scratch` and `dfkd kd`: supervised training and vanilla KD over a stored dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dfkd.data import open_dataset
+from dfkd.data.pipeline import BatchLoader, random_crop_flip
+from dfkd.errors import UsageError
+from dfkd.plugins import Plugins, get_plugins
+from dfkd.training.inputs import InputFormat, evaluate
+from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
+from dfkd.training.runs import RunDir
+from dfkd.training.setup import (
+    ModelSpec,
+    build,
+    default_weights_path,
+    epoch_generator,
+    load_teacher,
+    make_accelerator,
+    open_run,
+    resume_options,
+    seed_everything,
+    weights_meta,
+)
+from dfkd.weights import save_weights
+
+
+@dataclass
+class TrainConfig:
+    """Options every training command shares; recorded in config.json."""
+
+    dataset: str
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | multistep (×0.1 at 60/75/90 % of the epochs) | constant
+    augment: str = "auto"  # auto (crop+flip for colour 32 px data) | crop-flip | none
+    seed: int = 0
+    mixed_precision: str = "no"
+    cpu: bool = False
+    data_root: str | None = None
+    download: bool = False
+    out: str | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class ScratchConfig(TrainConfig):
+    model: str = "lenet5"
+
+
+@dataclass
+class KDConfig(TrainConfig):
+    teacher: str = "lenet5"
+    student: str = "lenet5_half"
+    teacher_weights: str | None = None
+    transfer_set: str | None = None  # None: the dataset's own train split
+    alpha: float = 1.0
+    beta: float = 0.0
+    temperature: float = 4.0
+    weight_decay: float = 1e-4
+    kd_loss: str = "kd_kl"
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> tuple[Any, Any]:
+    """SGD with the reference recipe and a per-epoch schedule."""
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    if cfg.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    elif cfg.schedule == "multistep":
+        milestones = sorted({max(1, int(cfg.epochs * f)) for f in (0.6, 0.75, 0.9)})
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+    elif cfg.schedule == "constant":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    else:
+        raise UsageError(f"--schedule must be cosine, multistep or constant, not '{cfg.schedule}'.")
+    return optimizer, scheduler
+
+
+def wants_augmentation(cfg: TrainConfig, source: Any) -> bool:
+    if cfg.augment not in ("auto", "crop-flip", "none"):
+        raise UsageError(f"--augment must be auto, crop-flip or none, not '{cfg.augment}'.")
+    if cfg.augment == "auto":
+        return source.channels == 3 and source.image_size == 32
+    return cfg.augment == "crop-flip"
+
+
+class SupervisedJob(Job):
+    """Minibatch SGD over in-memory uint8 images; the loss decides scratch vs KD."""
+
+    def __init__(
+        self,
+        accelerator: Any,
+        model: torch.nn.Module,
+        cfg: TrainConfig,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        fmt: InputFormat,
+        augment: bool,
+        loss_fn: Any,
+    ) -> None:
+        self.accelerator = accelerator
+        self.cfg = cfg
+        optimizer, self.scheduler = make_optimizer(model, cfg)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.loader = BatchLoader(
+            images,
+            labels,
+            batch_size=cfg.batch_size,
+            drop_last=len(images) >= cfg.batch_size,
+            num_shards=accelerator.num_processes,
+            shard_index=accelerator.process_index,
+        )
+        self.fmt, self.augment, self.loss_fn = fmt, augment, loss_fn
+        self._batches: Any = None
+        self._aug_gen: torch.Generator | None = None
+
+    def stateful(self) -> dict[str, Any]:
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}
+
+    def steps_per_epoch(self, epoch: int) -> int:
+        return len(self.loader)
+
+    def train_step(self, epoch: int, step: int) -> dict[str, float]:
+        if step == 0:
+            self._batches = iter(self.loader.epoch(epoch_generator(self.cfg.seed, epoch)))
+            self._aug_gen = epoch_generator(self.cfg.seed, epoch, salt=1)
+        images, labels = next(self._batches)
+        if self.augment:
+            images = random_crop_flip(images, padding=4, generator=self._aug_gen)
+        x = self.fmt.from_uint8(images).to(self.accelerator.device)
+        y = labels.to(self.accelerator.device) if labels is not None else None
+        self.model.train()
+        logits = self.model(x)
+        loss, logs = self.loss_fn(logits, x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        self.optimizer.step()
+        return {"loss": loss.item(), **logs}
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        self.scheduler.step()
+        return {"lr": self.optimizer.param_groups[0]["lr"]}
+
+
+def _prepare(cfg: TrainConfig, command: str, model_name: str, resume: str | None) -> Any:
+    """Options (from the run when resuming), accelerator and seeds, the open run directory."""
+    accelerator = make_accelerator(cfg.mixed_precision, cfg.cpu)
+    seed_everything(cfg.seed, accelerator.process_index)
+    if resume:
+        run = RunDir(Path(resume))
+    else:
+        run = open_run(
+            accelerator,
+            command,
+            dataclasses.asdict(cfg),
+            model=model_name,
+            dataset=cfg.dataset,
+            out=cfg.out,
+            overwrite=cfg.overwrite,
+        )
+    return accelerator, run
+
+
+def load_config(cls: type, resume: str, command: str) -> Any:
+    return cls(**resume_options(resume, command))
+
+
+def train_scratch(
+    cfg: ScratchConfig,
+    *,
+    resume: str | None = None,
+    reporter: Reporter | None = None,
+    plugins: Plugins | None = None,
+) -> Outcome:
+    """Train ``cfg.model`` on the dataset's labels; the best weights become the default teacher."""
+    plugins = plugins or get_plugins()
+    source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
+    model, spec = build(cfg.model, source, plugins)
+    images, labels = source.load("train")
+    test_images, test_labels = source.load("test")
+    accelerator, run = _prepare(cfg, "scratch", cfg.model, resume)
+    fmt = InputFormat.of(source, spec.size)
+
+    def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Any:
+        return F.cross_entropy(logits, y), {}
+
+    job = SupervisedJob(
+        accelerator, model, cfg, images, labels, fmt, wants_augmentation(cfg, source), cross_entropy
+    )
+    target = default_weights_path(source.name, cfg.model)
+
+    def publish(best: Any, meta: dict[str, Any]) -> None:
+        save_weights(accelerator.unwrap_model(job.model), target, meta)
+
+    loop = Loop(
+        accelerator,
+        run,
+        cfg.epochs,
+        lambda m: evaluate(m, test_images, test_labels, fmt, accelerator),
+        weights_meta(spec, source, command="scratch"),
+        role="model",
+        reporter=reporter or SilentReporter(),
+        on_best=publish,
+    )
+    outcome = loop.fit(job, resume=bool(resume))
+    outcome.extras["checkpoint"] = target
+    outcome.extras["run"] = run.path
+    return outcome
+
+
+def open_transfer_set(cfg: KDConfig, source: Any, plugins: Plugins) -> tuple[Any, bool]:
+    """The images the student learns from, and whether their labels may be used."""
+    if cfg.transfer_set in (None, "", source.name):
+        return source, True
+    transfer = open_dataset(cfg.transfer_set, cfg.data_root, cfg.download, plugins=plugins)
+    if transfer.channels != source.channels:
+        raise UsageError(
+            f"Transfer set {cfg.transfer_set} has {transfer.channels}-channel images; the teacher "
+            f"takes {source.channels} ({source.name})."
+        )
+    return transfer, False
+
+
+def train_kd(
+    cfg: KDConfig,
+    *,
+    resume: str | None = None,
+    reporter: Reporter | None = None,
+    plugins: Plugins | None = None,
+) -> Outcome:
+    """Vanilla KD: alpha * KL(t || s; T) * T^2 + beta * CE(hard labels) on a transfer set."""
+    plugins = plugins or get_plugins()
+    source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
+    teacher, t_spec, _ = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
+    student, s_spec = build(cfg.student, source, plugins)
+    transfer, labelled = open_transfer_set(cfg, source, plugins)
+    if cfg.beta and not labelled:
+        raise UsageError("--beta needs labels; a transfer set other than the dataset has none.")
+    kd_loss = plugins.losses.get(cfg.kd_loss).load()
+    images, labels = transfer.load("train")
+    test_images, test_labels = source.load("test")
+    accelerator, run = _prepare(cfg, "kd", cfg.student, resume)
+    teacher.to(accelerator.device)
+    s_fmt = InputFormat.of(source, s_spec.size)
+    t_fmt = InputFormat.of(source, t_spec.size)
+
+    def distill(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None) -> Any:
+        with torch.no_grad(), accelerator.autocast():
+            t_logits = teacher(t_fmt.fit(x))
+        kl = kd_loss(logits, t_logits.float(), T=cfg.temperature)
+        loss = cfg.alpha * kl
+        logs = {"kl": kl.item()}
+        if cfg.beta and y is not None:
+            ce = F.cross_entropy(logits, y)
+            loss = loss + cfg.beta * ce
+            logs["ce"] = ce.item()
+        return loss, logs
+
+    job = SupervisedJob(
+        accelerator,
+        student,
+        cfg,
+        images,
+        labels if labelled else None,
+        s_fmt,
+        wants_augmentation(cfg, transfer),
+        distill,
+    )
+    loop = Loop(
+        accelerator,
+        run,
+        cfg.epochs,
+        lambda m: evaluate(m, test_images, test_labels, s_fmt, accelerator),
+        weights_meta(s_spec, source, command="kd", teacher=cfg.teacher),
+        reporter=reporter or SilentReporter(),
+    )
+    outcome = loop.fit(job, resume=bool(resume))
+    outcome.extras["run"] = run.path
+    return outcome
+
+
+__all__ = ["KDConfig", "ModelSpec", "ScratchConfig", "train_kd", "train_scratch", "load_config"]

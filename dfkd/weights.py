@@ -1,0 +1,81 @@
+"""Model weights as ``*.safetensors`` plus a JSON sidecar that says what they are."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dfkd import __version__
+from dfkd.errors import UsageError
+from dfkd.fileio import write_atomic, write_json
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save_weights(model: Any, path: str | Path, meta: dict[str, Any]) -> None:
+    """Write the weights, then the sidecar, each atomically (sidecar last: it marks completeness)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    write_atomic(path, lambda tmp: save_file(state, str(tmp)))
+    write_json(sidecar_path(path), {**meta, "dfkd_version": __version__})
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    side = sidecar_path(path)
+    return json.loads(side.read_text()) if side.exists() else {}
+
+
+def load_state_file(path: str | Path) -> dict[str, Any]:
+    """A state dict from safetensors or (weights only, never arbitrary pickles) a torch file."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"Weights file {path} does not exist.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
+        raise UsageError(f"Cannot read {path} as a weights-only torch checkpoint: {exc}") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UsageError(f"{path} does not hold a state dict.")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_weights(model: Any, path: str | Path) -> Any:
+    """Load weights strictly, naming the missing and unexpected keys when they don't fit."""
+    state = load_state_file(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_few(unexpected)}")
+        if wrong_shape:
+            parts.append(f"wrong shapes: {_few(wrong_shape)}")
+        kind = type(model).__name__
+        raise UsageError(f"Weights {path} do not fit {kind}: " + "; ".join(parts) + ".")
+    model.load_state_dict(state)
+    return model
+
+
+def _few(items: list[str], limit: int = 5) -> str:
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
