@@ -119,6 +119,7 @@ class SupervisedJob(Job):
             labels,
             batch_size=cfg.batch_size,
             drop_last=len(images) >= cfg.batch_size,
+            seed=cfg.seed,
             num_shards=accelerator.num_processes,
             shard_index=accelerator.process_index,
         )
@@ -134,7 +135,8 @@ class SupervisedJob(Job):
 
     def train_step(self, epoch: int, step: int) -> dict[str, float]:
         if step == 0:
-            self._batches = iter(self.loader.epoch(epoch_generator(self.cfg.seed, epoch)))
+            self.loader.epoch = epoch
+            self._batches = iter(self.loader)
             self._aug_gen = epoch_generator(self.cfg.seed, epoch, salt=1)
         images, labels = next(self._batches)
         if self.augment:
