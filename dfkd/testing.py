@@ -114,9 +114,10 @@ def tiny_teacher_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 
     root = tmp_path_factory.mktemp("tiny-teachers")
     paths = {}
-    for model in ("lenet5", "lenet5_bn"):
-        cfg = ScratchConfig(dataset="tiny", model=model, epochs=5, batch_size=32, lr=0.05,
-                            out=str(root / f"run-{model}"))
-        outcome = train_scratch(cfg, plugins=make_plugins())
-        paths[model] = outcome.best_weights
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DFKD_CHECKPOINTS", str(root / "checkpoints"))
+        for model in ("lenet5", "lenet5_bn"):
+            cfg = ScratchConfig(dataset="tiny", model=model, epochs=5, batch_size=32, lr=0.05,
+                                out=str(root / f"run-{model}"))
+            paths[model] = train_scratch(cfg, plugins=make_plugins()).best_weights
     return paths

@@ -8,7 +8,7 @@ with the penultimate vector, and the model carries ``num_classes``, ``in_channel
 
 from __future__ import annotations
 
-import inspect, torch
+import inspect
 from typing import TYPE_CHECKING
 
 from dfkd.errors import UsageError
