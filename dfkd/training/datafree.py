@@ -178,6 +178,7 @@ def run_datafree(
         recorded.pop("resolved_options", None)
         cfg = RunConfig(**recorded)
     entry, options = method_options(plugins, cfg)
+    seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
     teacher, t_spec, _ = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
     student, s_spec = build(cfg.student, source, plugins)

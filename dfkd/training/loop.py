@@ -74,6 +74,7 @@ class Outcome:
     metrics: list[dict[str, Any]]
     weights: Path
     best_weights: Path
+    model: torch.nn.Module | None = None  # the trained network, in memory, in this process
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -112,7 +113,8 @@ class Loop:
                 best = self._one_epoch(job, epoch, best)
         finally:
             self.reporter.close()
-        return Outcome(self.run.read_metrics(), self.weights_path, self.best_path)
+        model = self.accelerator.unwrap_model(job.model)
+        return Outcome(self.run.read_metrics(), self.weights_path, self.best_path, model)
 
     def _one_epoch(self, job: Job, epoch: int, best: float) -> float:
         started = time.perf_counter()

@@ -159,7 +159,7 @@ class SupervisedJob(Job):
 def _prepare(cfg: TrainConfig, command: str, model_name: str, resume: str | None) -> Any:
     """Options (from the run when resuming), accelerator and seeds, the open run directory."""
     accelerator = make_accelerator(cfg.mixed_precision, cfg.cpu)
-    seed_everything(cfg.seed, accelerator.process_index)
+    seed_everything(cfg.seed, accelerator.process_index)  # models are built; streams per process
     if resume:
         run = RunDir(Path(resume))
     else:
@@ -188,6 +188,7 @@ def train_scratch(
 ) -> Outcome:
     """Train ``cfg.model`` on the dataset's labels; the best weights become the default teacher."""
     plugins = plugins or get_plugins()
+    seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
     model, spec = build(cfg.model, source, plugins)
     images, labels = source.load("train")
@@ -244,6 +245,7 @@ def train_kd(
 ) -> Outcome:
     """Vanilla KD: alpha * KL(t || s; T) * T^2 + beta * CE(hard labels) on a transfer set."""
     plugins = plugins or get_plugins()
+    seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
     teacher, t_spec, _ = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
     student, s_spec = build(cfg.student, source, plugins)

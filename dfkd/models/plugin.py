@@ -1,0 +1,29 @@
+"""Built-in plugin: the model zoo, registered by import string so that listing it needs no torch.
+
+Each entry carries ``input_size`` (the pixels the model expects, None for any size) and
+``family`` in its info.
+"""
+
+from collections.abc import Callable
+
+from dfkd import hookimpl
+
+
+@hookimpl
+def register_models(register: Callable[..., None]) -> None:
+    def zoo(name: str, factory: str, summary: str, input_size: int | None, family: str) -> None:
+        register(name, f"dfkd.models.{factory}", summary, input_size=input_size, family=family)
+
+    zoo("lenet5", "lenet:lenet5", "LeNet-5 (LeCun 1998)", 32, "lenet")
+    zoo("lenet5_half", "lenet:lenet5_half", "LeNet-5 with half the filters", 32, "lenet")
+    zoo("lenet5_bn", "lenet:lenet5_bn", "LeNet-5 with BatchNorm", 32, "lenet")
+    zoo("hinton1200", "mlp:hinton1200", "784-1200-1200 MLP (Hinton 2015)", 28, "mlp")
+    zoo("hinton800", "mlp:hinton800", "784-800-800 MLP (Hinton 2015)", 28, "mlp")
+    for depth, width, size in ((16, 1, "0.2M"), (16, 2, "0.7M"), (40, 1, "0.6M"), (40, 2, "2.2M")):
+        summary = f"WRN-{depth}-{width} (Zagoruyko 2016), {size} params"
+        zoo(f"wrn{depth}_{width}", f"wrn:wrn{depth}_{width}", summary, 32, "wrn")
+    zoo("resnet18", "resnet:resnet18", "ResNet-18 (He 2016), CIFAR stem", 32, "resnet")
+    zoo("resnet34", "resnet:resnet34", "ResNet-34 (He 2016), CIFAR stem", 32, "resnet")
+    zoo("vgg11", "vgg:vgg11", "VGG-11 with BatchNorm (Simonyan 2015)", 32, "vgg")
+    zoo("timm:", "bridges:timm_model", "any timm model", None, "bridge")
+    zoo("torchvision:", "bridges:torchvision_model", "any torchvision classifier", None, "bridge")

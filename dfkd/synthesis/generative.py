@@ -1,0 +1,165 @@
+"""The persistent-generator synthesis of DAFL, ZSKT, DFQ and DFAD (methods.md §1–3, §7).
+
+One generator and its Adam optimiser live for the whole run. Each synthesis round takes
+``g_steps`` generator steps on a weighted sum of the shared loss terms; the student then learns
+on fresh generator samples, one new latent batch per student step. The methods differ only in
+which terms they weight, the generator they use and small details (DFAD's L1 game), so each
+plugin is an options class and at most a few overrides of this class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dfkd.errors import UsageError
+from dfkd.synthesis.base import SynthesisContext, Synthesizer, warn_without_batchnorm
+from dfkd.synthesis.bn_hooks import attach_bn_hooks
+from dfkd.synthesis.generative_options import GenerativeOptions
+from dfkd.synthesis.generators import Generator, GeneratorA, LargeGenerator
+from dfkd.synthesis.losses import (
+    activation_l1,
+    adversarial_kl,
+    bn_statistics,
+    class_balance,
+    one_hot_ce,
+)
+
+#: the loss terms a generator step can weight, in the order they are logged
+TERMS = ("oh", "act", "balance", "bn", "adv")
+
+_GENERATORS: dict[str, type[Generator]] = {
+    "large": LargeGenerator,
+    "base": Generator,
+    "a": GeneratorA,
+}
+
+
+def build_generator(options: GenerativeOptions, channels: int, image_size: int) -> Generator:
+    """The generator named by ``options.generator``, making images the teacher can take."""
+    if options.generator not in _GENERATORS:
+        known = ", ".join(_GENERATORS)
+        raise UsageError(f"unknown generator {options.generator!r}; known: {known}")
+    cls = _GENERATORS[options.generator]
+    return cls(nz=options.nz, ngf=options.ngf, img_size=image_size, channels=channels)
+
+
+class GenerativeSynthesizer(Synthesizer):
+    """A generator trained against the teacher (and, with ``adv``, the student) that feeds the
+    student fresh samples.
+
+    Subclasses set ``method`` (for warnings) and may override ``adversarial`` (the term behind
+    the ``adv`` weight), ``sample_in_train_mode`` or ``adversary_in_train_mode``.
+    """
+
+    #: the method's name in warnings
+    method = "generative"
+    #: DFAD samples with the generator's BatchNorm on batch statistics; the DataFree methods
+    #: use the running statistics (eval mode), so the student sees what the generator learned
+    #: on average rather than one batch's normalisation.
+    sample_in_train_mode = False
+    #: DFAD's reference also keeps the student in train mode while it plays the generator's
+    #: adversary; the DataFree methods switch it to eval mode for that step.
+    adversary_in_train_mode = False
+
+    def __init__(self, ctx: SynthesisContext, options: GenerativeOptions) -> None:
+        super().__init__(ctx, options)
+        if options.g_steps < 1:
+            raise UsageError(f"{self.method}: g_steps must be at least 1, got {options.g_steps}")
+        weights = {name: getattr(options, name) for name in TERMS}
+        if not any(weights.values()):
+            raise UsageError(
+                f"{self.method}: every generator loss weight ({', '.join(TERMS)}) is 0, so the "
+                "generator would never learn; give at least one a non-zero weight."
+            )
+        self.weights = {name: w for name, w in weights.items() if w}
+        self.generator = build_generator(options, ctx.channels, ctx.image_size).to(ctx.device)
+        self.optimizer = torch.optim.Adam(
+            self.generator.parameters(), lr=options.lr_g, betas=(options.beta1, options.beta2)
+        )
+        # GeneratorA standardises its own output; the others make [0, 1] pixels to normalise.
+        self.raw_output = isinstance(self.generator, GeneratorA)
+        self.bn_hooks: list[Any] = []
+        if options.bn:
+            warn_without_batchnorm(ctx.teacher, self.method, options.bn)
+            self.bn_hooks = attach_bn_hooks(ctx.teacher)
+            if not self.bn_hooks:
+                del self.weights["bn"]
+                if not self.weights:
+                    raise UsageError(
+                        f"{self.method}: the BN-statistics term was the only one weighted and the "
+                        "teacher has no BatchNorm; nothing is left to train the generator on."
+                    )
+
+    # --- pieces subclasses may change ----------------------------------------------------
+
+    def adversarial(self, s_logits: Tensor, t_logits: Tensor) -> Tensor:
+        """The term the ``adv`` weight multiplies: −KL(t‖s; T=1), as in ZSKT and DFQ."""
+        return adversarial_kl(s_logits, t_logits, T=1.0)
+
+    def generator_terms(self, x: Tensor) -> dict[str, Tensor]:
+        """Each weighted loss term on the generator's batch ``x`` (normalised, in the graph)."""
+        need_features = "act" in self.weights
+        with self.ctx.autocast():
+            out = self.teacher(x, return_features=True) if need_features else self.teacher(x)
+        t_logits, t_features = out if need_features else (out, None)
+        t_logits = t_logits.float()
+        terms: dict[str, Tensor] = {}
+        if "oh" in self.weights:
+            terms["oh"] = one_hot_ce(t_logits)
+        if "act" in self.weights:
+            terms["act"] = activation_l1(t_features.float())
+        if "balance" in self.weights:
+            terms["balance"] = class_balance(t_logits)
+        if "bn" in self.weights:
+            terms["bn"] = bn_statistics(self.bn_hooks)
+        if "adv" in self.weights:
+            with self.ctx.autocast():
+                s_logits = self.student(x).float()
+            terms["adv"] = self.adversarial(s_logits, t_logits)
+        return terms
+
+    # --- the Synthesizer interface ---------------------------------------------------------
+
+    def synthesize(self) -> dict[str, Any]:
+        self.student.train(self.adversary_in_train_mode)
+        self.generator.train()
+        params = list(self.generator.parameters())
+        for _ in range(self.options.g_steps):
+            x = self._generate(self.options.syn_batch)
+            terms = self.generator_terms(x)
+            loss = sum(self.weights[name] * value for name, value in terms.items())
+            self.optimizer.zero_grad(set_to_none=True)
+            # Only the generator learns here: keep gradients out of the student's parameters.
+            loss.backward(inputs=params)
+            self.optimizer.step()
+        logs = {f"g_{name}": value.item() for name, value in terms.items()}
+        return {"images": self._display(x.detach()), "loss_g": loss.item(), **logs}
+
+    @torch.no_grad()
+    def sample(self) -> Tensor:
+        self.generator.train(self.sample_in_train_mode)
+        return self._generate(self.options.batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _generate(self, n: int) -> Tensor:
+        """A normalised batch from fresh latents. The latents are drawn on the CPU generator,
+        whose state the loop checkpoints, so a resumed run draws the same ones on any device."""
+        z = torch.randn(n, self.options.nz).to(self.ctx.device)
+        out = self.generator(z)
+        return out if self.raw_output else self.ctx.normalize(out)
+
+    def _display(self, x: Tensor) -> Tensor:
+        """The batch as [0, 1] pixels: how the teacher, which expects normalised input, sees it."""
+        return self.ctx.denormalize(x)
+

@@ -1,0 +1,35 @@
+"""Options of the persistent-generator methods (DAFL, ZSKT, DFQ, DFAD): the generator's size and
+optimiser, and the weights of the shared loss terms its step minimises.
+
+Torch-free, like every options module: `dfkd list-methods --options` reads it without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from dfkd.options import option
+from dfkd.synthesis.options import DataFreeOptions
+
+GeneratorKind = Literal["large", "base", "a"]
+
+
+@dataclass
+class GenerativeOptions(DataFreeOptions):
+    generator: GeneratorKind = option(
+        "large",
+        "Generator: 'large' (LargeGenerator, a 4·ngf-channel projection; DAFL, ZSKT, DFQ), "
+        "'base' (Generator, 2·ngf; CMI's) or 'a' (GeneratorA: Tanh + non-affine BatchNorm "
+        "output fed to the networks unnormalised; DFAD's).",
+    )
+    nz: int = option(256, "Latent size of the generator.")
+    ngf: int = option(64, "Generator width: channels of its last hidden layer.")
+    lr_g: float = option(1e-3, "Generator learning rate (Adam, constant).")
+    beta1: float = option(0.5, "Adam's first-moment decay for the generator.")
+    beta2: float = option(0.999, "Adam's second-moment decay for the generator.")
+    oh: float = option(0.0, "Weight of the one-hot loss CE(t, argmax t).")
+    act: float = option(0.0, "Weight of the activation loss −mean|f_T| (teacher features).")
+    balance: float = option(0.0, "Weight of the class-balance loss Σ p̄ log p̄ (−entropy).")
+    bn: float = option(0.0, "Weight of the teacher BatchNorm-statistics loss.")
+    adv: float = option(0.0, "Weight of the adversarial loss −KL(t‖s; T=1) (−L1 for DFAD).")

@@ -1,0 +1,106 @@
+"""Image generators for the generator-based methods, and CMI's re-initialisation.
+
+The layer layout (``l1`` holding the projection, ``conv_blocks`` the rest) follows the reference
+benchmark, so a state dict saved there loads here unchanged (methods.md §0.6, §7).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Generator(nn.Module):
+    """CMI's generator (methods.md §0.6): z → Linear → two nearest ×2 upsamplings → image in [0, 1].
+
+    The projection starts at ``width · ngf`` channels; ``width=2`` is CMI's ``Generator`` and
+    ``width=4`` the ``LargeGenerator`` of DAFL/ZSKT/DFQ. Two ×2 upsamplings mean the image side must
+    be divisible by 4 (28 px works: 7 → 14 → 28). ``width`` and ``ngf`` are options because a
+    LeNet-scale teacher needs far less generator than the reference's 64-wide one.
+    """
+
+    def __init__(
+        self,
+        nz: int = 256,
+        ngf: int = 64,
+        img_size: int = 32,
+        channels: int = 3,
+        *,
+        width: int = 2,
+        conv_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        if img_size % 4:
+            raise ValueError(
+                f"img_size must be divisible by 4 (two ×2 upsamplings), got {img_size}"
+            )
+        self.nz = nz
+        self.init_size = img_size // 4
+        self.start_channels = width * ngf
+        self.l1 = nn.Sequential(nn.Linear(nz, self.start_channels * self.init_size**2))
+        self.conv_blocks = nn.Sequential(
+            nn.BatchNorm2d(self.start_channels),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(self.start_channels, 2 * ngf, 3, stride=1, padding=1, bias=conv_bias),
+            nn.BatchNorm2d(2 * ngf),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(2 * ngf, ngf, 3, stride=1, padding=1, bias=conv_bias),
+            nn.BatchNorm2d(ngf),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ngf, channels, 3, stride=1, padding=1),
+            *self._output_layers(channels),
+        )
+
+    def _output_layers(self, channels: int) -> list[nn.Module]:
+        """The squashing at the end; a Sigmoid gives images in [0, 1], normalised afterwards."""
+        return [nn.Sigmoid()]
+
+    def forward(self, z: Tensor) -> Tensor:
+        # Flatten so that z of shape (B, nz, 1, 1) works as well as (B, nz).
+        out = self.l1(z.flatten(1))
+        out = out.view(z.shape[0], self.start_channels, self.init_size, self.init_size)
+        return self.conv_blocks(out)
+
+
+class LargeGenerator(Generator):
+    """The wider generator of DAFL, ZSKT, DFQ and CuDFKD: a ``4 · ngf``-channel projection."""
+
+    def __init__(self, nz: int = 256, ngf: int = 64, img_size: int = 32, channels: int = 3) -> None:
+        super().__init__(nz, ngf, img_size, channels, width=4)
+
+
+class GeneratorA(Generator):
+    """DFAD's generator (methods.md §7): convolutions with bias, then Tanh and a non-affine
+    BatchNorm2d, so each output channel is standardised over the batch. Its images go to the
+    networks as they are, with no dataset normaliser.
+    """
+
+    def __init__(self, nz: int = 256, ngf: int = 64, img_size: int = 32, channels: int = 3) -> None:
+        super().__init__(nz, ngf, img_size, channels, width=2, conv_bias=True)
+
+    def _output_layers(self, channels: int) -> list[nn.Module]:
+        return [nn.Tanh(), nn.BatchNorm2d(channels, affine=False)]
+
+
+_WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@torch.no_grad()
+def reset_parameters_dcgan(module: nn.Module, generator: torch.Generator | None = None) -> None:
+    """CMI's per-synthesis re-initialisation (methods.md §5 step 1): Conv/ConvTranspose/Linear
+    weights ~ N(0, 0.02) and biases 0; BatchNorm γ ~ N(1, 0.02) and β = 0.
+
+    Running statistics are left alone, as in the reference: the generator synthesizes in train
+    mode, where they are not used. Pass a seeded ``generator`` (on the module's device) for a
+    reproducible draw.
+    """
+    for m in module.modules():
+        if isinstance(m, _WEIGHTED):
+            m.weight.normal_(0.0, 0.02, generator=generator)
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, _BATCHNORMS) and m.affine:
+            m.weight.normal_(1.0, 0.02, generator=generator)
+            m.bias.zero_()

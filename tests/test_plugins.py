@@ -1,0 +1,235 @@
+"""The plugin manager: built-ins, entry points, failures, conflicts, and one test per hook."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
+
+from dfkd import hookimpl, hookspecs
+from dfkd.errors import PluginError, UsageError
+from dfkd.options import option
+from dfkd.plugins import Plugins
+from dfkd.testing import make_plugins
+
+
+@dataclass
+class FakeOptions:
+    steps: int = option(3, "How many steps.")
+
+
+class FakeMethod:
+    @hookimpl
+    def register_methods(self, register):
+        register(
+            "fake",
+            "dfkd.synthesis.base:Synthesizer",
+            "a method for tests",
+            paper="Nobody 2026",
+            options=FakeOptions,
+            presets={"quick": {"steps": 1}},
+        )
+
+
+class FakeEntryPoint:
+    def __init__(self, name, target):
+        self.name, self.group, self._target = name, "dfkd", target
+
+    def load(self):
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+def fake_distribution(name, *entry_points):
+    return SimpleNamespace(metadata={"Name": name}, version="9.9", entry_points=list(entry_points))
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    """Replace the installed distributions with the given fakes."""
+
+    def install(*dists):
+        monkeypatch.setattr("dfkd.plugins.metadata.distributions", lambda: list(dists))
+
+    return install
+
+
+def test_builtins_register_through_the_same_hooks():
+    plugins = Plugins(autoload=False)
+    assert {"lenet5", "wrn40_2", "timm:"} <= set(plugins.models.names())
+    assert {"fashion-mnist", "cifar10", "folder:"} <= set(plugins.datasets.names())
+    assert "kd_kl" in plugins.losses.names()
+    assert plugins.models.get("lenet5").provider == "dfkd"
+
+
+def test_entry_point_plugin_is_loaded_with_its_distribution(installed, monkeypatch):
+    monkeypatch.delenv("DFKD_LOAD_PLUGINS", raising=False)
+    installed(fake_distribution("dfkd-plugin-fake", FakeEntryPoint("fake", FakeMethod())))
+    plugins = Plugins(strict=True)
+    entry = plugins.methods.get("fake")
+    assert (entry.provider, entry.version) == ("dfkd-plugin-fake", "9.9")
+
+
+def test_failing_plugin_warns_and_the_rest_keeps_working(installed, monkeypatch):
+    monkeypatch.delenv("DFKD_LOAD_PLUGINS", raising=False)
+    installed(
+        fake_distribution("dfkd-plugin-broken", FakeEntryPoint("broken", ImportError("no torch"))),
+        fake_distribution("dfkd-plugin-fake", FakeEntryPoint("fake", FakeMethod())),
+    )
+    plugins = Plugins(strict=False)
+    assert plugins.errors == {"dfkd-plugin-broken": "ImportError: no torch"}
+    assert "fake" in plugins.methods
+    with pytest.raises(PluginError, match="dfkd-plugin-broken.*no torch"):
+        Plugins(strict=True)
+
+
+def test_load_plugins_env_selects_distributions(installed, monkeypatch):
+    installed(fake_distribution("dfkd-plugin-fake", FakeEntryPoint("fake", FakeMethod())))
+    monkeypatch.setenv("DFKD_LOAD_PLUGINS", "")
+    assert "fake" not in Plugins().methods
+    monkeypatch.setenv("DFKD_LOAD_PLUGINS", "dfkd-plugin-other, dfkd-plugin-fake")
+    assert "fake" in Plugins().methods
+
+
+def test_misspelled_hook_is_an_error_not_silence():
+    class Misspelled:
+        @hookimpl
+        def register_method(self, register):  # missing the final "s"
+            raise AssertionError("never called")
+
+    with pytest.raises(PluginError, match="register_method"):
+        make_plugins((Misspelled(), "dfkd-plugin-typo"))._check_pending()
+    lenient = Plugins(autoload=False, strict=False)
+    lenient.register(Misspelled(), "typo", dist="dfkd-plugin-typo")
+    lenient._check_pending()
+    assert "dfkd-plugin-typo" in lenient.errors and not lenient.pm.has_plugin("typo")
+
+
+def test_two_providers_of_one_name_is_an_error_naming_both():
+    class Other:
+        @hookimpl
+        def register_models(self, register):
+            register("lenet5", "somewhere.else:LeNet", "another LeNet")
+
+    plugins = make_plugins((Other(), "dfkd-plugin-other"))
+    with pytest.raises(
+        UsageError, match="'lenet5' is registered twice: by dfkd and by dfkd-plugin-other"
+    ):
+        plugins.models  # noqa: B018
+
+
+def test_the_same_object_twice_is_fine():
+    class Again:
+        @hookimpl
+        def register_models(self, register):
+            register("lenet5", "dfkd.models.lenet:lenet5", "the same one")
+
+    assert make_plugins((Again(), "dfkd-plugin-again")).models.get("lenet5")
+
+
+def test_unknown_name_suggests_and_lists_and_hints_pip():
+    plugins = make_plugins((FakeMethod(), "dfkd-plugin-fake"))
+    with pytest.raises(UsageError) as err:
+        plugins.methods.get("fkae")
+    assert "Unknown method 'fkae'. Did you mean 'fake'?" in str(err.value)
+    assert "Installed: fake." in str(err.value)
+    with pytest.raises(UsageError, match="pip install dfkd-plugin-cmi"):
+        plugins.methods.get("cmi")
+    with pytest.raises(UsageError, match="Did you mean 'lenet5'"):
+        plugins.models.get("lenet55")
+
+
+# One test per hook: the meta-test below keeps this list complete.
+
+
+def test_hook_register_methods():
+    entry = make_plugins((FakeMethod(), "dfkd-plugin-fake")).methods.get("fake")
+    assert entry.info["options"] is FakeOptions and entry.info["presets"] == {"quick": {"steps": 1}}
+
+
+def test_hook_register_models():
+    class Models:
+        @hookimpl
+        def register_models(self, register):
+            register("tiny_net", lambda num_classes, in_channels: ("built", num_classes))
+
+    entry = make_plugins((Models(), "m")).models.get("tiny_net")
+    assert entry.build(num_classes=4, in_channels=1) == ("built", 4)
+
+
+def test_hook_register_datasets():
+    class Data:
+        @hookimpl
+        def register_datasets(self, register):
+            register("zip:", lambda root=None, download=False, arg=None: f"zip of {arg}")
+
+    assert make_plugins((Data(), "d")).datasets.get("zip:a.zip").build() == "zip of a.zip"
+
+
+def test_hook_register_losses():
+    class Losses:
+        @hookimpl
+        def register_losses(self, register):
+            register("zero", lambda s, t, T=1.0: 0.0, "always zero")
+
+    assert make_plugins((Losses(), "l")).losses.get("zero").load()(1, 2) == 0.0
+
+
+def test_hook_register_commands():
+    import typer
+
+    from dfkd.cli import make_app
+
+    class Commands:
+        @hookimpl
+        def register_commands(self, app):
+            @app.command()
+            def hello(name: str = "world"):
+                typer.echo(f"hello {name}")
+
+    from typer.testing import CliRunner
+
+    app = make_app(make_plugins((Commands(), "c")))
+    assert CliRunner().invoke(app, ["hello", "--name", "dfkd"]).output == "hello dfkd\n"
+
+
+def test_every_hook_has_a_test():
+    hooks = {
+        n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("register_")
+    }
+    tested = {n.removeprefix("test_hook_") for n in globals() if n.startswith("test_hook_")}
+    assert hooks == tested
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list-methods"], ["plugins", "--json"], ["models"]])
+def test_catalog_commands_do_not_import_torch(args):
+    code = (
+        "import sys\n"
+        "from dfkd.cli import main\n"
+        f"sys.argv = ['dfkd', *{args!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stderr.strip().endswith("NO-TORCH"), done.stderr
+
+
+def test_plugins_json_lists_hooks_and_errors(installed, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    monkeypatch.delenv("DFKD_LOAD_PLUGINS", raising=False)
+    installed(
+        fake_distribution("dfkd-plugin-broken", FakeEntryPoint("broken", ImportError("boom")))
+    )
+    result = CliRunner().invoke(make_app(Plugins(strict=False)), ["plugins", "--json"])
+    rows = json.loads(result.stdout)
+    assert {"name": "dfkd-plugin-broken", "error": "ImportError: boom"} in rows
+    assert any(r.get("hooks") == ["register_models"] for r in rows)
