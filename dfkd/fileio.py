@@ -15,7 +15,7 @@ from dfkd.errors import DfkdError
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    """A temporary path beside ``path``, renamed over it only if the block succeeds."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,7 +28,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, path)
     except OSError as exc:
-        raise DfkdError(f"Could not write {path}: {exc.strerror or exc}. Nothing was changed.") from exc
+        raise DfkdError(
+            f"Could not write {path}: {exc.strerror or exc}. Nothing was changed."
+        ) from exc
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -51,8 +51,14 @@ def _tiny_source(root: Any = None, download: bool = False) -> Any:
 class TinyDatasetPlugin:
     @hookimpl
     def register_datasets(self, register):
-        register("tiny", _tiny_source, "learnable toy data for tests", num_classes=10, channels=1,
-                 image_size=28)
+        register(
+            "tiny",
+            _tiny_source,
+            "learnable toy data for tests",
+            num_classes=10,
+            channels=1,
+            image_size=28,
+        )
 
 
 def make_plugins(*extra: tuple[object, str]) -> Plugins:
@@ -93,8 +99,14 @@ def train_tiny_teacher(plugins: Plugins, model: str = "lenet5", epochs: int = 5)
     """A teacher on the tiny dataset, saved where `--teacher MODEL` looks for it."""
     from dfkd.training.supervised import ScratchConfig, train_scratch
 
-    cfg = ScratchConfig(dataset="tiny", model=model, epochs=epochs, batch_size=32, lr=0.05,
-                        out=f"runs/teacher-{model}")
+    cfg = ScratchConfig(
+        dataset="tiny",
+        model=model,
+        epochs=epochs,
+        batch_size=32,
+        lr=0.05,
+        out=f"runs/teacher-{model}",
+    )
     return train_scratch(cfg, plugins=plugins)
 
 
@@ -117,7 +129,13 @@ def tiny_teacher_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DFKD_CHECKPOINTS", str(root / "checkpoints"))
         for model in ("lenet5", "lenet5_bn"):
-            cfg = ScratchConfig(dataset="tiny", model=model, epochs=5, batch_size=32, lr=0.05,
-                                out=str(root / f"run-{model}"))
+            cfg = ScratchConfig(
+                dataset="tiny",
+                model=model,
+                epochs=5,
+                batch_size=32,
+                lr=0.05,
+                out=str(root / f"run-{model}"),
+            )
             paths[model] = train_scratch(cfg, plugins=make_plugins()).best_weights
     return paths

@@ -16,7 +16,7 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def save_weights(model: Any, path: str | Path, meta: dict[str, Any]) -> None:
-    """Write the weights, then the sidecar, each atomically (sidecar last: it marks completeness)."""
+    """Weights, then sidecar, each written atomically (the sidecar last marks completeness)."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

@@ -17,7 +17,9 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
     @guarded
     def list_methods(
         pattern: str = typer.Argument(None, help="Only names matching this (glob or substring)."),
-        options: str = typer.Option(None, "--options", metavar="METHOD", help="List a method's options."),
+        options: str = typer.Option(
+            None, "--options", metavar="METHOD", help="List a method's options."
+        ),
     ) -> None:
         """List the data-free methods that installed plugins provide."""
         if options:
@@ -25,13 +27,22 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             return
         entries = plugins.methods.match(pattern)
         if not entries:
-            console.print("No methods installed" + (f" matching '{pattern}'." if pattern else ".")
-                          + " Install one, e.g. pip install dfkd-plugin-dafl")
+            console.print(
+                "No methods installed"
+                + (f" matching '{pattern}'." if pattern else ".")
+                + " Install one, e.g. pip install dfkd-plugin-dafl"
+            )
             return
         table = Table("method", "summary", "paper", "plugin", "version", "presets")
         for e in entries:
-            table.add_row(e.name, e.summary, e.info.get("paper", ""), e.provider, e.version,
-                          ", ".join(e.info.get("presets", {})))
+            table.add_row(
+                e.name,
+                e.summary,
+                e.info.get("paper", ""),
+                e.provider,
+                e.version,
+                ", ".join(e.info.get("presets", {})),
+            )
         console.print(table)
 
     @app.command("models", rich_help_panel="Catalog")
@@ -41,8 +52,12 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         table = Table("model", "summary", "input", "plugin")
         for e in plugins.models.match(pattern):
             size = e.info.get("input_size")
-            table.add_row(e.name + ("<name>" if e.name.endswith(":") else ""), e.summary,
-                          f"{size} px" if size else "any", e.provider)
+            table.add_row(
+                e.name + ("<name>" if e.name.endswith(":") else ""),
+                e.summary,
+                f"{size} px" if size else "any",
+                e.provider,
+            )
         console.print(table)
 
     @app.command("datasets", rich_help_panel="Catalog")
@@ -52,11 +67,14 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         table = Table("dataset", "summary", "classes", "channels", "size", "plugin")
         for e in plugins.datasets:
             info = e.info
-            table.add_row(e.name + ("PATH" if e.name.endswith(":") else ""), e.summary,
-                          str(info.get("num_classes", "from files")),
-                          str(info.get("channels", "from files")),
-                          f"{info['image_size']} px" if "image_size" in info else "from files",
-                          e.provider)
+            table.add_row(
+                e.name + ("PATH" if e.name.endswith(":") else ""),
+                e.summary,
+                str(info.get("num_classes", "from files")),
+                str(info.get("channels", "from files")),
+                f"{info['image_size']} px" if "image_size" in info else "from files",
+                e.provider,
+            )
         console.print(table)
 
     @app.command("plugins", rich_help_panel="Catalog")

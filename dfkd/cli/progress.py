@@ -60,8 +60,10 @@ class ProgressReporter:
         self.last_acc = f"{row.get('top1', 0.0):.2f}%"
         if self.enabled:
             extra = "".join(
-                f"  {k} {row[k]:.4g}" for k in row if k not in {"epoch", "top1", "top5", "seconds",
-                "best_top1", "images", "lr"} and isinstance(row[k], float)
+                f"  {k} {row[k]:.4g}"
+                for k in row
+                if k not in {"epoch", "top1", "top5", "seconds", "best_top1", "images", "lr"}
+                and isinstance(row[k], float)
             )
             err_console.print(
                 f"epoch {row['epoch']}/{self.epochs}  top1 {row.get('top1', 0.0):.2f}%  "

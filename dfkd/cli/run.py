@@ -60,10 +60,21 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             _require(method=method, teacher=teacher, student=student, dataset=dataset)
             overrides = list(option or []) + ([f"epochs={epochs}"] if epochs else [])
             cfg = RunConfig(
-                method=method, teacher=teacher, student=student, dataset=dataset, preset=preset,
-                overrides=overrides, teacher_weights=teacher_weights, seed=seed,
-                keep_images=keep_images, mixed_precision=mixed_precision, cpu=cpu,
-                data_root=data_root, download=download, out=out, overwrite=overwrite,
+                method=method,
+                teacher=teacher,
+                student=student,
+                dataset=dataset,
+                preset=preset,
+                overrides=overrides,
+                teacher_weights=teacher_weights,
+                seed=seed,
+                keep_images=keep_images,
+                mixed_precision=mixed_precision,
+                cpu=cpu,
+                data_root=data_root,
+                download=download,
+                out=out,
+                overwrite=overwrite,
             )
             method_options(plugins, cfg)  # fail on a bad name or option before any work
         outcome = run_datafree(

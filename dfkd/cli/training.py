@@ -19,7 +19,9 @@ BatchSize = Annotated[int, typer.Option(help="Minibatch size (per process).")]
 Lr = Annotated[float, typer.Option(help="Initial learning rate (SGD).")]
 WeightDecay = Annotated[float, typer.Option(help="SGD weight decay.")]
 Schedule = Annotated[str, typer.Option(help="cosine, multistep (x0.1 at 60/75/90%) or constant.")]
-Augment = Annotated[str, typer.Option(help="auto (crop+flip on colour 32 px data), crop-flip, none.")]
+Augment = Annotated[
+    str, typer.Option(help="auto (crop+flip on colour 32 px data), crop-flip, none.")
+]
 Seed = Annotated[int, typer.Option(help="Random seed; the same seed repeats a CPU run exactly.")]
 Precision = Annotated[str, typer.Option("--mixed-precision", help="no, fp16 or bf16.")]
 Cpu = Annotated[bool, typer.Option("--cpu", help="Stay on the CPU even when a GPU is present.")]
@@ -61,10 +63,21 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         else:
             _require(model=model, dataset=dataset)
             cfg = ScratchConfig(
-                dataset=dataset, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
-                weight_decay=weight_decay, schedule=schedule, augment=augment, seed=seed,
-                mixed_precision=mixed_precision, cpu=cpu, data_root=data_root,
-                download=download, out=out, overwrite=overwrite,
+                dataset=dataset,
+                model=model,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                weight_decay=weight_decay,
+                schedule=schedule,
+                augment=augment,
+                seed=seed,
+                mixed_precision=mixed_precision,
+                cpu=cpu,
+                data_root=data_root,
+                download=download,
+                out=out,
+                overwrite=overwrite,
             )
         outcome = train_scratch(
             cfg, resume=resume, reporter=ProgressReporter(not quiet), plugins=plugins
@@ -109,13 +122,31 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         else:
             _require(teacher=teacher, student=student, dataset=dataset)
             cfg = KDConfig(
-                dataset=dataset, teacher=teacher, student=student, transfer_set=transfer_set,
-                teacher_weights=teacher_weights, alpha=alpha, beta=beta, temperature=temperature,
-                epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                schedule=schedule, augment=augment, seed=seed, mixed_precision=mixed_precision,
-                cpu=cpu, data_root=data_root, download=download, out=out, overwrite=overwrite,
+                dataset=dataset,
+                teacher=teacher,
+                student=student,
+                transfer_set=transfer_set,
+                teacher_weights=teacher_weights,
+                alpha=alpha,
+                beta=beta,
+                temperature=temperature,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                weight_decay=weight_decay,
+                schedule=schedule,
+                augment=augment,
+                seed=seed,
+                mixed_precision=mixed_precision,
+                cpu=cpu,
+                data_root=data_root,
+                download=download,
+                out=out,
+                overwrite=overwrite,
             )
-        outcome = train_kd(cfg, resume=resume, reporter=ProgressReporter(not quiet), plugins=plugins)
+        outcome = train_kd(
+            cfg, resume=resume, reporter=ProgressReporter(not quiet), plugins=plugins
+        )
         _summary(outcome, f"{cfg.teacher} -> {cfg.student} on {cfg.dataset}")
 
     @app.command("eval", rich_help_panel=PANEL)
@@ -144,17 +175,35 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         accelerator = make_accelerator(mixed_precision, cpu)
         net.to(accelerator.device)
         images, labels = source.load("test")
-        scores = evaluate(net, images, labels, InputFormat.of(source, spec.size), accelerator,
-                          batch_size)
-        result = {"model": model, "dataset": source.name, "weights": str(path),
-                  "samples": len(labels), **scores}
+        scores = evaluate(
+            net, images, labels, InputFormat.of(source, spec.size), accelerator, batch_size
+        )
+        result = {
+            "model": model,
+            "dataset": source.name,
+            "weights": str(path),
+            "samples": len(labels),
+            **scores,
+        }
         if as_json:
             typer.echo(json.dumps(result, indent=2))
             return
-        table = Table("model", "dataset", "weights", "samples", "top-1 %",
-                      *(["top-5 %"] if "top5" in scores else []))
-        table.add_row(model, source.name, str(path), str(len(labels)), f"{scores['top1']:.2f}",
-                      *([f"{scores['top5']:.2f}"] if "top5" in scores else []))
+        table = Table(
+            "model",
+            "dataset",
+            "weights",
+            "samples",
+            "top-1 %",
+            *(["top-5 %"] if "top5" in scores else []),
+        )
+        table.add_row(
+            model,
+            source.name,
+            str(path),
+            str(len(labels)),
+            f"{scores['top1']:.2f}",
+            *([f"{scores['top5']:.2f}"] if "top5" in scores else []),
+        )
         console.print(table)
 
 

@@ -18,7 +18,9 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         file: Annotated[Path, typer.Argument(help="A .pth state dict (read with weights_only).")],
         model: Annotated[str, typer.Option("--model", "-m", help="Architecture it belongs to.")],
         dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset it was trained on.")],
-        out: Annotated[Path, typer.Option(help="Output file (default: the teacher checkpoint).")] = None,
+        out: Annotated[
+            Path, typer.Option(help="Output file (default: the teacher checkpoint).")
+        ] = None,
         data_root: Annotated[str, typer.Option(help="Only to read the dataset's metadata.")] = None,
     ) -> None:
         """Convert a pickled state dict (e.g. the reference's teachers) to safetensors."""

@@ -22,5 +22,6 @@ def open_dataset(
     download: bool = False,
     plugins: Plugins | None = None,
 ) -> DataSource:
-    """The dataset ``name`` (``cifar10``, ``folder:PATH``, ...), its files found or fetched."""
+    """The dataset ``name`` (``cifar10``, ``folder:PATH``, ...); built-ins find (or fetch) their
+    files on first ``load``, so metadata alone needs no data on disk."""
     return (plugins or get_plugins()).datasets.get(name).build(root=root, download=download)

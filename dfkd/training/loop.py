@@ -106,7 +106,7 @@ class Loop:
         return self.run.path / f"{self.role}-best.safetensors"
 
     def fit(self, job: Job, *, resume: bool = False) -> Outcome:
-        first_epoch, best = (self._restore(job) if resume else (0, -1.0))
+        first_epoch, best = self._restore(job) if resume else (0, -1.0)
         self.reporter.start(self.epochs, first_epoch)
         try:
             for epoch in range(first_epoch, self.epochs):

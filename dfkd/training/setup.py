@@ -98,7 +98,8 @@ def check_meta(path: Path, model: str, source: Any) -> None:
         )
     if meta.get("channels") not in (None, source.channels):
         raise UsageError(
-            f"{path} expects {meta['channels']}-channel images; {source.name} has {source.channels}."
+            f"{path} expects {meta['channels']}-channel images; "
+            f"{source.name} has {source.channels}."
         )
     if meta.get("model") not in (None, model):
         raise UsageError(f"{path} holds weights of {meta['model']}, not {model}.")
