@@ -27,11 +27,14 @@ def make_app(plugins: Plugins | None = None) -> typer.Typer:
 
     @app.callback()
     def root(
-        version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+        version: bool = typer.Option(
+            False,
+            "--version",
+            help="Print the version and exit.",
+            is_eager=True,
+            callback=_print_version,
+        ),
     ) -> None:
-        if version:
-            typer.echo(f"dfkd {__version__}")
-            raise typer.Exit()
         for who, error in plugins.errors.items():
             err_console.print(
                 f"[yellow]Warning:[/] could not load plugin {who} ({error}). Disable it with "
@@ -45,6 +48,12 @@ def make_app(plugins: Plugins | None = None) -> typer.Typer:
     weights.add_commands(app, plugins)
     plugins.pm.hook.register_commands(app=app)
     return app
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"dfkd {__version__}")
+        raise typer.Exit()
 
 
 def main() -> None:

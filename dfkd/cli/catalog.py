@@ -33,7 +33,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
                 + " Install one, e.g. pip install dfkd-plugin-dafl"
             )
             return
-        table = Table("method", "summary", "paper", "plugin", "version", "presets")
+        table = _table("method", "summary", "paper", "plugin", "version", "presets")
         for e in entries:
             table.add_row(
                 e.name,
@@ -49,7 +49,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
     @guarded
     def models(pattern: str = typer.Argument(None, help="Only names matching this.")) -> None:
         """List the architectures that --model, --teacher and --student accept."""
-        table = Table("model", "summary", "input", "plugin")
+        table = _table("model", "summary", "input", "plugin")
         for e in plugins.models.match(pattern):
             size = e.info.get("input_size")
             table.add_row(
@@ -64,7 +64,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
     @guarded
     def datasets() -> None:
         """List the datasets that --dataset accepts."""
-        table = Table("dataset", "summary", "classes", "channels", "size", "plugin")
+        table = _table("dataset", "summary", "classes", "channels", "size", "plugin")
         for e in plugins.datasets:
             info = e.info
             table.add_row(
@@ -85,7 +85,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
-        table = Table("plugin", "distribution", "version", "hooks / error")
+        table = _table("plugin", "distribution", "version", "hooks / error")
         for r in rows:
             detail = ", ".join(r["hooks"]) if "hooks" in r else f"[red]{r['error']}[/]"
             table.add_row(r["name"], r.get("distribution", r["name"]), r.get("version", ""), detail)
@@ -94,7 +94,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
 
 def print_options(plugins: Plugins, method: str) -> None:
     entry = plugins.methods.get(method)
-    table = Table("option", "type", "default", "help", title=f"Options of {entry.name}")
+    table = _table("option", "type", "default", "help", title=f"Options of {entry.name}")
     for row in describe(entry.info["options"]):
         table.add_row(row["name"], row["type"], row["default"], row["help"])
     console.print(table)
@@ -102,3 +102,11 @@ def print_options(plugins: Plugins, method: str) -> None:
     for name, values in presets.items():
         pairs = " ".join(f"{k}={v}" for k, v in values.items())
         console.print(f"[bold]--preset {name}[/]: {pairs}", highlight=False)
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    """A table whose first column (the name a user types) never wraps."""
+    table = Table(title=title)
+    for i, name in enumerate(columns):
+        table.add_column(name, no_wrap=i == 0)
+    return table
