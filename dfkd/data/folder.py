@@ -1,0 +1,157 @@
+"""``folder:PATH`` datasets: your own images, labelled by class folders or as a bare transfer set.
+
+PATH is taken as given (relative to the working directory); ``--data-root`` does not apply and
+there is nothing to download. Three layouts are recognised, in this order:
+
+1. ``train/<class>/...`` with ``test/<class>/...`` (or ``val/``), as torchvision's ImageFolder
+   lays them out: a labelled dataset whose classes are the sorted folder names under ``train/``.
+2. ``images*.safetensors`` files (``images.safetensors``, or the chunks ``images-00000...``
+   that an ImagePool appends), each holding ``images`` (uint8 N, C, H, W) and optionally
+   ``labels``: the fast form dfkd writes for synthesized images. Image files beside them are
+   ignored.
+3. Anything else: every image under PATH, recursively, as an unlabelled train split.
+
+Images are grey (1 channel) when every one of them is, otherwise RGB. When sizes differ, all are
+resized (squashed, not cropped) to a square of the shorter side of the most common size, ties
+going to the size seen first; a folder of 32x32 images with a few strays therefore stays 32 px.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from dfkd.data.source import Arrays, DataSource, Split
+from dfkd.errors import UsageError
+
+TENSOR_FILES = "images*.safetensors"
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+)
+GREY_MODES = frozenset({"1", "L", "LA"})
+
+
+def list_images(directory: Path) -> list[Path]:
+    return sorted(
+        p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
+
+
+class ImageFolderSource(DataSource):
+    def __init__(self, root: str | Path | None = None, download: bool = False, *, arg: str) -> None:
+        path = Path(arg).expanduser()
+        if not path.is_dir():
+            raise UsageError(f"folder:{arg} needs a directory of images; {path} is not one.")
+        self.name = f"folder:{arg}"
+        self.location = path.resolve()
+        self._splits: dict[str, tuple[list[Path], list[int] | None]] = {}
+        self._tensor_files: list[Path] = []
+        train = path / "train"
+        test = next((path / d for d in ("test", "val") if (path / d).is_dir()), None)
+        if test is not None and train.is_dir() and any(d.is_dir() for d in train.iterdir()):
+            self._init_labelled(train, test)
+        elif tensor_files := sorted(path.glob(TENSOR_FILES)):
+            self._init_tensor_files(tensor_files)
+        else:
+            files = list_images(path)
+            if not files:
+                known = " ".join(sorted(IMAGE_EXTENSIONS))
+                raise UsageError(f"{self.name} holds no images (files ending {known}).")
+            self.classes = []
+            self._splits["train"] = (files, None)
+            self.channels, self.image_size = _scan(files)
+        self.mean = (0.5,) * self.channels
+        self.std = (0.5,) * self.channels
+
+    def _init_labelled(self, train: Path, test: Path) -> None:
+        self.classes = sorted(d.name for d in train.iterdir() if d.is_dir())
+        index = {c: i for i, c in enumerate(self.classes)}
+        for split, directory in (("train", train), ("test", test)):
+            files: list[Path] = []
+            labels: list[int] = []
+            for class_dir in sorted(d for d in directory.iterdir() if d.is_dir()):
+                if class_dir.name not in index:
+                    raise UsageError(
+                        f"{class_dir} is a class that {train} lacks; both splits need the same "
+                        "class folders."
+                    )
+                found = list_images(class_dir)
+                files += found
+                labels += [index[class_dir.name]] * len(found)
+            if not files:
+                raise UsageError(f"{directory} holds no images in its class folders.")
+            self._splits[split] = (files, labels)
+        self.channels, self.image_size = _scan(self._splits["train"][0] + self._splits["test"][0])
+
+    def _init_tensor_files(self, files: list[Path]) -> None:
+        shapes, top_label = set(), -1
+        for file in files:
+            with safe_open(str(file), framework="pt") as f:
+                names = set(f.keys())
+                if "images" not in names:
+                    raise UsageError(f"{file} has no 'images' tensor.")
+                images = f.get_slice("images")
+                shape, dtype = images.get_shape(), images.get_dtype()
+                if "labels" in names:
+                    top_label = max(top_label, int(f.get_tensor("labels").max()))
+            if dtype != "U8" or len(shape) != 4 or shape[2] != shape[3]:
+                raise UsageError(
+                    f"{file} holds {dtype} images of shape {shape}; dfkd needs square uint8 "
+                    "images as (N, C, H, W)."
+                )
+            shapes.add(tuple(shape[1:]))
+        if len(shapes) > 1:
+            raise UsageError(f"{self.name}: its tensor files hold images of different shapes.")
+        self._tensor_files = files
+        self.channels, self.image_size = shape[1], shape[2]
+        self.classes = [str(i) for i in range(top_label + 1)]
+
+    def _read(self, split: Split) -> Arrays:
+        if self._tensor_files and split == "train":
+            parts = [load_file(str(file)) for file in self._tensor_files]
+            images = torch.cat([p["images"] for p in parts])
+            if not all("labels" in p for p in parts):
+                return images, None
+            return images, torch.cat([p["labels"] for p in parts]).long()
+        if split not in self._splits:
+            raise UsageError(
+                f"{self.name} has no test split: it is an unlabelled folder. Lay it out as "
+                "train/<class>/ and test/<class>/ to evaluate on it."
+            )
+        files, labels = self._splits[split]
+        images = _read_images(files, self.channels, self.image_size)
+        return images, None if labels is None else torch.tensor(labels, dtype=torch.int64)
+
+
+def _scan(files: list[Path]) -> tuple[int, int]:
+    """Channels and square size for ``files``, from their headers alone (see the module doc)."""
+    sizes: Counter[tuple[int, int]] = Counter()
+    grey = True
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                sizes[image.size] += 1
+                grey = grey and image.mode in GREY_MODES
+        except (UnidentifiedImageError, OSError) as exc:
+            raise UsageError(f"{file} is not a readable image ({exc}).") from exc
+    (width, height), _ = sizes.most_common(1)[0]
+    return (1 if grey else 3), min(width, height)
+
+
+def _read_images(files: list[Path], channels: int, size: int) -> torch.Tensor:
+    mode = "L" if channels == 1 else "RGB"
+    out = torch.empty(len(files), channels, size, size, dtype=torch.uint8)
+    for i, file in enumerate(files):
+        with Image.open(file) as image:
+            pixels = image.convert(mode)
+        if pixels.size != (size, size):
+            pixels = pixels.resize((size, size), Image.Resampling.BILINEAR)
+        array = np.array(pixels, dtype=np.uint8).reshape(size, size, channels)
+        out[i] = torch.from_numpy(array).permute(2, 0, 1)
+    return out

@@ -1,0 +1,52 @@
+"""Built-in plugin: the standard datasets and ``folder:``. Records only; no torch until used."""
+
+from dfkd import hookimpl
+
+
+@hookimpl
+def register_datasets(register):
+    register(
+        "mnist",
+        "dfkd.data.sources:MNIST",
+        "MNIST handwritten digits, 10 classes, 28 px grey",
+        num_classes=10,
+        channels=1,
+        image_size=28,
+    )
+    register(
+        "fashion-mnist",
+        "dfkd.data.sources:FashionMNIST",
+        "Zalando Fashion-MNIST, 10 classes, 28 px grey",
+        num_classes=10,
+        channels=1,
+        image_size=28,
+    )
+    register(
+        "cifar10",
+        "dfkd.data.sources:CIFAR10",
+        "CIFAR-10 tiny images, 10 classes, 32 px RGB",
+        num_classes=10,
+        channels=3,
+        image_size=32,
+    )
+    register(
+        "cifar100",
+        "dfkd.data.sources:CIFAR100",
+        "CIFAR-100 tiny images, 100 fine classes, 32 px RGB",
+        num_classes=100,
+        channels=3,
+        image_size=32,
+    )
+    register(
+        "svhn",
+        "dfkd.data.sources:SVHN",
+        "Street View House Numbers (cropped digits), 10 classes, 32 px RGB",
+        num_classes=10,
+        channels=3,
+        image_size=32,
+    )
+    register(
+        "folder:",
+        "dfkd.data.folder:ImageFolderSource",
+        "images under PATH (train/ and test/ class folders, or a flat folder)",
+    )
