@@ -293,3 +293,36 @@ def test_two_processes_under_torchrun_agree_on_the_weights(workdir):
     assert done.returncode == 0, done.stderr[-3000:]
     sums = [(workdir / f"sum-{rank}.txt").read_text() for rank in (0, 1)]
     assert sums[0] == sums[1]
+
+
+def test_import_weights_converts_a_reference_checkpoint(cli, workdir, plugins):
+    """The reference saves {'state_dict': ...} pickles, sometimes from DataParallel ('module.')."""
+    from dfkd.models import build_model
+    from dfkd.weights import load_weights, read_meta
+
+    net = build_model("wrn16_1", 10, 3, plugins=plugins)
+    state = {f"module.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "acc": 0.91}, workdir / "cifar10_wrn16_1.pth")
+    done = cli(
+        "import-weights", "cifar10_wrn16_1.pth", "--model", "wrn16_1", "--dataset", "cifar10"
+    )
+    assert done.exit_code == 0, done.output
+    target = workdir / "checkpoints/cifar10-wrn16_1.safetensors"
+    loaded = load_weights(build_model("wrn16_1", 10, 3, plugins=plugins), target)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(net.state_dict().values(), loaded.state_dict().values(), strict=True)
+    )
+    assert read_meta(target)["num_classes"] == 10
+    wrong = cli(
+        "import-weights",
+        "cifar10_wrn16_1.pth",
+        "--model",
+        "wrn40_2",
+        "--dataset",
+        "cifar10",
+        "--out",
+        "x.safetensors",
+    )
+    assert wrong.exit_code == 2 and "missing keys" in wrong.output
+    assert not (workdir / "x.safetensors").exists()
