@@ -9,8 +9,8 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # never break a path or a command line in two
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(exc: Exception) -> NoReturn:

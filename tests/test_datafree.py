@@ -1,0 +1,214 @@
+"""The shared data-free loop, with a toy synthesizer: run directory, resume, kept images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from dataclasses import dataclass
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dfkd import hookimpl
+from dfkd.options import option
+from dfkd.synthesis.base import Synthesizer
+from dfkd.synthesis.options import DataFreeOptions
+from dfkd.testing import make_plugins
+from dfkd.training.datafree import RunConfig, run_datafree
+from dfkd.training.loop import SilentReporter
+
+
+@dataclass
+class NoiseOptions(DataFreeOptions):
+    brightness: float = option(0.5, "Mean of the noise images.")
+
+
+class NoiseSynthesizer(Synthesizer):
+    """Noise images; a counter stands in for the state a real method keeps."""
+
+    def __init__(self, ctx, options):
+        super().__init__(ctx, options)
+        self.rounds = 0
+
+    def synthesize(self):
+        self.rounds += 1
+        shape = (
+            self.options.syn_batch,
+            self.ctx.channels,
+            self.ctx.image_size,
+            self.ctx.image_size,
+        )
+        self.images = (torch.rand(shape) * self.options.brightness * 2).clamp(0, 1)
+        return {"images": self.images, "loss_g": float(self.rounds)}
+
+    def sample(self):
+        return self.ctx.normalize(self.images).to(self.ctx.device)
+
+    def state_dict(self):
+        return {"rounds": self.rounds, "images": self.images}
+
+    def load_state_dict(self, state):
+        self.rounds, self.images = state["rounds"], state["images"]
+
+
+class NoisePlugin:
+    @hookimpl
+    def register_methods(self, register):
+        register(
+            "noise",
+            NoiseSynthesizer,
+            "noise for tests",
+            options=NoiseOptions,
+            presets={"tiny": {"epochs": 2, "ep_steps": 4, "kd_steps": 2, "batch_size": 8}},
+        )
+
+
+def noise_config(tiny_teacher_weights, **overrides) -> RunConfig:
+    values = dict(
+        method="noise",
+        teacher="lenet5",
+        student="lenet5_half",
+        dataset="tiny",
+        preset="tiny",
+        teacher_weights=str(tiny_teacher_weights["lenet5"]),
+        out="runs/n",
+    )
+    return RunConfig(**(values | overrides))
+
+
+@pytest.fixture
+def noise_plugins():
+    return make_plugins((NoisePlugin(), "dfkd-plugin-noise"))
+
+
+class Recorder(SilentReporter):
+    def __init__(self, stop_after: int | None = None):
+        self.rows, self.stop_after = [], stop_after
+
+    def epoch_end(self, row):
+        self.rows.append(row)
+        if row["epoch"] == self.stop_after:
+            raise KeyboardInterrupt
+
+
+def test_a_run_writes_everything(noise_plugins, workdir, tiny_teacher_weights):
+    reporter = Recorder()
+    outcome = run_datafree(
+        noise_config(tiny_teacher_weights), plugins=noise_plugins, reporter=reporter
+    )
+    run = workdir / "runs/n"
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "student.safetensors",
+        "student.json",
+        "samples.png",
+        "state/checkpoint.pt",
+    ):
+        assert (run / name).exists(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["command"] == "run" and config["options"]["method"] == "noise"
+    assert config["options"]["resolved_options"]["kd_steps"] == 2
+    assert "dfkd-plugin-noise" in config["versions"]
+    assert [r["epoch"] for r in outcome.metrics] == [1, 2]
+    # 4 student steps per epoch, a synthesis every 2: the generator log is each epoch's mean
+    assert outcome.metrics[0]["loss_g"] == pytest.approx((1 + 2) / 4)
+    assert reporter.rows[-1]["images"].shape == (8, 1, 32, 32)  # the teacher's 32 px
+    assert not (run / "images").exists()
+
+
+def test_overrides_beat_the_preset_and_the_epochs_shortcut(
+    noise_plugins, workdir, tiny_teacher_weights
+):
+    cfg = noise_config(tiny_teacher_weights, overrides=["epochs=1", "brightness=0.1"])
+    outcome = run_datafree(cfg, plugins=noise_plugins)
+    resolved = json.loads((workdir / "runs/n/config.json").read_text())["options"]
+    assert resolved["resolved_options"]["brightness"] == 0.1 and len(outcome.metrics) == 1
+
+
+def test_resume_restores_the_synthesizer_and_matches(noise_plugins, workdir, tiny_teacher_weights):
+    whole = run_datafree(
+        noise_config(tiny_teacher_weights, out="runs/whole"), plugins=noise_plugins
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_datafree(
+            noise_config(tiny_teacher_weights, out="runs/cut"),
+            plugins=noise_plugins,
+            reporter=Recorder(stop_after=1),
+        )
+    resumed = run_datafree(None, resume="runs/cut", plugins=noise_plugins)
+    a, b = load_file(whole.weights), load_file(resumed.weights)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = torch.load(workdir / "runs/cut/state/checkpoint.pt", weights_only=True)
+    assert state["objects"]["synthesizer"]["rounds"] == 4
+    assert state["objects"]["counters"]["global_step"] == 8
+
+
+def test_keep_images_makes_a_transfer_set(noise_plugins, workdir, tiny_teacher_weights):
+    outcome = run_datafree(
+        noise_config(tiny_teacher_weights, keep_images=True), plugins=noise_plugins
+    )
+    assert outcome.extras["images"] == Path("runs/n/images")
+    from dfkd.data import open_dataset
+
+    images, labels = open_dataset("folder:runs/n/images", plugins=noise_plugins).load("train")
+    assert images.shape == (4 * 8, 1, 32, 32) and labels is None
+    from dfkd.training.supervised import KDConfig, train_kd
+
+    kd = train_kd(
+        KDConfig(
+            dataset="tiny",
+            teacher="lenet5",
+            student="lenet5_half",
+            epochs=1,
+            batch_size=8,
+            transfer_set="folder:runs/n/images",
+            out="runs/kd",
+            teacher_weights=str(tiny_teacher_weights["lenet5"]),
+        ),
+        plugins=noise_plugins,
+    )
+    assert kd.last["epoch"] == 1
+
+
+def test_warmup_epochs_only_synthesize(noise_plugins, workdir, tiny_teacher_weights):
+    cfg = noise_config(tiny_teacher_weights, overrides=["warmup=1"])
+    outcome = run_datafree(cfg, plugins=noise_plugins)
+    first, second = outcome.metrics
+    assert "kl" not in first and first["loss"] == pytest.approx((1 + 2) / 2)
+    before = torch.load(workdir / "runs/n/state/checkpoint.pt", weights_only=True)
+    assert before["objects"]["counters"]["global_step"] == 4  # only the second epoch trained
+
+
+def test_cli_run_prints_where_the_samples_are(workdir, tiny_teacher_weights):
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    app = make_app(make_plugins((NoisePlugin(), "dfkd-plugin-noise")))
+    done = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "noise",
+            "--teacher",
+            "lenet5",
+            "--student",
+            "lenet5_half",
+            "--dataset",
+            "tiny",
+            "--preset",
+            "tiny",
+            "--teacher-weights",
+            str(tiny_teacher_weights["lenet5"]),
+            "--epochs",
+            "1",
+            "--out",
+            "runs/cli",
+            "--keep-images",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert "samples: runs/cli/samples.png" in done.output
+    assert "dfkd kd --transfer-set folder:runs/cli/images" in done.output
