@@ -64,15 +64,15 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
     @guarded
     def datasets() -> None:
         """List the datasets that --dataset accepts."""
-        table = _table("dataset", "summary", "classes", "channels", "size", "plugin")
+        table = _table("dataset", "classes", "channels", "size", "summary", "plugin")
         for e in plugins.datasets:
             info = e.info
             table.add_row(
                 e.name + ("PATH" if e.name.endswith(":") else ""),
+                str(info.get("num_classes", "auto")),
+                str(info.get("channels", "auto")),
+                f"{info['image_size']} px" if "image_size" in info else "auto",
                 e.summary,
-                str(info.get("num_classes", "from files")),
-                str(info.get("channels", "from files")),
-                f"{info['image_size']} px" if "image_size" in info else "from files",
                 e.provider,
             )
         console.print(table)

@@ -8,7 +8,7 @@ def register_datasets(register):
     register(
         "mnist",
         "dfkd.data.sources:MNIST",
-        "MNIST handwritten digits, 10 classes, 28 px grey",
+        "MNIST handwritten digits",
         num_classes=10,
         channels=1,
         image_size=28,
@@ -16,7 +16,7 @@ def register_datasets(register):
     register(
         "fashion-mnist",
         "dfkd.data.sources:FashionMNIST",
-        "Zalando Fashion-MNIST, 10 classes, 28 px grey",
+        "Zalando Fashion-MNIST clothing",
         num_classes=10,
         channels=1,
         image_size=28,
@@ -24,7 +24,7 @@ def register_datasets(register):
     register(
         "cifar10",
         "dfkd.data.sources:CIFAR10",
-        "CIFAR-10 tiny images, 10 classes, 32 px RGB",
+        "CIFAR-10 tiny images",
         num_classes=10,
         channels=3,
         image_size=32,
@@ -32,7 +32,7 @@ def register_datasets(register):
     register(
         "cifar100",
         "dfkd.data.sources:CIFAR100",
-        "CIFAR-100 tiny images, 100 fine classes, 32 px RGB",
+        "CIFAR-100 tiny images, fine labels",
         num_classes=100,
         channels=3,
         image_size=32,
@@ -40,7 +40,7 @@ def register_datasets(register):
     register(
         "svhn",
         "dfkd.data.sources:SVHN",
-        "Street View House Numbers (cropped digits), 10 classes, 32 px RGB",
+        "Street View House Numbers, cropped digits",
         num_classes=10,
         channels=3,
         image_size=32,
@@ -48,5 +48,5 @@ def register_datasets(register):
     register(
         "folder:",
         "dfkd.data.folder:ImageFolderSource",
-        "images under PATH (train/ and test/ class folders, or a flat folder)",
+        "PATH/train|test/<class>/*, or a flat folder",
     )
