@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
-from rich.table import Table
 
 from dfkd.cli.console import console, guarded
 from dfkd.options import describe
@@ -104,8 +104,10 @@ def print_options(plugins: Plugins, method: str) -> None:
         console.print(f"[bold]--preset {name}[/]: {pairs}", highlight=False)
 
 
-def _table(*columns: str, title: str | None = None) -> Table:
+def _table(*columns: str, title: str | None = None) -> Any:
     """A table whose first column (the name a user types) never wraps."""
+    from rich.table import Table
+
     table = Table(title=title)
     for i, name in enumerate(columns):
         table.add_column(name, no_wrap=i == 0)

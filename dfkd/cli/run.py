@@ -9,7 +9,6 @@ import typer
 from dfkd.cli import training as opts
 from dfkd.cli.catalog import print_options
 from dfkd.cli.console import console, err_console, guarded
-from dfkd.cli.progress import ProgressReporter
 from dfkd.plugins import Plugins
 
 
@@ -45,7 +44,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         ] = False,
     ) -> None:
         """Distil a teacher into a student with a data-free METHOD (real data only to test)."""
-        from dfkd.cli.training import _require, _summary
+        from dfkd.cli.training import _require, _summary, progress
 
         if show_help:
             typer.echo(ctx.get_help())
@@ -77,9 +76,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
                 overwrite=overwrite,
             )
             method_options(plugins, cfg)  # fail on a bad name or option before any work
-        outcome = run_datafree(
-            cfg, resume=resume, reporter=ProgressReporter(not quiet), plugins=plugins
-        )
+        outcome = run_datafree(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
         _summary(outcome, "student")
         console.print(f"samples: {outcome.extras['samples']}", highlight=False)
         if "images" in outcome.extras:

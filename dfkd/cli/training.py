@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from dfkd.cli.console import console, err_console, guarded
-from dfkd.cli.progress import ProgressReporter
 from dfkd.plugins import Plugins
 
 PANEL = "Training"
@@ -79,9 +77,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
                 out=out,
                 overwrite=overwrite,
             )
-        outcome = train_scratch(
-            cfg, resume=resume, reporter=ProgressReporter(not quiet), plugins=plugins
-        )
+        outcome = train_scratch(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
         _summary(outcome, f"{cfg.model} on {cfg.dataset}")
         console.print(f"teacher checkpoint: {outcome.extras['checkpoint']}", highlight=False)
 
@@ -144,9 +140,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
                 out=out,
                 overwrite=overwrite,
             )
-        outcome = train_kd(
-            cfg, resume=resume, reporter=ProgressReporter(not quiet), plugins=plugins
-        )
+        outcome = train_kd(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
         _summary(outcome, f"{cfg.teacher} -> {cfg.student} on {cfg.dataset}")
 
     @app.command("eval", rich_help_panel=PANEL)
@@ -188,6 +182,8 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         if as_json:
             typer.echo(json.dumps(result, indent=2))
             return
+        from rich.table import Table
+
         table = Table(
             "model",
             "dataset",
@@ -205,6 +201,13 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             *([f"{scores['top5']:.2f}"] if "top5" in scores else []),
         )
         console.print(table)
+
+
+def progress(quiet: bool) -> Any:
+    """The progress reporter (imported late: rich.progress is not needed for --help)."""
+    from dfkd.cli.progress import ProgressReporter
+
+    return ProgressReporter(not quiet)
 
 
 def _require(**values: str | None) -> None:
