@@ -106,6 +106,8 @@ class Loop:
         return self.run.path / f"{self.role}-best.safetensors"
 
     def fit(self, job: Job, *, resume: bool = False) -> Outcome:
+        if not self.accelerator.is_main_process:
+            self.reporter = SilentReporter()  # one progress display per run, not per process
         first_epoch, best = self._restore(job) if resume else (0, -1.0)
         self.reporter.start(self.epochs, first_epoch)
         try:
