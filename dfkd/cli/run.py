@@ -44,7 +44,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         ] = False,
     ) -> None:
         """Distil a teacher into a student with a data-free METHOD (real data only to test)."""
-        from dfkd.cli.training import _require, _summary, progress
+        from dfkd.cli.training import _require, _summary, from_arguments, progress
 
         if show_help:
             typer.echo(ctx.get_help())
@@ -58,23 +58,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         else:
             _require(method=method, teacher=teacher, student=student, dataset=dataset)
             overrides = list(option or []) + ([f"epochs={epochs}"] if epochs else [])
-            cfg = RunConfig(
-                method=method,
-                teacher=teacher,
-                student=student,
-                dataset=dataset,
-                preset=preset,
-                overrides=overrides,
-                teacher_weights=teacher_weights,
-                seed=seed,
-                keep_images=keep_images,
-                mixed_precision=mixed_precision,
-                cpu=cpu,
-                data_root=data_root,
-                download=download,
-                out=out,
-                overwrite=overwrite,
-            )
+            cfg = from_arguments(RunConfig, locals())
             method_options(plugins, cfg)  # fail on a bad name or option before any work
         outcome = run_datafree(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
         _summary(outcome, "student")

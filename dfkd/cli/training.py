@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Annotated, Any
 
@@ -60,23 +61,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             cfg = load_config(ScratchConfig, resume, "scratch")
         else:
             _require(model=model, dataset=dataset)
-            cfg = ScratchConfig(
-                dataset=dataset,
-                model=model,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                weight_decay=weight_decay,
-                schedule=schedule,
-                augment=augment,
-                seed=seed,
-                mixed_precision=mixed_precision,
-                cpu=cpu,
-                data_root=data_root,
-                download=download,
-                out=out,
-                overwrite=overwrite,
-            )
+            cfg = from_arguments(ScratchConfig, locals())
         outcome = train_scratch(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
         _summary(outcome, f"{cfg.model} on {cfg.dataset}")
         console.print(f"teacher checkpoint: {outcome.extras['checkpoint']}", highlight=False)
@@ -117,29 +102,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             cfg = load_config(KDConfig, resume, "kd")
         else:
             _require(teacher=teacher, student=student, dataset=dataset)
-            cfg = KDConfig(
-                dataset=dataset,
-                teacher=teacher,
-                student=student,
-                transfer_set=transfer_set,
-                teacher_weights=teacher_weights,
-                alpha=alpha,
-                beta=beta,
-                temperature=temperature,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                weight_decay=weight_decay,
-                schedule=schedule,
-                augment=augment,
-                seed=seed,
-                mixed_precision=mixed_precision,
-                cpu=cpu,
-                data_root=data_root,
-                download=download,
-                out=out,
-                overwrite=overwrite,
-            )
+            cfg = from_arguments(KDConfig, locals())
         outcome = train_kd(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
         _summary(outcome, f"{cfg.teacher} -> {cfg.student} on {cfg.dataset}")
 
@@ -208,6 +171,12 @@ def progress(quiet: bool) -> Any:
     from dfkd.cli.progress import ProgressReporter
 
     return ProgressReporter(not quiet)
+
+
+def from_arguments(config_cls: type, arguments: dict[str, Any]) -> Any:
+    """The config dataclass filled from a command's arguments of the same names."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return config_cls(**{k: v for k, v in arguments.items() if k in names})
 
 
 def _require(**values: str | None) -> None:
