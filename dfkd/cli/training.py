@@ -147,22 +147,10 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             return
         from rich.table import Table
 
-        table = Table(
-            "model",
-            "dataset",
-            "weights",
-            "samples",
-            "top-1 %",
-            *(["top-5 %"] if "top5" in scores else []),
-        )
-        table.add_row(
-            model,
-            source.name,
-            str(path),
-            str(len(labels)),
-            f"{scores['top1']:.2f}",
-            *([f"{scores['top5']:.2f}"] if "top5" in scores else []),
-        )
+        table = Table("", "", show_header=False, title="Test-split accuracy")
+        for key, value in result.items():
+            label = {"top1": "top-1 %", "top5": "top-5 %"}.get(key, key)
+            table.add_row(label, f"{value:.2f}" if isinstance(value, float) else str(value))
         console.print(table)
 
 
