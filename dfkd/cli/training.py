@@ -78,7 +78,9 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         teacher_weights: Annotated[str, typer.Option(help="Teacher weights file.")] = None,
         alpha: Annotated[float, typer.Option(help="Weight of the KL term.")] = 1.0,
         beta: Annotated[float, typer.Option(help="Weight of cross-entropy on labels.")] = 0.0,
-        temperature: Annotated[float, typer.Option("--temperature", "-T", help="KD T.")] = 4.0,
+        temperature: Annotated[
+            float, typer.Option("--temperature", "-T", help="KD temperature T.")
+        ] = 1.0,
         epochs: Epochs = 200,
         batch_size: BatchSize = 256,
         lr: Lr = 0.1,

@@ -162,4 +162,3 @@ class GenerativeSynthesizer(Synthesizer):
     def _display(self, x: Tensor) -> Tensor:
         """The batch as [0, 1] pixels: how the teacher, which expects normalised input, sees it."""
         return self.ctx.denormalize(x)
-

@@ -66,7 +66,7 @@ class KDConfig(TrainConfig):
     transfer_set: str | None = None  # None: the dataset's own train split
     alpha: float = 1.0
     beta: float = 0.0
-    temperature: float = 4.0
+    temperature: float = 1.0  # the reference vanilla_kd.py default; T^2 scales the gradient
     weight_decay: float = 1e-4
     kd_loss: str = "kd_kl"
 
