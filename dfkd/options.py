@@ -51,7 +51,16 @@ def build_options(
     unknown = set(values) - set(hints)
     if unknown:
         raise UsageError(f"Preset sets unknown options: {', '.join(sorted(unknown))}.")
+    for key, value in values.items():
+        _check_choice(key, value, hints[key])
     return options_cls(**values)
+
+
+def _check_choice(key: str, value: Any, hint: Any) -> None:
+    """A preset's value for a Literal option must be one of its choices, like a -o value."""
+    if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
+        choices = ", ".join(map(str, typing.get_args(hint)))
+        raise UsageError(f"Option '{key}' must be one of {choices}, not {value!r}.")
 
 
 def parse_value(key: str, text: str, hint: Any) -> Any:

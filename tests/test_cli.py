@@ -172,3 +172,8 @@ def test_version(cli):
     from dfkd import __version__
 
     assert cli("--version").output.strip() == f"dfkd {__version__}"
+
+
+def test_a_preset_value_outside_the_choices_is_refused():
+    with pytest.raises(UsageError, match="'mode' must be one of kl, l1, not 'kll'"):
+        build_options(ToyOptions, {"mode": "kll"})

@@ -123,6 +123,7 @@ class Loop:
         steps = job.steps_per_epoch(epoch)
         self.reporter.epoch_start(epoch, steps)
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}  # a generator's logs come once per round, not every step
         for step in range(steps):
             logs = job.train_step(epoch, step)
             loss = logs["loss"]
@@ -134,13 +135,14 @@ class Loop:
                 )
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
             self.reporter.step(logs)
         extras = job.end_epoch(epoch)
         model = self.accelerator.unwrap_model(job.model)
         scores = self.evaluate(job.model)
         row = {
             "epoch": epoch + 1,
-            **{k: v / max(steps, 1) for k, v in sums.items()},
+            **{k: v / counts[k] for k, v in sums.items()},
             **scores,
             **{k: v for k, v in extras.items() if isinstance(v, int | float | str)},
             "seconds": round(time.perf_counter() - started, 3),

@@ -1,0 +1,167 @@
+"""Tests of the persistent-generator synthesis that DAFL, ZSKT, DFQ and DFAD share."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from dfkd.errors import UsageError
+from dfkd.models.lenet import lenet5, lenet5_bn, lenet5_half
+from dfkd.synthesis import losses
+from dfkd.synthesis.base import SynthesisContext
+from dfkd.synthesis.generative import GenerativeSynthesizer, build_generator
+from dfkd.synthesis.generative_options import GenerativeOptions
+from dfkd.synthesis.generators import Generator, GeneratorA, LargeGenerator
+
+MEAN, STD = (0.2,), (0.3,)
+
+
+def make_ctx(teacher: torch.nn.Module | None = None) -> SynthesisContext:
+    torch.manual_seed(0)
+    teacher = (teacher or lenet5(10, 1)).eval().requires_grad_(False)
+    return SynthesisContext(
+        teacher=teacher,
+        student=lenet5_half(10, 1),
+        num_classes=10,
+        channels=1,
+        image_size=32,
+        mean=MEAN,
+        std=STD,
+        device=torch.device("cpu"),
+    )
+
+
+def small(**weights: float) -> GenerativeOptions:
+    return GenerativeOptions(batch_size=6, nz=8, ngf=4, **weights)
+
+
+def test_options_module_is_torch_free():
+    code = (
+        "import sys, dfkd.synthesis.generative_options; "
+        "assert 'torch' not in sys.modules, 'generative_options imported torch'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls"), [("large", LargeGenerator), ("base", Generator), ("a", GeneratorA)]
+)
+def test_build_generator_makes_the_named_kind_at_the_teachers_size(kind, cls):
+    gen = build_generator(GenerativeOptions(generator=kind, nz=8, ngf=4), channels=1, image_size=32)
+    assert type(gen) is cls
+    assert gen(torch.randn(2, 8)).shape == (2, 1, 32, 32)
+    with pytest.raises(UsageError, match="unknown generator"):
+        build_generator(GenerativeOptions(generator="huge"), channels=1, image_size=32)
+
+
+def test_generator_terms_are_the_shared_losses_on_the_teachers_output():
+    ctx = make_ctx()
+    synth = GenerativeSynthesizer(ctx, small(oh=1.0, act=0.5, balance=2.0, adv=3.0))
+    x = torch.randn(6, 1, 32, 32)
+    terms = synth.generator_terms(x)
+    t, f = ctx.teacher(x, return_features=True)
+    s = ctx.student(x)
+    assert set(terms) == {"oh", "act", "balance", "adv"}
+    torch.testing.assert_close(terms["oh"], losses.one_hot_ce(t))
+    torch.testing.assert_close(terms["act"], -f.abs().mean())
+    torch.testing.assert_close(terms["balance"], losses.class_balance(t))
+    torch.testing.assert_close(terms["adv"], -losses.kd_kl(s, t, T=1.0))
+
+
+def test_synthesize_steps_only_the_generator_on_the_weighted_sum(monkeypatch):
+    ctx = make_ctx()
+    synth = GenerativeSynthesizer(ctx, small(oh=2.0, balance=3.0, adv=1.0))
+    fixed = {"oh": torch.tensor(1.5), "balance": torch.tensor(-0.5), "adv": torch.tensor(-2.0)}
+    student_before = {k: v.clone() for k, v in ctx.student.state_dict().items()}
+    gen_before = [p.clone() for p in synth.generator.parameters()]
+    real_terms = synth.generator_terms
+
+    def recorded(x):
+        real = real_terms(x)
+        return {k: real[k] - real[k].detach() + fixed[k] for k in real}  # values fixed, grads real
+
+    monkeypatch.setattr(synth, "generator_terms", recorded)
+    shown = synth.synthesize()
+    # 2·1.5 + 3·(−0.5) + 1·(−2) = −0.5
+    assert shown["loss_g"] == pytest.approx(-0.5)
+    assert shown["g_adv"] == pytest.approx(-2.0)
+    assert shown["images"].shape == (6, 1, 32, 32)
+    assert shown["images"].min() >= 0 and shown["images"].max() <= 1
+    after = synth.generator.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(gen_before, after, strict=True))
+    for name, value in ctx.student.state_dict().items():
+        assert torch.equal(value, student_before[name])
+    assert all(p.grad is None for p in ctx.student.parameters())
+    assert not ctx.student.training  # the adversarial step sees the student in eval mode
+
+
+def test_sample_is_normalised_generator_output_in_eval_mode():
+    ctx = make_ctx()
+    synth = GenerativeSynthesizer(ctx, small(oh=1.0))
+    torch.manual_seed(3)
+    x = synth.sample()
+    assert not synth.generator.training
+    torch.manual_seed(3)
+    z = torch.randn(6, 8)
+    expected = (synth.generator(z) - MEAN[0]) / STD[0]
+    torch.testing.assert_close(x, expected)
+    assert x.shape == (6, 1, 32, 32)
+
+
+def test_generator_a_output_goes_to_the_networks_unnormalised_and_can_sample_in_train_mode():
+    class TrainModeSampler(GenerativeSynthesizer):
+        sample_in_train_mode = True
+
+    ctx = make_ctx()
+    synth = TrainModeSampler(
+        ctx, GenerativeOptions(batch_size=64, generator="a", nz=8, ngf=4, adv=1.0)
+    )
+    x = synth.sample()
+    assert synth.generator.training
+    # GeneratorA standardises each channel over the batch; a normaliser would shift it by −μ/σ.
+    assert abs(x.mean().item()) < 1e-4
+    assert abs(x.var(correction=0).item() - 1.0) < 1e-2
+
+
+def test_bn_term_reads_the_teachers_batchnorm_and_warns_without_it():
+    ctx = make_ctx(lenet5_bn(10, 1))
+    synth = GenerativeSynthesizer(ctx, small(bn=1.0))
+    x = torch.randn(6, 1, 32, 32)
+    terms = synth.generator_terms(x)
+    torch.testing.assert_close(terms["bn"], losses.bn_statistics(synth.bn_hooks))
+    assert len(synth.bn_hooks) == 3
+
+    with pytest.warns(UserWarning, match="no BatchNorm"):
+        plain = GenerativeSynthesizer(make_ctx(), small(bn=1.0, oh=1.0))
+    assert set(plain.weights) == {"oh"}
+    with warnings.catch_warnings(), pytest.raises(UsageError, match="nothing is left"):
+        warnings.simplefilter("ignore")
+        GenerativeSynthesizer(make_ctx(), small(bn=1.0))
+
+
+def test_refuses_options_that_cannot_train_a_generator():
+    with pytest.raises(UsageError, match="every generator loss weight"):
+        GenerativeSynthesizer(make_ctx(), small())
+    with pytest.raises(UsageError, match="g_steps"):
+        GenerativeSynthesizer(make_ctx(), GenerativeOptions(g_steps=0, oh=1.0))
+
+
+def test_state_dict_round_trip_continues_identically():
+    ctx = make_ctx()
+    synth = GenerativeSynthesizer(ctx, small(oh=1.0, balance=1.0))
+    synth.synthesize()
+    state = copy.deepcopy(synth.state_dict())  # live tensors: the next step would change them
+    rng = torch.get_rng_state()
+    synth.synthesize()
+    after = synth.sample()
+
+    other = GenerativeSynthesizer(make_ctx(), small(oh=1.0, balance=1.0))
+    other.load_state_dict(state)
+    torch.set_rng_state(rng)
+    other.synthesize()
+    torch.testing.assert_close(other.sample(), after)
