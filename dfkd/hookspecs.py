@@ -31,5 +31,6 @@ def register_losses(register):
 
 
 @hookspec
-def register_commands(app):
-    """Add commands to the root typer ``app``."""
+def register_commands(app, plugins):
+    """Add commands to the root typer ``app``; ``plugins`` is the loaded plugin set the
+    commands should resolve names through (an implementation may take ``app`` alone)."""

@@ -188,15 +188,17 @@ def test_hook_register_commands():
 
     class Commands:
         @hookimpl
-        def register_commands(self, app):
+        def register_commands(self, app, plugins):
             @app.command()
             def hello(name: str = "world"):
-                typer.echo(f"hello {name}")
+                typer.echo(f"hello {name}, {len(plugins.models)} models")
 
     from typer.testing import CliRunner
 
-    app = make_app(make_plugins((Commands(), "c")))
-    assert CliRunner().invoke(app, ["hello", "--name", "dfkd"]).output == "hello dfkd\n"
+    plugins = make_plugins((Commands(), "c"))
+    app = make_app(plugins)
+    said = CliRunner().invoke(app, ["hello", "--name", "dfkd"]).output
+    assert said == f"hello dfkd, {len(plugins.models)} models\n"
 
 
 def test_every_hook_has_a_test():

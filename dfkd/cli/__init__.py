@@ -46,7 +46,7 @@ def make_app(plugins: Plugins | None = None) -> typer.Typer:
     training.add_commands(app, plugins)
     run.add_commands(app, plugins)
     weights.add_commands(app, plugins)
-    plugins.pm.hook.register_commands(app=app)
+    plugins.pm.hook.register_commands(app=app, plugins=plugins)
     return app
 
 
