@@ -326,3 +326,18 @@ def test_import_weights_converts_a_reference_checkpoint(cli, workdir, plugins):
     )
     assert wrong.exit_code == 2 and "missing keys" in wrong.output
     assert not (workdir / "x.safetensors").exists()
+
+
+def test_a_full_disk_leaves_no_partial_weights(plugins, workdir, monkeypatch):
+    """ENOSPC while writing weights: one clear error, the temporary file gone, nothing renamed."""
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("safetensors.torch.save_file", full)
+    with pytest.raises(DfkdError, match="No space left on device. Nothing was changed"):
+        train_scratch(scratch_config(epochs=1, out="runs/full"), plugins=plugins)
+    leftovers = {p.name for p in (workdir / "runs/full").iterdir()}
+    assert not leftovers & {"model.safetensors", "model.json", "state"}
+    assert not list(workdir.rglob("*.tmp"))
