@@ -120,7 +120,8 @@ class InstanceMeanHook:
 
     def _hook(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Any) -> None:
         x = inputs[0]
-        self.features = x.mean(dim=tuple(range(2, x.dim())))
+        # (N, C, ...) -> (N, C); a 2-D input (BatchNorm1d) already is one value per channel
+        self.features = x if x.dim() == 2 else x.mean(dim=tuple(range(2, x.dim())))
 
     def remove(self) -> None:
         self._handle.remove()
