@@ -33,17 +33,12 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
                 + " Install one, e.g. pip install dfkd-plugin-dafl"
             )
             return
-        table = _table("method", "summary", "paper", "plugin", "version", "presets")
-        for e in entries:
-            table.add_row(
-                e.name,
-                e.summary,
-                e.info.get("paper", ""),
-                e.provider,
-                e.version,
-                ", ".join(e.info.get("presets", {})),
-            )
-        console.print(table)
+        for e in entries:  # a block per method: papers and summaries are too long for columns
+            console.print(f"[bold]{e.name}[/]  {e.summary}", highlight=False)
+            console.print(f"  paper:   {e.info.get('paper', '-')}", highlight=False)
+            console.print(f"  plugin:  {e.provider} {e.version}", highlight=False)
+            presets = ", ".join(e.info.get("presets", {})) or "-"
+            console.print(f"  presets: {presets}", highlight=False)
 
     @app.command("models", rich_help_panel="Catalog")
     @guarded
