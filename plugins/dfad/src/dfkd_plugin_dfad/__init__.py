@@ -1,0 +1,68 @@
+"""DFAD (Fang et al., 2019) as a dfkd plugin. Torch-free: it only registers the method."""
+
+from dfkd import hookimpl
+from dfkd_plugin_dfad.options import DFADOptions
+
+#: VainF's DFAD_cifar.py as run in its README (ResNet-34 → ResNet-18, methods.md §7); one
+#: reference "epoch" is 50 iterations of (5 student steps, 1 generator step)
+CIFAR10 = {
+    "epochs": 500,
+    "ep_steps": 250,
+    "kd_steps": 5,
+    "g_steps": 1,
+    "batch_size": 256,
+    "lr": 0.1,
+    "weight_decay": 5e-4,
+    "generator": "a",
+    "nz": 256,
+    "ngf": 64,
+    "lr_g": 1e-3,
+    "beta1": 0.9,
+    "adv": 1.0,
+}
+
+#: VainF's run_mnist.sh: LeNet-5 → LeNet-5-Half, GeneratorA with nz 100
+MNIST = {
+    "epochs": 40,
+    "ep_steps": 250,
+    "kd_steps": 5,
+    "g_steps": 1,
+    "batch_size": 512,
+    "lr": 0.01,
+    "weight_decay": 1e-4,
+    "generator": "a",
+    "nz": 100,
+    "ngf": 64,
+    "lr_g": 1e-3,
+    "beta1": 0.9,
+    "adv": 1.0,
+}
+
+#: LeNet-5 → LeNet-5-Half on Fashion-MNIST within 10 CPU minutes (README: how it was found)
+FASHION_MNIST = {
+    "epochs": 6,
+    "ep_steps": 200,
+    "kd_steps": 5,
+    "g_steps": 1,
+    "batch_size": 128,
+    "lr": 0.01,
+    "weight_decay": 1e-4,
+    "generator": "a",
+    "nz": 100,
+    "ngf": 16,
+    "lr_g": 1e-3,
+    "beta1": 0.9,
+    "adv": 1.0,
+}
+
+
+@hookimpl
+def register_methods(register):
+    register(
+        "dfad",
+        "dfkd_plugin_dfad.synthesizer:DFADSynthesizer",
+        "Adversarial L1 game: a generator seeks inputs where student and teacher logits differ",
+        paper="Fang et al., Data-Free Adversarial Distillation, arXiv:1912.11006, 2019",
+        options=DFADOptions,
+        presets={"cifar10": CIFAR10, "mnist": MNIST, "fashion-mnist": FASHION_MNIST},
+    )

@@ -1,0 +1,24 @@
+"""DFAD's options; the defaults are VainF's CIFAR-10 script (ResNet-34 → ResNet-18,
+methods.md §7) in the shared loop's terms. Torch-free: `dfkd list-methods --options` reads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dfkd.options import option
+from dfkd.synthesis.generative_options import GenerativeOptions, GeneratorKind
+
+
+@dataclass
+class DFADOptions(GenerativeOptions):
+    epochs: int = option(500, "Training epochs; test accuracy is measured after each.")
+    ep_steps: int = option(
+        250, "Student steps per epoch (the reference's 50 iterations × 5 student steps)."
+    )
+    kd_steps: int = option(5, "Student steps per generator step.")
+    weight_decay: float = option(5e-4, "Student SGD weight decay.")
+    generator: GeneratorKind = option(
+        "a", "Generator kind; DFAD's GeneratorA feeds the networks its standardised output."
+    )
+    beta1: float = option(0.9, "Adam's first-moment decay for the generator (Adam's default).")
+    adv: float = option(1.0, "Weight of the generator's loss −mean|s − t| (L1 on logits).")
