@@ -1,0 +1,60 @@
+"""Lopes, Fenu & Starner 2017 as a dfkd plugin: the `lopes` method and `dfkd lopes record`.
+
+Torch-free: it registers the method record and the command group; the work imports torch when
+it runs.
+"""
+
+from dfkd import hookimpl
+from dfkd_plugin_lopes.options import LopesOptions
+
+#: the reference's MNIST pipeline where the shared loop can express it (methods.md §8): 1000
+#: Adam steps per batch of 64, 100 batches per class, T = 8; the student's Adam(1e-3) becomes
+#: the loop's SGD with a cosine schedule
+MNIST = {
+    "epochs": 30,
+    "warmup": 1,
+    "ep_steps": 1000,
+    "kd_steps": 10,
+    "batch_size": 64,
+    "synthesis_batch_size": 640,
+    "pool_size": 64000,
+    "g_steps": 1000,
+    "lr_g": 0.07,
+    "lr": 0.01,
+    "T": 8.0,
+}
+
+#: LeNet-5 → LeNet-5-Half and hinton1200 → hinton800 on Fashion-MNIST in about two CPU minutes
+FASHION_MNIST = {
+    "epochs": 8,
+    "warmup": 1,
+    "ep_steps": 300,
+    "kd_steps": 50,
+    "batch_size": 128,
+    "synthesis_batch_size": 500,
+    "pool_size": 3000,
+    "g_steps": 100,
+    "lr_g": 0.05,
+    "lr": 0.05,
+    "T": 8.0,
+}
+
+
+@hookimpl
+def register_methods(register):
+    register(
+        "lopes",
+        "dfkd_plugin_lopes.synthesizer:LopesSynthesizer",
+        "Inputs reconstructed from the teacher's per-class activation records",
+        paper="Lopes, Fenu, Starner, Data-Free Knowledge Distillation for Deep Neural Networks, "
+        "NIPS-W 2017 (arXiv:1710.07535)",
+        options=LopesOptions,
+        presets={"mnist": MNIST, "fashion-mnist": FASHION_MNIST},
+    )
+
+
+@hookimpl
+def register_commands(app):
+    from dfkd_plugin_lopes.cli import app as lopes_app
+
+    app.add_typer(lopes_app, name="lopes", rich_help_panel="Methods")
