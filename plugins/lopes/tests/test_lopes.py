@@ -331,44 +331,18 @@ def test_record_then_run_through_the_cli(cli, plugins, tiny_teacher_weights, mon
     monkeypatch.setattr("dfkd.plugins.get_plugins", lambda: plugins)  # the command's plugin set
     weights = str(tiny_teacher_weights["lenet5"])
     result = cli(
-        "lopes",
-        "record",
-        "--teacher",
-        "lenet5",
-        "--dataset",
-        "tiny",
-        "--teacher-weights",
-        weights,
-        "--spectral",
-        "--spectral-units",
-        "32",
-        "--spectral-k",
-        "4",
-        "--out",
-        "rec.st",
-    )
+        "lopes", "record", "--teacher", "lenet5", "--dataset", "tiny", "--teacher-weights",
+        weights, "--spectral", "--spectral-units", "32", "--spectral-k", "4", "--out", "rec.st",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "records: rec.st" in result.output
     args = ["-o", "records=rec.st", "-o", "objective=spectral_layer_pairs"]
     for item in TINY_BUDGET:
         args += ["-o", item]
     result = cli(
-        "run",
-        "lopes",
-        "--teacher",
-        "lenet5",
-        "--student",
-        "lenet5_half",
-        "--dataset",
-        "tiny",
-        "--teacher-weights",
-        weights,
-        *args,
-        "--out",
-        "run",
-        "--keep-images",
-        "-q",
-    )
+        "run", "lopes", "--teacher", "lenet5", "--student", "lenet5_half", "--dataset", "tiny",
+        "--teacher-weights", weights, *args, "--out", "run", "--keep-images", "-q",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     run = workdir / "run"
     for name in ("config.json", "metrics.jsonl", "student.safetensors", "samples.png"):
@@ -379,22 +353,15 @@ def test_record_then_run_through_the_cli(cli, plugins, tiny_teacher_weights, mon
     assert sum(len(c["images"]) for c in pool) == 40  # pool_size, then no more
     assert torch.cat([c["labels"] for c in pool]).bincount().tolist() == [4] * 10
     result = cli(
-        "run",
-        "lopes",
-        "--teacher",
-        "lenet5",
-        "--student",
-        "lenet5_half",
-        "--dataset",
-        "tiny",
-        "--teacher-weights",
-        weights,
-        "-o",
-        "records=missing.st",
-        "--out",
-        "run2",
-        "-q",
-    )
+        "kd", "--teacher", "lenet5", "--student", "lenet5_half", "--dataset", "tiny",
+        "--teacher-weights", weights, "--transfer-set", "folder:run/images", "--epochs", "1",
+        "--batch-size", "8", "--out", "kd", "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = cli(
+        "run", "lopes", "--teacher", "lenet5", "--student", "lenet5_half", "--dataset", "tiny",
+        "--teacher-weights", weights, "-o", "records=missing.st", "--out", "run2", "-q",
+    )  # fmt: skip
     assert result.exit_code == 2 and "missing.st does not exist" in result.output
 
 
