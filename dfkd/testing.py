@@ -140,3 +140,20 @@ def tiny_teacher_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
             # the last epoch's weights: confident; the best-scoring epoch may be an early one
             paths[model] = train_scratch(cfg, plugins=make_plugins()).weights
     return paths
+
+
+class KillAfterEpoch:
+    """A reporter that interrupts a run once epoch ``n`` is checkpointed, like a Ctrl-C or a kill:
+    the way a resume test stops the first half of a run."""
+
+    def __init__(self, n: int = 1) -> None:
+        self.n = n
+
+    def start(self, epochs: int, first_epoch: int) -> None: ...
+    def epoch_start(self, epoch: int, steps: int) -> None: ...
+    def step(self, logs: dict[str, float]) -> None: ...
+    def close(self) -> None: ...
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        if row["epoch"] == self.n:
+            raise KeyboardInterrupt

@@ -19,9 +19,8 @@ from dfkd.errors import UsageError
 from dfkd.options import build_options
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import make_plugins
+from dfkd.testing import KillAfterEpoch, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
-from dfkd.training.loop import SilentReporter
 
 DIST = "dfkd-plugin-cmi"
 TINY = [
@@ -218,12 +217,6 @@ def test_bad_options_are_rejected_before_any_work(option, message):
         CMISynthesizer(context(lenet5_bn(10, 1)), options)
 
 
-class _StopAfterFirstEpoch(SilentReporter):
-    def epoch_end(self, row):
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-
-
 def test_resume_restores_head_optimiser_bank_and_pool(tiny_teacher_weights, workdir):
     two = ["epochs=2"]
     run(tiny_teacher_weights, workdir / "straight", *two)
@@ -237,7 +230,7 @@ def test_resume_restores_head_optimiser_bank_and_pool(tiny_teacher_weights, work
         out=str(workdir / "resumed"),
     )
     with pytest.raises(KeyboardInterrupt):
-        run_datafree(cfg, reporter=_StopAfterFirstEpoch(), plugins=cmi_plugins())
+        run_datafree(cfg, reporter=KillAfterEpoch(1), plugins=cmi_plugins())
     # what a run killed during epoch 2 leaves behind: a pool chunk the checkpoint does not cover
     save_file(
         {"images": torch.zeros(8, 1, 32, 32, dtype=torch.uint8)},

@@ -21,9 +21,8 @@ from dfkd.models.lenet import lenet5_bn, lenet5_half
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.losses import js_divergence
-from dfkd.testing import make_plugins
+from dfkd.testing import KillAfterEpoch, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
-from dfkd.training.loop import SilentReporter
 
 DIST = "dfkd-plugin-cudfkd"
 TINY = ["epochs=1", "ep_steps=4", "kd_steps=2", "batch_size=16", "nz=16", "ngf=8"]
@@ -273,12 +272,6 @@ def test_one_epoch_writes_a_complete_run(tiny_teacher_weights, workdir):
     assert row["lambda"] == pytest.approx(2.0 + 1.5 * 2e-5)
 
 
-class _StopAfterSecondEpoch(SilentReporter):
-    def epoch_end(self, row):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
-
-
 def test_resume_restores_generator_adv_weight_and_pace(tiny_teacher_weights, workdir):
     # The ramp only moves after epoch 2 (index 1), and from adv₀ = 0: the third epoch trains the
     # generator adversarially only if the resumed run got its weight back.
@@ -299,7 +292,7 @@ def test_resume_restores_generator_adv_weight_and_pace(tiny_teacher_weights, wor
     with pytest.raises(KeyboardInterrupt):
         run_datafree(
             run_config(tiny_teacher_weights, workdir / "resumed", *extra),
-            reporter=_StopAfterSecondEpoch(),
+            reporter=KillAfterEpoch(2),
             plugins=cudfkd_plugins(),
         )
     assert checkpoint(workdir / "resumed")["objects"]["synthesizer"]["adv"] == 0.5

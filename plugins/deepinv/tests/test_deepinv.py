@@ -18,9 +18,8 @@ from dfkd.data import open_dataset
 from dfkd.options import build_options
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import make_plugins
+from dfkd.testing import KillAfterEpoch, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
-from dfkd.training.loop import SilentReporter
 from dfkd.training.setup import build, load_teacher
 
 PLUGIN = (dfkd_plugin_deepinv, "dfkd-plugin-deepinv")
@@ -215,12 +214,6 @@ def test_a_batchnorm_teacher_is_not_warned_about(teacher_bn):
         make_synthesizer(teacher_bn)
 
 
-class StopAfterFirstEpoch(SilentReporter):
-    def epoch_end(self, row):
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-
-
 def test_resume_restores_the_pool_and_continues_identically(workdir, teacher_bn):
     budget = ["epochs=2", "ep_steps=4", "kd_steps=2", "g_steps=3", "batch_size=8"]
     plugins = make_plugins(PLUGIN)
@@ -228,7 +221,7 @@ def test_resume_restores_the_pool_and_continues_identically(workdir, teacher_bn)
     with pytest.raises(KeyboardInterrupt):
         run_datafree(
             tiny_run(workdir / "resumed", teacher_bn, budget),
-            reporter=StopAfterFirstEpoch(),
+            reporter=KillAfterEpoch(1),
             plugins=plugins,
         )
     assert len(list((workdir / "resumed" / "images").glob("images-*"))) == 2

@@ -19,7 +19,7 @@ from torch import nn
 from dfkd.models.lenet import lenet5, lenet5_half
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import make_plugins
+from dfkd.testing import KillAfterEpoch, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 
 TINY_BUDGET = ["epochs=2", "ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
@@ -39,19 +39,6 @@ def config(weights: Path, out: Path, overrides: list[str]) -> RunConfig:
         overrides=overrides,
         out=str(out),
     )
-
-
-class StopAfterFirstEpoch:
-    """A reporter that interrupts the run once epoch 1 is checkpointed, like a Ctrl-C."""
-
-    def start(self, epochs, first_epoch): ...
-    def epoch_start(self, epoch, steps): ...
-    def step(self, logs): ...
-    def close(self): ...
-
-    def epoch_end(self, row):
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
 
 
 def test_short_run_writes_a_complete_run_directory(tiny_teacher_weights, workdir):
@@ -153,7 +140,7 @@ def test_resume_restores_the_generator_and_continues_identically(tiny_teacher_we
     with pytest.raises(KeyboardInterrupt):
         run_datafree(
             config(weights, workdir / "cut", TINY_BUDGET),
-            reporter=StopAfterFirstEpoch(),
+            reporter=KillAfterEpoch(1),
             plugins=dfad_plugins(),
         )
     resumed = run_datafree(None, resume=str(workdir / "cut"), plugins=dfad_plugins())

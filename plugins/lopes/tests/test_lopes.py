@@ -33,7 +33,7 @@ from dfkd.errors import UsageError
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.losses import kd_kl
-from dfkd.testing import make_plugins
+from dfkd.testing import KillAfterEpoch, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 from dfkd.training.inputs import InputFormat
 from dfkd.training.setup import load_teacher
@@ -365,19 +365,6 @@ def test_record_then_run_through_the_cli(cli, plugins, tiny_teacher_weights, mon
     assert result.exit_code == 2 and "missing.st does not exist" in result.output
 
 
-class StopAfterFirstEpoch:
-    """A reporter that interrupts the run once epoch 1 is checkpointed, like a Ctrl-C."""
-
-    def start(self, epochs, first_epoch): ...
-    def epoch_start(self, epoch, steps): ...
-    def step(self, logs): ...
-    def close(self): ...
-
-    def epoch_end(self, row):
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-
-
 def test_resume_restores_the_pool_and_generators(tiny_teacher_weights, tiny_records, workdir):
     # the pool fills over both epochs (4 rounds of 10), so the resumed run must reload the first
     # epoch's images and continue both random streams to match the uninterrupted run
@@ -388,7 +375,7 @@ def test_resume_restores_the_pool_and_generators(tiny_teacher_weights, tiny_reco
     )
     cut = run_config(weights, tiny_records, workdir / "cut", budget)
     with pytest.raises(KeyboardInterrupt):
-        run_datafree(cut, reporter=StopAfterFirstEpoch(), plugins=lopes_plugins())
+        run_datafree(cut, reporter=KillAfterEpoch(1), plugins=lopes_plugins())
     resumed = run_datafree(None, resume=str(workdir / "cut"), plugins=lopes_plugins())
     a, b = load_file(str(whole.weights)), load_file(str(resumed.weights))
     assert a.keys() == b.keys()
