@@ -68,7 +68,7 @@ class GenerativeSynthesizer(Synthesizer):
         super().__init__(ctx, options)
         if options.g_steps < 1:
             raise UsageError(f"{self.method}: g_steps must be at least 1, got {options.g_steps}")
-        weights = {name: getattr(options, name) for name in TERMS}
+        weights = self.term_weights(options)
         if not any(weights.values()):
             raise UsageError(
                 f"{self.method}: every generator loss weight ({', '.join(TERMS)}) is 0, so the "
@@ -95,6 +95,14 @@ class GenerativeSynthesizer(Synthesizer):
 
     # --- pieces subclasses may change ----------------------------------------------------
 
+    def term_weights(self, options: GenerativeOptions) -> dict[str, float]:
+        """The weight of each generator loss term; a subclass adds the terms of its own."""
+        return {name: getattr(options, name) for name in TERMS}
+
+    def teacher_terms(self, t_logits: Tensor) -> dict[str, Tensor]:
+        """Terms of a subclass computed from the teacher's logits on the generator's batch."""
+        return {}
+
     def adversarial(self, s_logits: Tensor, t_logits: Tensor) -> Tensor:
         """The term the ``adv`` weight multiplies: −KL(t‖s; T=1), as in ZSKT and DFQ."""
         return adversarial_kl(s_logits, t_logits, T=1.0)
@@ -106,7 +114,7 @@ class GenerativeSynthesizer(Synthesizer):
             out = self.teacher(x, return_features=True) if need_features else self.teacher(x)
         t_logits, t_features = out if need_features else (out, None)
         t_logits = t_logits.float()
-        terms: dict[str, Tensor] = {}
+        terms = {k: v for k, v in self.teacher_terms(t_logits).items() if k in self.weights}
         if "oh" in self.weights:
             terms["oh"] = one_hot_ce(t_logits)
         if "act" in self.weights:

@@ -14,15 +14,11 @@ from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.generative import GenerativeSynthesizer
 from dfkd.synthesis.generators import reset_parameters_dcgan
 from dfkd.synthesis.losses import (
-    activation_l1,
     adversarial_kl,
     agreement_mask,
-    bn_statistics,
-    class_balance,
     entropy,
     js_divergence,
     kd_kl,
-    one_hot_ce,
 )
 from dfkd_plugin_cudfkd.curriculum import adversarial_weight, pace, spl_weights
 from dfkd_plugin_cudfkd.options import CuDFKDOptions
@@ -44,8 +40,6 @@ class CuDFKDSynthesizer(GenerativeSynthesizer):
         super().__init__(ctx, options)
         # CMI's DCGAN initialisation, applied once: the generator then persists for the whole run.
         reset_parameters_dcgan(self.generator)
-        if options.lambda_ent:
-            self.weights["ent"] = options.lambda_ent
         self._set_adv(options.adv)
 
     def _set_adv(self, value: float) -> None:
@@ -64,29 +58,12 @@ class CuDFKDSynthesizer(GenerativeSynthesizer):
         mask = agreement_mask(s_logits, t_logits) if o.adv_mask else None
         return adversarial_kl(s_logits, t_logits, T=o.adv_T, mask=mask)
 
-    def generator_terms(self, x: Tensor) -> dict[str, Tensor]:
-        """The base's terms plus "ent", H(p̄) at the KD temperature, from one teacher pass."""
-        need_features = "act" in self.weights
-        with self.ctx.autocast():
-            out = self.teacher(x, return_features=True) if need_features else self.teacher(x)
-        t_logits, t_features = out if need_features else (out, None)
-        t_logits = t_logits.float()
-        terms: dict[str, Tensor] = {}
-        if "ent" in self.weights:
-            terms["ent"] = entropy(F.softmax(t_logits / self.options.T, dim=1).mean(dim=0))
-        if "oh" in self.weights:
-            terms["oh"] = one_hot_ce(t_logits)
-        if "act" in self.weights:
-            terms["act"] = activation_l1(t_features.float())
-        if "balance" in self.weights:
-            terms["balance"] = class_balance(t_logits)
-        if "bn" in self.weights:
-            terms["bn"] = bn_statistics(self.bn_hooks)
-        if "adv" in self.weights:
-            with self.ctx.autocast():
-                s_logits = self.student(x).float()
-            terms["adv"] = self.adversarial(s_logits, t_logits)
-        return terms
+    def term_weights(self, options: CuDFKDOptions) -> dict[str, float]:
+        return {**super().term_weights(options), "ent": options.lambda_ent}
+
+    def teacher_terms(self, t_logits: Tensor) -> dict[str, Tensor]:
+        """H(p̄), the entropy of the batch-mean prediction at the KD temperature."""
+        return {"ent": entropy(F.softmax(t_logits / self.options.T, dim=1).mean(dim=0))}
 
     def student_loss(
         self, s_logits: Tensor, t_logits: Tensor, step: int
