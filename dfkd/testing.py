@@ -1,7 +1,7 @@
 """Test helpers for dfkd and its plugins: ``pytest_plugins = ["dfkd.testing"]`` in a conftest.
 
 Provides a plugin set with autoload off (tests never see what happens to be installed), a tiny
-learnable dataset, a throw-away working folder, a CLI runner, and a quickly trained teacher.
+learnable dataset, a throw-away working folder, a CLI runner, and tiny teachers trained once per session.
 """
 
 from __future__ import annotations
@@ -93,26 +93,6 @@ def cli(plugins: Plugins, workdir: Path):
     app = make_app(plugins)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, [str(a) for a in args])
-
-
-def train_tiny_teacher(plugins: Plugins, model: str = "lenet5", epochs: int = 5) -> Any:
-    """A teacher on the tiny dataset, saved where `--teacher MODEL` looks for it."""
-    from dfkd.training.supervised import ScratchConfig, train_scratch
-
-    cfg = ScratchConfig(
-        dataset="tiny",
-        model=model,
-        epochs=epochs,
-        batch_size=32,
-        lr=0.05,
-        out=f"runs/teacher-{model}",
-    )
-    return train_scratch(cfg, plugins=plugins)
-
-
-@pytest.fixture
-def tiny_teacher(plugins: Plugins, workdir: Path) -> Any:
-    return train_tiny_teacher(plugins)
 
 
 @pytest.fixture(scope="session")

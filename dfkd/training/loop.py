@@ -199,10 +199,3 @@ def _as_python_state(state: Any) -> tuple:
     """``random.setstate`` wants tuples; a weights-only load may hand back lists."""
     version, internal, gauss = state
     return (version, tuple(internal), gauss)
-
-
-def checkpoint_epochs(run: RunDir) -> int:
-    path = run.state_dir / CHECKPOINT
-    if not path.exists():
-        return 0
-    return int(torch.load(path, map_location="cpu", weights_only=True)["epochs_done"])
