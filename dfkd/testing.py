@@ -1,7 +1,8 @@
 """Test helpers for dfkd and its plugins: ``pytest_plugins = ["dfkd.testing"]`` in a conftest.
 
 Provides a plugin set with autoload off (tests never see what happens to be installed), a tiny
-learnable dataset, a throw-away working folder, a CLI runner, and tiny teachers trained once per session.
+learnable dataset, a throw-away working folder, a CLI runner, and tiny teachers trained once
+per session.
 """
 
 from __future__ import annotations
