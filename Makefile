@@ -7,6 +7,9 @@ FMNIST := /usr/share/datasets/fashion-mnist
 # The demo: a LeNet-5 teacher on real Fashion-MNIST, then a data-free student.
 DEMO_TEACHER_EPOCHS ?= 12
 DEMO_PRESET ?= fashion-mnist
+# LeNet-sized models gain nothing from a second OpenMP thread, and on a busy 2-core machine the
+# threads spin against each other (10-20x slower); see docs/architecture.md. Override freely.
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: install test lint format demo bench bench-scratch bench-help clean-venv
 
