@@ -165,3 +165,22 @@ def test_state_dict_round_trip_continues_identically():
     torch.set_rng_state(rng)
     other.synthesize()
     torch.testing.assert_close(other.sample(), after)
+
+
+class BF16Accelerator:
+    """The one thing a synthesizer asks of an accelerator: its autocast context."""
+
+    def autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def test_generator_runs_under_mixed_precision_and_hands_on_float32():
+    ctx = make_ctx()
+    ctx.accelerator = BF16Accelerator()
+    synth = GenerativeSynthesizer(ctx, small(oh=1.0))
+    seen = []
+    first = next(m for m in synth.generator.modules() if isinstance(m, torch.nn.Linear))
+    first.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    x = synth.sample()
+    assert seen == [torch.bfloat16]
+    assert x.dtype == torch.float32

@@ -164,7 +164,10 @@ class GenerativeSynthesizer(Synthesizer):
         """A normalised batch from fresh latents. The latents are drawn on the CPU generator,
         whose state the loop checkpoints, so a resumed run draws the same ones on any device."""
         z = torch.randn(n, self.options.nz).to(self.ctx.device)
-        out = self.generator(z)
+        # The generator is most of a generative method's compute: it runs under mixed precision
+        # too, and hands float32 on so the loss terms and the pool see full precision.
+        with self.ctx.autocast():
+            out = self.generator(z).float()
         return out if self.raw_output else self.ctx.normalize(out)
 
     def _display(self, x: Tensor) -> Tensor:

@@ -133,7 +133,8 @@ class CMISynthesizer(Synthesizer):
         trained = [*self.generator.parameters(), z, *self.head.parameters()]
         best_cost, best = math.inf, None
         for _ in range(o.g_steps):
-            x = self.generator(z)
+            with ctx.autocast():
+                x = self.generator(z).float()
             global_view = ctx.normalize(random_crop_flip(x, o.pad, o.flip, generator=self._rng))
             local_view = ctx.normalize(
                 random_resized_crop(x, o.local_scale, generator=self._rng, flip=o.flip)
