@@ -6,6 +6,7 @@ import copy
 import subprocess
 import sys
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -184,3 +185,13 @@ def test_generator_runs_under_mixed_precision_and_hands_on_float32():
     x = synth.sample()
     assert seen == [torch.bfloat16]
     assert x.dtype == torch.float32
+
+
+def test_each_process_gets_its_own_pool_shard(tmp_path):
+    ctx = make_ctx()
+    ctx.run_dir = tmp_path
+    assert ctx.image_pool().shard == 0
+    ctx.accelerator = SimpleNamespace(process_index=3)
+    pool = ctx.image_pool()
+    pool.add(torch.zeros(1, 1, 2, 2))
+    assert pool.shard == 3 and (tmp_path / "images" / "images-r3-00000.safetensors").exists()

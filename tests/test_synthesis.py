@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from dfkd.data.folder import ImageFolderSource
 from dfkd.errors import DfkdError
 from dfkd.synthesis import augment, losses
 from dfkd.synthesis.bn_hooks import (
@@ -472,3 +473,22 @@ def test_save_grid_writes_a_png_atomically(tmp_path):
     save_grid(torch.rand(5, 1, 4, 4), path, nrow=5)
     with Image.open(path) as image:
         assert image.size == (5 * 6 + 2, 1 * 6 + 2)
+
+
+def test_pools_of_several_processes_share_a_directory_without_collisions(tmp_path):
+    first, second = ImagePool(tmp_path, shard=0), ImagePool(tmp_path, shard=1)
+    first.add(torch.zeros(2, 1, 2, 2))
+    second.add(torch.ones(3, 1, 2, 2))
+    second.add(torch.ones(1, 1, 2, 2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "images-00000.safetensors",
+        "images-r1-00000.safetensors",
+        "images-r1-00001.safetensors",
+    ]
+    resumed = ImagePool(tmp_path, shard=1)
+    resumed.load_state_dict({"chunks": 1, "size": 3})
+    assert len(resumed) == 3 and resumed.images.eq(255).all()
+    assert [p.name for p in tmp_path.glob("images-r1-*")] == ["images-r1-00000.safetensors"]
+    assert (tmp_path / "images-00000.safetensors").exists()
+    images, _ = ImageFolderSource(arg=str(tmp_path)).load("train")
+    assert len(images) == 5

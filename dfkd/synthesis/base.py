@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from dfkd.data.pipeline import denormalize, normalize
+from dfkd.synthesis.pool import ImagePool
 
 
 @dataclass
@@ -46,6 +47,12 @@ class SynthesisContext:
     @property
     def images_dir(self) -> Path | None:
         return self.run_dir / "images" if self.run_dir else None
+
+    def image_pool(self, seed: torch.Tensor | None = None) -> ImagePool:
+        """This process's pool in the run's images directory (a shard of it in a multi-process
+        run, so the processes never write the same chunk)."""
+        shard = self.accelerator.process_index if self.accelerator else 0
+        return ImagePool(self.images_dir, seed=seed, shard=shard)
 
 
 class Synthesizer:

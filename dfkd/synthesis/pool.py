@@ -4,7 +4,9 @@
 The reference writes every image as a PNG and re-reads them through DataLoader workers. Here the
 pool lives in memory as one uint8 tensor (the same 8-bit quantisation, a quarter of the float
 memory) and, given a directory, is persisted append-only: one safetensors chunk per ``add``, each
-written atomically. A checkpoint records only how many chunks it covers.
+written atomically. A checkpoint records only how many chunks it covers. In a multi-process run
+every process keeps its own pool in the same directory under its own chunk names (its shard), so
+nothing collides and ``folder:RUN/images`` reads them all.
 """
 
 from __future__ import annotations
@@ -18,8 +20,14 @@ from torch import Tensor
 
 from dfkd.fileio import atomic_path
 
-_CHUNK_NAME = "images-{:05d}.safetensors"
-_CHUNK_RE = re.compile(r"images-(\d+)\.safetensors")
+
+def _chunk_prefix(shard: int) -> str:
+    """Process 0 keeps the plain names of a single-process run; process k writes images-rk-…."""
+    return "images-" if shard == 0 else f"images-r{shard}-"
+
+
+def _chunk_name(shard: int, index: int) -> str:
+    return f"{_chunk_prefix(shard)}{index:05d}.safetensors"
 
 
 def _to_uint8(images: Tensor) -> Tensor:
@@ -33,6 +41,7 @@ class ImagePool:
     ``seed`` (uint8) is a starting set, such as CMI's pre-inverted images; it is kept in memory
     only, never written to ``directory``, and must be passed again when resuming. Labels are all
     or nothing: once the pool holds labelled images, every batch must come with labels.
+    ``shard`` is the process index of a multi-process run: it names this process's chunks.
     """
 
     def __init__(
@@ -40,8 +49,10 @@ class ImagePool:
         directory: str | Path | None = None,
         seed: Tensor | None = None,
         seed_labels: Tensor | None = None,
+        shard: int = 0,
     ) -> None:
         self.directory = None if directory is None else Path(directory)
+        self.shard = shard
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
         self._images: Tensor | None = None  # capacity grows by doubling; rows [0, _size) are used
@@ -81,7 +92,7 @@ class ImagePool:
         batch_labels = None if labels is None else labels.detach().to("cpu", torch.int64)
         self._check(batch, batch_labels)
         if self.directory is not None:
-            if self._chunks == 0 and _chunk_indices(self.directory):
+            if self._chunks == 0 and self._chunk_indices():
                 raise FileExistsError(
                     f"{self.directory} already holds pool chunks; call load_state_dict() to resume "
                     "from them, or use an empty directory"
@@ -89,7 +100,7 @@ class ImagePool:
             tensors = {"images": batch}
             if batch_labels is not None:
                 tensors["labels"] = batch_labels
-            path = self.directory / _CHUNK_NAME.format(self._chunks)
+            path = self.directory / _chunk_name(self.shard, self._chunks)
             with atomic_path(path) as tmp:
                 save_file(tensors, str(tmp))
         self._append(batch, batch_labels)
@@ -123,13 +134,13 @@ class ImagePool:
             raise ValueError("a pool without a directory cannot restore its chunks")
         self._size, self._chunks, self._labelled = self._seed_size, 0, self._seed_labelled
         if self.directory is not None:
-            for index in _chunk_indices(self.directory):
+            for index in self._chunk_indices():
                 if index >= chunks:
-                    (self.directory / _CHUNK_NAME.format(index)).unlink()
-            for leftover in self.directory.glob(".images-*.tmp"):
+                    (self.directory / _chunk_name(self.shard, index)).unlink()
+            for leftover in self.directory.glob(f".{_chunk_prefix(self.shard)}[0-9]*.tmp"):
                 leftover.unlink()
             for index in range(chunks):
-                path = self.directory / _CHUNK_NAME.format(index)
+                path = self.directory / _chunk_name(self.shard, index)
                 if not path.exists():
                     raise FileNotFoundError(f"pool chunk {path} named by the checkpoint is missing")
                 tensors = load_file(str(path))
@@ -142,6 +153,11 @@ class ImagePool:
                 f"the image pool has {self._size} images after reloading, the checkpoint expects "
                 f"{size}; was it resumed with a different seed set?"
             )
+
+    def _chunk_indices(self) -> list[int]:
+        pattern = re.compile(re.escape(_chunk_prefix(self.shard)) + r"(\d+)\.safetensors")
+        found = (pattern.fullmatch(p.name) for p in self.directory.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
 
     def _check(self, batch: Tensor, labels: Tensor | None) -> None:
         if batch.dim() != 4:
@@ -178,8 +194,3 @@ def _with_capacity(buffer: Tensor | None, used: int, needed: int, like: Tensor) 
     if buffer is not None:
         grown[:used] = buffer[:used]
     return grown
-
-
-def _chunk_indices(directory: Path) -> list[int]:
-    found = (_CHUNK_RE.fullmatch(p.name) for p in directory.iterdir())
-    return sorted(int(m.group(1)) for m in found if m)

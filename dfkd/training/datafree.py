@@ -218,7 +218,7 @@ def run_datafree(
     synthesizer = entry.build(ctx, options)
     kept = None
     if cfg.keep_images and not synthesizer.uses_pool:
-        kept = ImagePool(run.path / "images")
+        kept = ImagePool(run.path / "images", shard=accelerator.process_index)
     job = DataFreeJob(accelerator, student, synthesizer, options, s_fmt, t_fmt, kept)
     loop = Loop(
         accelerator,

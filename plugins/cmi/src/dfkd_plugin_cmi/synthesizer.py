@@ -25,7 +25,6 @@ from dfkd.synthesis.base import SynthesisContext, Synthesizer, warn_without_batc
 from dfkd.synthesis.bn_hooks import BNStatsHook, InstanceMeanHook, attach_bn_hooks
 from dfkd.synthesis.generators import Generator, reset_parameters_dcgan
 from dfkd.synthesis.losses import adversarial_kl, agreement_mask, bn_statistics, one_hot_ce
-from dfkd.synthesis.pool import ImagePool
 from dfkd.training.inputs import InputFormat
 from dfkd_plugin_cmi.contrastive import MLPHead, contrastive_loss
 from dfkd_plugin_cmi.memory import MemoryBank
@@ -73,7 +72,7 @@ class CMISynthesizer(Synthesizer):
         self.head = MLPHead(self.dim, options.head_dim).to(ctx.device)
         self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=options.lr_g)
         self.bank = MemoryBank(options.bank_size, 2 * self.dim, generator=self._cpu_rng)
-        self.pool = ImagePool(ctx.images_dir, seed=self._initial_images())
+        self.pool = ctx.image_pool(seed=self._initial_images())
         self._student_input = InputFormat(
             ctx.mean, ctx.std, getattr(ctx.student, "input_size", None)
         )

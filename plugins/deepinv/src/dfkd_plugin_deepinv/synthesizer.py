@@ -22,7 +22,6 @@ from dfkd.synthesis.augment import clip_to_pixel_range, jitter_flip
 from dfkd.synthesis.base import SynthesisContext, Synthesizer, warn_without_batchnorm
 from dfkd.synthesis.bn_hooks import attach_bn_hooks
 from dfkd.synthesis.losses import bn_statistics, js_divergence, one_hot_ce, tv_l1
-from dfkd.synthesis.pool import ImagePool
 from dfkd_plugin_deepinv.options import DeepInvOptions
 
 ADAM_BETAS = (0.5, 0.99)
@@ -52,7 +51,7 @@ class DeepInvSynthesizer(Synthesizer):
             raise UsageError(f"deepinv needs g_steps >= 1, got {options.g_steps}.")
         warn_without_batchnorm(ctx.teacher, "deepinv", options.bn)
         self.hooks = attach_bn_hooks(ctx.teacher)
-        self.pool = ImagePool(ctx.images_dir)
+        self.pool = ctx.image_pool()
         size = ctx.image_size
         self.jitter = size // 8 if options.jitter is None else options.jitter
         self.padding = size // 8

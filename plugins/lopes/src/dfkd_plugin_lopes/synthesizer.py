@@ -17,7 +17,6 @@ from torch import Tensor
 
 from dfkd.errors import UsageError
 from dfkd.synthesis.base import SynthesisContext, Synthesizer
-from dfkd.synthesis.pool import ImagePool
 from dfkd_plugin_lopes.activations import TOP, Capture
 from dfkd_plugin_lopes.options import LopesOptions
 from dfkd_plugin_lopes.records import check_records, load_records, teacher_fingerprint
@@ -99,7 +98,7 @@ class LopesSynthesizer(Synthesizer):
         self.shrink = (
             {n: d.to(ctx.device) for n, d in records.downsamplers().items()} if self.groups else {}
         )
-        self.pool = ImagePool(ctx.images_dir)
+        self.pool = ctx.image_pool()
         seeds = torch.randint(2**62, (2,)).tolist()
         self.recon_gen = torch.Generator().manual_seed(seeds[0])
         self.sample_gen = torch.Generator().manual_seed(seeds[1])
