@@ -24,7 +24,7 @@ CIFAR10 = {
 
 #: LeNet-5 → LeNet-5-Half on Fashion-MNIST within 10 CPU minutes (README: how it was found)
 FASHION_MNIST = {
-    "epochs": 12,
+    "epochs": 30,
     "ep_steps": 200,
     "kd_steps": 5,
     "g_steps": 1,
@@ -33,7 +33,7 @@ FASHION_MNIST = {
     "T": 1.0,
     "generator": "large",
     "nz": 128,
-    "ngf": 32,
+    "ngf": 16,
     "lr_g": 1e-2,
     "oh": 1.0,
     "act": 0.1,
