@@ -36,7 +36,7 @@ FASHION_MNIST = {
     "generator": "large",
     "nz": 128,
     "ngf": 16,
-    "lr_g": 1e-3,
+    "lr_g": 1e-2,
     "bn": 1.0,
     "oh": 1.0,
     "adv": 1.0,
