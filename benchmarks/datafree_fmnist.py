@@ -95,12 +95,13 @@ def main() -> None:
         )
     spread = statistics.stdev(last) if len(last) > 1 else 0.0
     teacher = teacher_accuracy(args.teacher)
+    flags = [f"--preset {args.preset}", *(f"-o {o}" for o in args.option)]
+    if args.mixed_precision != "no":
+        flags.append(f"--mixed-precision {args.mixed_precision}")
     row = (
         f"| {args.method} | {args.teacher} → {args.student} | {teacher:.2f} | "
         f"{statistics.mean(last):.2f} ± {spread:.2f} | {statistics.mean(best):.2f} | "
-        f"{args.seeds} | {statistics.mean(minutes):.1f} | "
-        f"--preset {args.preset} {' '.join('-o ' + o for o in args.option)}"
-        f"{' --mixed-precision ' + args.mixed_precision if args.mixed_precision != 'no' else ''} |"
+        f"{args.seeds} | {statistics.mean(minutes):.1f} | {' '.join(flags)} |"
     )
     print(
         f"teacher {teacher:.2f} %  student {statistics.mean(last):.2f} ± {spread:.2f} %  "
