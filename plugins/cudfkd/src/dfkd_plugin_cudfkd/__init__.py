@@ -55,10 +55,11 @@ CIFAR10_R34_R18 = CIFAR10 | {
 #: LeNet-5-BN → LeNet-5-Half on Fashion-MNIST, sized for 10 minutes on 2 CPU cores (README:
 #: how it was found). T = 1: at T = 20 and lr 0.1 every sample's loss soon exceeds λ, all
 #: weights fall to 0 and the self-paced loss stays 0 for good. The adversarial weight
-#: ramps from 0, as in the reference's r34 → r18 script; the pace spans the run's 2,400 steps.
+#: ramps from 0, as in the reference's r34 → r18 script; the pace spans the run's 3,600 steps.
+#: Generator size and speed as DFQ's preset (ngf 16, lr_g 1e-2), which measured best there.
 FASHION_MNIST = {
-    "epochs": 24,
-    "ep_steps": 100,
+    "epochs": 18,
+    "ep_steps": 200,
     "kd_steps": 5,
     "g_steps": 1,
     "batch_size": 128,
@@ -66,8 +67,8 @@ FASHION_MNIST = {
     "T": 1.0,
     "generator": "large",
     "nz": 128,
-    "ngf": 8,
-    "lr_g": 1e-3,
+    "ngf": 16,
+    "lr_g": 1e-2,
     "lambda_ent": -20.0,
     "oh": 1.0,
     "bn": 1.0,
@@ -81,7 +82,7 @@ FASHION_MNIST = {
     "loss": "kl",
     "curriculum": "log",
     "lambda_0": 2.0,
-    "pace": 2.5e-3,
+    "pace": 1.67e-3,
 }
 
 
