@@ -34,7 +34,7 @@ FASHION_MNIST = {
     "generator": "large",
     "nz": 128,
     "ngf": 16,
-    "lr_g": 1e-2,
+    "lr_g": 1e-3,
     "oh": 1.0,
     "act": 0.1,
     "balance": 5.0,
