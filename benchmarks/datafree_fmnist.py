@@ -43,13 +43,13 @@ class Budget(SilentReporter):
             raise TimeoutError
 
 
-def teacher_accuracy(teacher: str) -> float:
+def teacher_accuracy(teacher: str, mixed_precision: str) -> float:
+    """Scored like the students: accelerate allows one precision per process anyway."""
     source = open_dataset("fashion-mnist")
     net, spec, _ = load_teacher(teacher, source)
     images, labels = source.load("test")
-    return evaluate(net, images, labels, InputFormat.of(source, spec.size), make_accelerator())[
-        "top1"
-    ]
+    fmt = InputFormat.of(source, spec.size)
+    return evaluate(net, images, labels, fmt, make_accelerator(mixed_precision))["top1"]
 
 
 def main() -> None:
@@ -94,7 +94,7 @@ def main() -> None:
             flush=True,
         )
     spread = statistics.stdev(last) if len(last) > 1 else 0.0
-    teacher = teacher_accuracy(args.teacher)
+    teacher = teacher_accuracy(args.teacher, args.mixed_precision)
     flags = [f"--preset {args.preset}", *(f"-o {o}" for o in args.option)]
     if args.mixed_precision != "no":
         flags.append(f"--mixed-precision {args.mixed_precision}")
