@@ -2,11 +2,12 @@
 
 Provides a plugin set with autoload off (tests never see what happens to be installed), a tiny
 learnable dataset, a throw-away working folder, a CLI runner, and tiny teachers trained once
-per session.
+per session, and the check that a run directory is complete.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,18 @@ class KillAfterEpoch:
     def epoch_end(self, row: dict[str, Any]) -> None:
         if row["epoch"] == self.n:
             raise KeyboardInterrupt
+
+
+RUN_FILES = ("config.json", "metrics.jsonl", "student.safetensors", "samples.png")
+
+
+def assert_complete_run(run_dir: Path, epochs: int | None = None) -> list[dict[str, Any]]:
+    """Assert a finished data-free run left everything a user reads and ``--resume`` needs (and,
+    given ``epochs``, one metrics row per epoch); return the metrics rows."""
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "state" / "checkpoint.pt").is_file()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    if epochs is not None:
+        assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    return rows

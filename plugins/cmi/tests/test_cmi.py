@@ -19,7 +19,7 @@ from dfkd.errors import UsageError
 from dfkd.options import build_options
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import KillAfterEpoch, make_plugins
+from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 
 DIST = "dfkd-plugin-cmi"
@@ -168,8 +168,7 @@ def test_memory_bank_state_round_trip_keeps_written_rows_only():
 def test_one_epoch_writes_a_complete_run(tiny_teacher_weights, workdir):
     outcome = run(tiny_teacher_weights, workdir / "run")
     run_dir = workdir / "run"
-    for name in ("config.json", "metrics.jsonl", "student.safetensors", "samples.png"):
-        assert (run_dir / name).is_file(), name
+    assert_complete_run(run_dir)
     state = checkpoint(run_dir)["objects"]["synthesizer"]
     # two rounds of 8 images: two pool chunks, 16 bank rows of [h_l, h_g] (6 + 16 + 120 channels)
     assert sorted(p.name for p in (run_dir / "images").iterdir()) == [

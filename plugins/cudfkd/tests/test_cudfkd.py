@@ -21,7 +21,7 @@ from dfkd.models.lenet import lenet5_bn, lenet5_half
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.losses import js_divergence
-from dfkd.testing import KillAfterEpoch, make_plugins
+from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 
 DIST = "dfkd-plugin-cudfkd"
@@ -260,8 +260,7 @@ def test_one_epoch_writes_a_complete_run(tiny_teacher_weights, workdir):
         run_config(tiny_teacher_weights, workdir / "run"), plugins=cudfkd_plugins()
     )
     run_dir = workdir / "run"
-    for name in ("config.json", "metrics.jsonl", "student.safetensors", "samples.png"):
-        assert (run_dir / name).is_file(), name
+    assert_complete_run(run_dir)
     state = checkpoint(run_dir)["objects"]
     assert state["synthesizer"]["adv"] == 0.5
     assert state["counters"]["global_step"] == 4

@@ -17,7 +17,7 @@ from torch import nn
 
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import KillAfterEpoch, make_plugins
+from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 
 DIST = "dfkd-plugin-dafl"
@@ -46,11 +46,7 @@ def test_short_run_writes_a_complete_run_directory(tiny_teacher_weights, workdir
         config(tiny_teacher_weights["lenet5"], out, TINY_BUDGET),
         plugins=dafl_plugins(),
     )
-    for name in ("config.json", "metrics.jsonl", "student.safetensors", "samples.png"):
-        assert (out / name).is_file(), name
-    assert (out / "state" / "checkpoint.pt").is_file()
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2]
+    rows = assert_complete_run(out, epochs=2)
     assert all(math.isfinite(r["loss_g"]) for r in rows)
     recorded = json.loads((out / "config.json").read_text())["options"]
     resolved = recorded["resolved_options"]

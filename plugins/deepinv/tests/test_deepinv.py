@@ -18,7 +18,7 @@ from dfkd.data import open_dataset
 from dfkd.options import build_options
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import KillAfterEpoch, make_plugins
+from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 from dfkd.training.setup import build, load_teacher
 
@@ -70,9 +70,7 @@ def test_one_epoch_writes_a_complete_run(workdir, teacher_bn):
         tiny_run(workdir / "run", teacher_bn, TINY_BUDGET), plugins=make_plugins(PLUGIN)
     )
     run = workdir / "run"
-    for name in ("config.json", "metrics.jsonl", "student.safetensors", "samples.png"):
-        assert (run / name).is_file(), name
-    assert (run / "state" / "checkpoint.pt").is_file()
+    assert_complete_run(run)
     # ep_steps // kd_steps = 2 synthesis rounds of 8 images, each one chunk of the pool.
     chunks = sorted((run / "images").glob("images-*.safetensors"))
     assert len(chunks) == 2

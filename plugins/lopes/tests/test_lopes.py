@@ -33,7 +33,7 @@ from dfkd.errors import UsageError
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.losses import kd_kl
-from dfkd.testing import KillAfterEpoch, make_plugins
+from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 from dfkd.training.inputs import InputFormat
 from dfkd.training.setup import load_teacher
@@ -345,9 +345,7 @@ def test_record_then_run_through_the_cli(cli, plugins, tiny_teacher_weights, mon
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     run = workdir / "run"
-    for name in ("config.json", "metrics.jsonl", "student.safetensors", "samples.png"):
-        assert (run / name).is_file(), name
-    assert (run / "state" / "checkpoint.pt").is_file()
+    assert_complete_run(run)
     chunks = sorted((run / "images").glob("images-*.safetensors"))
     pool = [load_file(str(p)) for p in chunks]
     assert sum(len(c["images"]) for c in pool) == 40  # pool_size, then no more
