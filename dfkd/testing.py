@@ -154,3 +154,20 @@ def assert_complete_run(run_dir: Path, epochs: int | None = None) -> list[dict[s
     if epochs is not None:
         assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
     return rows
+
+
+def tiny_run_config(
+    method: str, teacher: str, weights: Path, out: Path, overrides: list[str]
+) -> Any:
+    """A data-free RunConfig on the tiny dataset, from ``teacher`` (``weights``) to lenet5_half."""
+    from dfkd.training.datafree import RunConfig
+
+    return RunConfig(
+        method=method,
+        teacher=teacher,
+        student="lenet5_half",
+        dataset="tiny",
+        teacher_weights=str(weights),
+        overrides=overrides,
+        out=str(out),
+    )

@@ -17,7 +17,7 @@ from torch import nn
 
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins
+from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins, tiny_run_config
 from dfkd.training.datafree import RunConfig, run_datafree
 
 DIST = "dfkd-plugin-dafl"
@@ -29,15 +29,7 @@ def dafl_plugins():
 
 
 def config(weights: Path, out: Path, overrides: list[str]) -> RunConfig:
-    return RunConfig(
-        method="dafl",
-        teacher="lenet5",
-        student="lenet5_half",
-        dataset="tiny",
-        teacher_weights=str(weights),
-        overrides=overrides,
-        out=str(out),
-    )
+    return tiny_run_config("dafl", "lenet5", weights, out, overrides)
 
 
 def test_short_run_writes_a_complete_run_directory(tiny_teacher_weights, workdir):

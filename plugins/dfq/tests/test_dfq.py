@@ -18,7 +18,7 @@ from torch import nn
 from dfkd.models.lenet import lenet5, lenet5_half
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins
+from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins, tiny_run_config
 from dfkd.training.datafree import RunConfig, run_datafree
 
 TINY_BUDGET = ["epochs=2", "ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
@@ -29,15 +29,7 @@ def dfq_plugins() -> Plugins:
 
 
 def config(weights: Path, out: Path, overrides: list[str]) -> RunConfig:
-    return RunConfig(
-        method="dfq",
-        teacher="lenet5_bn",
-        student="lenet5_half",
-        dataset="tiny",
-        teacher_weights=str(weights),
-        overrides=overrides,
-        out=str(out),
-    )
+    return tiny_run_config("dfq", "lenet5_bn", weights, out, overrides)
 
 
 def test_short_run_writes_a_complete_run_directory(tiny_teacher_weights, workdir):

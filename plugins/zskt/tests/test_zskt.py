@@ -20,7 +20,7 @@ from dfkd.models.lenet import lenet5, lenet5_half
 from dfkd.models.wrn import wrn16_1
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins
+from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins, tiny_run_config
 from dfkd.training.datafree import RunConfig, run_datafree
 
 TINY_BUDGET = ["epochs=2", "ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
@@ -31,15 +31,7 @@ def zskt_plugins() -> Plugins:
 
 
 def config(weights: Path, out: Path, overrides: list[str]) -> RunConfig:
-    return RunConfig(
-        method="zskt",
-        teacher="lenet5",
-        student="lenet5_half",
-        dataset="tiny",
-        teacher_weights=str(weights),
-        overrides=overrides,
-        out=str(out),
-    )
+    return tiny_run_config("zskt", "lenet5", weights, out, overrides)
 
 
 @pytest.mark.parametrize("at_beta", [0.0, 2.0])
