@@ -81,6 +81,22 @@ def test_generator_accepts_4d_latents():
     torch.testing.assert_close(gen(z.view(3, 8, 1, 1)), gen(z))
 
 
+@pytest.mark.parametrize("cls", [Generator, GeneratorA])
+def test_generator_runs_channels_last_and_matches_the_plain_layout(cls):
+    """The speed-up layout must not change the numbers nor leak out of the generator."""
+    gen = cls(nz=8, ngf=4, img_size=8, channels=3)
+    layouts = []
+    gen.conv_blocks[1].register_forward_pre_hook(
+        lambda _m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    z = torch.randn(5, 8)
+    out = gen(z)
+    plain = gen.l1(z).view(5, gen.start_channels, gen.init_size, gen.init_size)
+    assert layouts == [True]
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, gen.conv_blocks(plain), atol=1e-5, rtol=1e-5)
+
+
 def test_reset_parameters_dcgan_statistics_and_seed():
     model = nn.Sequential(
         nn.Linear(100, 400),
@@ -134,6 +150,13 @@ def test_bn_stats_hook_matches_hand_computed_statistics():
     close(hook.loss, 15.0)
     hook.loss.backward()
     assert x.grad.abs().sum() > 0
+    with torch.no_grad():  # a student step: nothing to synthesize, nothing computed
+        bn(SECOND_BATCH)
+    assert hook.loss is None
+    with pytest.raises(RuntimeError, match="no statistics"):
+        losses.bn_statistics([hook])
+    bn(FIRST_BATCH)
+    close(hook.loss, 15.0)
     hook.remove()
     bn(SECOND_BATCH)
     close(hook.loss, 15.0)
