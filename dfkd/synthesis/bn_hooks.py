@@ -39,7 +39,9 @@ class BNStatsHook:
     resumed run continues the same sequence.
 
     The statistics are computed in float32 whatever the input dtype, so that mixed precision does
-    not turn small variance differences into noise.
+    not turn small variance differences into noise. A forward with gradients disabled (the
+    student's steps and evaluation, where the teacher also runs) is not synthesis: the hook
+    skips it, saving the work, and ``loss`` is None until the next synthesis forward.
     """
 
     def __init__(self, module: nn.Module, momentum: float | None = None) -> None:
@@ -56,6 +58,9 @@ class BNStatsHook:
         self._handle = module.register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Any) -> None:
+        if not torch.is_grad_enabled():
+            self.loss = None
+            return
         x = inputs[0].float()
         dims = [0, *range(2, x.dim())]
         var, mean = torch.var_mean(x, dim=dims, correction=0)

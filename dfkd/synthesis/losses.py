@@ -30,7 +30,10 @@ def bn_statistics(hooks: Sequence[_HasLoss], first_multiplier: float = 1.0) -> T
         raise ValueError("bn_statistics needs at least one BN hook; the teacher has no BatchNorm")
     losses = [h.loss for h in hooks]
     if any(r is None for r in losses):
-        raise RuntimeError("a BN hook has not seen a forward pass yet; run the teacher first")
+        raise RuntimeError(
+            "a BN hook has no statistics: run the teacher on the synthesis batch, with gradients "
+            "enabled, first"
+        )
     return torch.stack(losses).sum() + (first_multiplier - 1.0) * losses[0]
 
 
