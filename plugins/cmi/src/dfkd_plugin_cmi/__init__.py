@@ -25,11 +25,11 @@ _CIFAR10 = {
 }
 _CIFAR10_ADV = _CIFAR10 | {"epochs": 40, "ep_steps": 2000, "kd_steps": 2000, "oh": 0.5}
 
-# Found by short benchmark runs on the CPU (lenet5_bn -> lenet5_half); see the README. Many
-# small rounds (64 images, 15 steps each, from a fresh generator) make a more diverse pool than
-# fewer large ones for the same time, and lr 0.05 keeps T = 20 KD on confident images stable.
+# Found by benchmark runs on the CPU; see the README. Many small rounds (64 images, 15 steps each,
+# from a fresh generator) make a more diverse pool than fewer large ones for the same time, lr
+# 0.05 keeps T = 20 KD on confident images stable, and 50 epochs fill half the 10-minute budget.
 _FASHION_MNIST = {
-    "epochs": 20,
+    "epochs": 50,
     "batch_size": 128,
     "synthesis_batch_size": 64,
     "ep_steps": 100,
