@@ -61,9 +61,9 @@ class Generator(nn.Module):
         out = self.l1(z.flatten(1))
         out = out.view(z.shape[0], self.start_channels, self.init_size, self.init_size)
         # The generator is most of a generative method's compute. In channels-last layout the
-        # nearest upsamplings run ten times and the whole forward two to three times faster on
-        # the CPU (benchmarks/generator_speed.py), with the same numbers; the image is handed
-        # on in the usual layout, which costs one copy of a small tensor.
+        # nearest upsamplings run over ten times and a whole call 1.4 to 2.7 times faster on the
+        # CPU (benchmarks/generator_speed.py), with the same numbers; the image is handed on in
+        # the usual layout, which costs one copy of a small tensor.
         out = self.conv_blocks(out.contiguous(memory_format=torch.channels_last))
         return out.contiguous()
 
