@@ -18,8 +18,13 @@ from dfkd.data import open_dataset
 from dfkd.options import build_options
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins
-from dfkd.training.datafree import RunConfig, run_datafree
+from dfkd.testing import (
+    KillAfterEpoch,
+    assert_complete_run,
+    make_plugins,
+    tiny_run_config,
+)
+from dfkd.training.datafree import run_datafree
 from dfkd.training.setup import build, load_teacher
 
 PLUGIN = (dfkd_plugin_deepinv, "dfkd-plugin-deepinv")
@@ -40,16 +45,7 @@ def teacher_bn(tiny_teacher_weights: dict[str, Path]) -> Path:
 
 
 def tiny_run(out: Path, weights: Path, overrides: list[str], teacher: str = "lenet5_bn"):
-    cfg = RunConfig(
-        method="deepinv",
-        teacher=teacher,
-        student="lenet5_half",
-        dataset="tiny",
-        teacher_weights=str(weights),
-        overrides=overrides,
-        out=str(out),
-    )
-    return cfg
+    return tiny_run_config("deepinv", teacher, weights, out, overrides)
 
 
 def make_synthesizer(weights: Path, **options: object) -> DeepInvSynthesizer:
