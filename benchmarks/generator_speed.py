@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -39,23 +40,30 @@ def autocast(bf16: bool) -> AbstractContextManager:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
 
-def milliseconds(gen: Generator, forward, z: torch.Tensor, bf16: bool, repeats: int) -> tuple:
-    """Mean time of a no-grad forward (a student batch) and of forward + backward (a generator
-    step), after one warm-up of each."""
-    with torch.no_grad(), autocast(bf16):
-        forward(gen, z)
-        start = time.perf_counter()
-        for _ in range(repeats):
+def mean_ms(call: Callable[[], object], repeats: int) -> float:
+    """Mean milliseconds of ``call`` after one untimed warm-up call."""
+    call()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
+def milliseconds(
+    gen: Generator, forward: Callable, z: torch.Tensor, bf16: bool, repeats: int
+) -> tuple[float, float]:
+    """Time of a no-grad forward (a student batch) and of forward + backward (a generator step)."""
+
+    def sample() -> None:
+        with torch.no_grad(), autocast(bf16):
             forward(gen, z)
-        fwd = (time.perf_counter() - start) / repeats
-    for timed in (False, True):
-        start = time.perf_counter()
-        for _ in range(repeats if timed else 1):
-            with autocast(bf16):
-                out = forward(gen, z).float()
-            out.mean().backward()
-        step = (time.perf_counter() - start) / repeats
-    return 1000 * fwd, 1000 * step
+
+    def step() -> None:
+        with autocast(bf16):
+            out = forward(gen, z).float()
+        out.mean().backward()
+
+    return mean_ms(sample, repeats), mean_ms(step, repeats)
 
 
 def main() -> None:
