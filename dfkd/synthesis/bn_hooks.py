@@ -33,8 +33,9 @@ class BNStatsHook:
 
     With ``momentum`` m (Fast-DFKD, methods.md §9.2) the batch statistics are first blended with an
     EMA (μ̄, σ̄²) of earlier synthesis batches: μ ↦ (1−m)·μ + m·μ̄, likewise σ². Call
-    ``update_ema()`` once after each synthesis, before the teacher sees anything else, since it
-    folds in the statistics of the hook's last forward: μ̄ ← m·μ̄ + (1−m)·μ (the first call just
+    ``update_ema()`` once after each synthesis, before the next synthesis forward, since it
+    folds in the statistics of the hook's last forward with gradients (forwards without them are
+    skipped, below): μ̄ ← m·μ̄ + (1−m)·μ (the first call just
     stores μ). Until then the plain loss is used. The EMA is part of ``state_dict`` so that a
     resumed run continues the same sequence.
 
