@@ -181,6 +181,38 @@ def test_warmup_epochs_only_synthesize(noise_plugins, workdir, tiny_teacher_weig
     assert before["objects"]["counters"]["global_step"] == 4  # only the second epoch trained
 
 
+@pytest.mark.parametrize(
+    ("overrides", "lrs"),
+    [
+        ([], [0.05, 0.0]),
+        (["schedule=constant"], [0.1, 0.1]),
+        (["schedule=multistep", "milestones=1"], [0.01, 0.01]),
+    ],
+)
+def test_the_students_schedule_is_an_option(
+    noise_plugins, workdir, tiny_teacher_weights, overrides, lrs
+):
+    outcome = run_datafree(
+        noise_config(tiny_teacher_weights, overrides=overrides), plugins=noise_plugins
+    )
+    assert [row["lr"] for row in outcome.metrics] == pytest.approx(lrs)
+
+
+def test_adam_and_gradient_clipping_reach_the_students_steps(
+    noise_plugins, workdir, tiny_teacher_weights, monkeypatch
+):
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(
+        torch.nn.utils, "clip_grad_norm_", lambda p, m, **kw: norms.append(m) or clip(p, m, **kw)
+    )
+    cfg = noise_config(tiny_teacher_weights, overrides=["optimizer=adam", "grad_clip=5"])
+    run_datafree(cfg, plugins=noise_plugins)
+    state = torch.load(workdir / "runs/n/state/checkpoint.pt", weights_only=True)
+    assert "exp_avg_sq" in state["objects"]["optimizer"]["state"][0]  # Adam's, not SGD's
+    assert norms == [5.0] * 8  # every student step of 2 epochs × 4
+
+
 def test_cli_run_prints_where_the_samples_are(workdir, tiny_teacher_weights):
     from typer.testing import CliRunner
 

@@ -195,3 +195,35 @@ def test_each_process_gets_its_own_pool_shard(tmp_path):
     pool = ctx.image_pool()
     pool.add(torch.zeros(1, 1, 2, 2))
     assert pool.shard == 3 and (tmp_path / "images" / "images-r3-00000.safetensors").exists()
+
+
+def test_schedule_g_decays_the_generators_rate_with_the_students_and_resumes():
+    options = small(oh=1.0, lr_g=1.0, schedule="multistep", milestones=(1,), schedule_g=True)
+    synth = GenerativeSynthesizer(make_ctx(), options)
+    synth.synthesize()
+    assert synth.end_epoch(0) == {"lr_g": pytest.approx(0.1)}
+
+    other = GenerativeSynthesizer(make_ctx(), options)
+    other.load_state_dict(copy.deepcopy(synth.state_dict()))
+    assert other.optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+    assert other.scheduler.last_epoch == 1
+
+
+def test_without_schedule_g_the_generators_rate_stays_at_lr_g():
+    synth = GenerativeSynthesizer(make_ctx(), small(oh=1.0, lr_g=1.0, schedule="multistep"))
+    synth.synthesize()
+    assert synth.end_epoch(0) == {} and "scheduler" not in synth.state_dict()
+    assert synth.optimizer.param_groups[0]["lr"] == 1.0
+
+
+def test_grad_clip_bounds_the_generators_step(monkeypatch):
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(
+        torch.nn.utils, "clip_grad_norm_", lambda p, m, **kw: norms.append(clip(p, m, **kw))
+    )
+    synth = GenerativeSynthesizer(make_ctx(), small(oh=1.0, grad_clip=1e-3))
+    synth.synthesize()
+    grads = [p.grad for p in synth.generator.parameters() if p.grad is not None]
+    assert len(norms) == 1 and norms[0] > 1e-3  # the norm before clipping
+    assert torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])) <= 1e-3 * 1.01

@@ -251,7 +251,7 @@ def test_cli_scratch_eval_and_kd(cli, workdir):
         ),
         (
             ["scratch", "--model", "lenet5", "--dataset", "tiny", "--schedule", "zigzag"],
-            "--schedule must be",
+            "schedule must be",
         ),
     ],
 )

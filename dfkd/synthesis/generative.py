@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from dfkd.errors import UsageError
+from dfkd.optim import make_scheduler
 from dfkd.synthesis.base import SynthesisContext, Synthesizer, warn_without_batchnorm
 from dfkd.synthesis.bn_hooks import attach_bn_hooks
 from dfkd.synthesis.generative_options import GenerativeOptions
@@ -79,6 +80,16 @@ class GenerativeSynthesizer(Synthesizer):
         self.optimizer = torch.optim.Adam(
             self.generator.parameters(), lr=options.lr_g, betas=(options.beta1, options.beta2)
         )
+        self.scheduler = (
+            make_scheduler(
+                self.optimizer,
+                options.schedule,
+                options.epochs - options.warmup,
+                options.milestones,
+            )
+            if options.schedule_g
+            else None
+        )
         # GeneratorA standardises its own output; the others make [0, 1] pixels to normalise.
         self.raw_output = isinstance(self.generator, GeneratorA)
         self.bn_hooks: list[Any] = []
@@ -142,6 +153,8 @@ class GenerativeSynthesizer(Synthesizer):
             self.optimizer.zero_grad(set_to_none=True)
             # Only the generator learns here: keep gradients out of the student's parameters.
             loss.backward(inputs=params)
+            if self.options.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, self.options.grad_clip)
             self.optimizer.step()
         logs = {f"g_{name}": value.item() for name, value in terms.items()}
         return {"images": self._display(x.detach()), "loss_g": loss.item(), **logs}
@@ -151,12 +164,26 @@ class GenerativeSynthesizer(Synthesizer):
         self.generator.train(self.sample_in_train_mode)
         return self._generate(self.options.batch_size)
 
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        """With ``schedule_g``, the generator's rate takes the student's step (after warm-up,
+        like the student's)."""
+        if self.scheduler is None:
+            return {}
+        if epoch >= self.options.warmup:
+            self.scheduler.step()
+        return {"lr_g": self.optimizer.param_groups[0]["lr"]}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state = {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
 
     # --- helpers ---------------------------------------------------------------------------
 

@@ -25,7 +25,12 @@ class GenerativeOptions(DataFreeOptions):
     )
     nz: int = option(256, "Latent size of the generator.")
     ngf: int = option(64, "Generator width: channels of its last hidden layer.")
-    lr_g: float = option(1e-3, "Generator learning rate (Adam, constant).")
+    lr_g: float = option(1e-3, "Generator learning rate (Adam; see schedule_g).")
+    schedule_g: bool = option(
+        False,
+        "The generator's rate follows the student's schedule (DFAD's reference decays both); "
+        "off, it stays at lr_g.",
+    )
     beta1: float = option(0.5, "Adam's first-moment decay for the generator.")
     beta2: float = option(0.999, "Adam's second-moment decay for the generator.")
     oh: float = option(0.0, "Weight of the one-hot loss CE(t, argmax t).")

@@ -7,8 +7,12 @@ stay torch-free because `dfkd list-methods --options` reads it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from dfkd.options import option
+
+Schedule = Literal["cosine", "multistep", "constant"]
+Optimizer = Literal["sgd", "adam"]
 
 
 @dataclass
@@ -19,9 +23,25 @@ class DataFreeOptions:
     g_steps: int = option(1, "Generator or pixel optimisation steps per synthesis round.")
     batch_size: int = option(256, "Student batch size (per process).")
     synthesis_batch_size: int = option(0, "Images per synthesis round (0: same as batch_size).")
-    lr: float = option(0.1, "Student learning rate (SGD, cosine schedule).")
+    optimizer: Optimizer = option(
+        "sgd", "Student optimiser: sgd (with momentum; DataFree) or adam (the original ZSKT code)."
+    )
+    lr: float = option(0.1, "Student learning rate (see schedule).")
+    schedule: Schedule = option(
+        "cosine",
+        "Student learning-rate schedule over the epochs after warm-up: cosine to zero, "
+        "multistep (×0.1 at each milestone) or constant.",
+    )
+    milestones: tuple[int, ...] = option(
+        (), "Epochs of multistep's ×0.1 drops, e.g. 100,200 (empty: 60/75/90 % of the epochs)."
+    )
     momentum: float = option(0.9, "Student SGD momentum.")
-    weight_decay: float = option(1e-4, "Student SGD weight decay.")
+    weight_decay: float = option(1e-4, "Student weight decay.")
+    grad_clip: float = option(
+        0.0,
+        "Largest gradient norm of a student (and generator) step; 0: no clipping "
+        "(the original ZSKT code clips at 5).",
+    )
     T: float = option(1.0, "Temperature of the student's KD loss.")
     warmup: int = option(0, "Epochs of synthesis only, before the student trains.")
 

@@ -11,6 +11,7 @@ import torch
 
 from dfkd.data import open_dataset
 from dfkd.errors import UsageError
+from dfkd.optim import make_optimizer, make_scheduler
 from dfkd.options import build_options
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.synthesis.base import SynthesisContext, Synthesizer
@@ -78,14 +79,15 @@ class DataFreeJob(Job):
         self.synthesizer = synthesizer
         self.s_fmt, self.t_fmt = s_fmt, t_fmt
         self.kept = kept  # an ImagePool that records synthesized images for --keep-images
-        optimizer = torch.optim.SGD(
+        optimizer = make_optimizer(
             student.parameters(),
-            lr=options.lr,
-            momentum=options.momentum,
-            weight_decay=options.weight_decay,
+            options.optimizer,
+            options.lr,
+            options.momentum,
+            options.weight_decay,
         )
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, options.epochs - options.warmup)
+        self.scheduler = make_scheduler(
+            optimizer, options.schedule, options.epochs - options.warmup, options.milestones
         )
         self.model, self.optimizer = accelerator.prepare(student, optimizer)
         self.last_images: torch.Tensor | None = None
@@ -135,6 +137,8 @@ class DataFreeJob(Job):
         loss, extra = self.synthesizer.student_loss(s_logits, t_logits, self.global_step)
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
+        if self.options.grad_clip:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.options.grad_clip)
         self.optimizer.step()
         self.global_step += 1
         return {"loss": loss.item(), **extra, **logs}

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from dfkd.data import open_dataset
 from dfkd.data.pipeline import BatchLoader, random_crop_flip
 from dfkd.errors import UsageError
+from dfkd.optim import make_optimizer, make_scheduler
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.training.inputs import InputFormat, evaluate
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
@@ -71,23 +72,6 @@ class KDConfig(TrainConfig):
     kd_loss: str = "kd_kl"
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> tuple[Any, Any]:
-    """SGD with the reference recipe and a per-epoch schedule."""
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
-    if cfg.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    elif cfg.schedule == "multistep":
-        milestones = sorted({max(1, int(cfg.epochs * f)) for f in (0.6, 0.75, 0.9)})
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
-    elif cfg.schedule == "constant":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    else:
-        raise UsageError(f"--schedule must be cosine, multistep or constant, not '{cfg.schedule}'.")
-    return optimizer, scheduler
-
-
 def wants_augmentation(cfg: TrainConfig, source: Any) -> bool:
     if cfg.augment not in ("auto", "crop-flip", "none"):
         raise UsageError(f"--augment must be auto, crop-flip or none, not '{cfg.augment}'.")
@@ -112,7 +96,10 @@ class SupervisedJob(Job):
     ) -> None:
         self.accelerator = accelerator
         self.cfg = cfg
-        optimizer, self.scheduler = make_optimizer(model, cfg)
+        optimizer = make_optimizer(
+            model.parameters(), "sgd", cfg.lr, cfg.momentum, cfg.weight_decay
+        )
+        self.scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.loader = BatchLoader(
             images,

@@ -90,6 +90,7 @@ class CuDFKDSynthesizer(GenerativeSynthesizer):
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         o = self.options
+        logs = super().end_epoch(epoch)
         self._set_adv(
             adversarial_weight(
                 epoch,
@@ -101,7 +102,7 @@ class CuDFKDSynthesizer(GenerativeSynthesizer):
                 o.adv_schedule,
             )
         )
-        return {"adv": self.adv}
+        return {**logs, "adv": self.adv}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "adv": self.adv}
