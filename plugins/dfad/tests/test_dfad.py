@@ -115,10 +115,13 @@ def test_presets_are_the_reference_scripts():
     # 500 "epochs" of 50 iterations, each 5 student steps and 1 generator step
     assert (cifar.epochs, cifar.ep_steps, cifar.kd_steps, cifar.g_steps) == (500, 250, 5, 1)
     assert (cifar.batch_size, cifar.lr, cifar.weight_decay, cifar.adv) == (256, 0.1, 5e-4, 1.0)
+    # --scheduler: MultiStepLR([100, 200], 0.1) for student and generator alike
+    assert (cifar.schedule, cifar.milestones, cifar.schedule_g) == ("multistep", (100, 200), True)
     assert DFADOptions() == cifar
     mnist = DFADOptions(**MNIST)
     assert (mnist.nz, mnist.batch_size, mnist.epochs, mnist.ep_steps) == (100, 512, 40, 250)
     assert (mnist.lr, mnist.weight_decay, mnist.lr_g) == (0.01, 1e-4, 1e-3)
+    assert mnist.schedule == "constant"  # run_mnist.sh passes no --scheduler
 
 
 def test_resume_restores_the_generator_and_continues_identically(tiny_teacher_weights, workdir):

@@ -4,7 +4,8 @@ from dfkd import hookimpl
 from dfkd_plugin_dfad.options import DFADOptions
 
 #: VainF's DFAD_cifar.py as run in its README (ResNet-34 → ResNet-18, methods.md §7); one
-#: reference "epoch" is 50 iterations of (5 student steps, 1 generator step)
+#: reference "epoch" is 50 iterations of (5 student steps, 1 generator step); `--scheduler`
+#: divides both rates by 10 at epochs 100 and 200
 CIFAR10 = {
     "epochs": 500,
     "ep_steps": 250,
@@ -13,6 +14,9 @@ CIFAR10 = {
     "batch_size": 256,
     "lr": 0.1,
     "weight_decay": 5e-4,
+    "schedule": "multistep",
+    "milestones": (100, 200),
+    "schedule_g": True,
     "generator": "a",
     "nz": 256,
     "ngf": 64,
@@ -21,7 +25,7 @@ CIFAR10 = {
     "adv": 1.0,
 }
 
-#: VainF's run_mnist.sh: LeNet-5 → LeNet-5-Half, GeneratorA with nz 100
+#: VainF's run_mnist.sh: LeNet-5 → LeNet-5-Half, GeneratorA with nz 100, no schedule
 MNIST = {
     "epochs": 40,
     "ep_steps": 250,
@@ -30,6 +34,7 @@ MNIST = {
     "batch_size": 512,
     "lr": 0.01,
     "weight_decay": 1e-4,
+    "schedule": "constant",
     "generator": "a",
     "nz": 100,
     "ngf": 64,
@@ -47,6 +52,8 @@ FASHION_MNIST = {
     "batch_size": 512,
     "lr": 0.01,
     "weight_decay": 1e-4,
+    "schedule": "cosine",
+    "schedule_g": True,
     "generator": "a",
     "nz": 100,
     "ngf": 16,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from dfkd.options import option
 from dfkd.synthesis.generative_options import GenerativeOptions, GeneratorKind
+from dfkd.synthesis.options import Schedule
 
 
 @dataclass
@@ -17,6 +18,15 @@ class DFADOptions(GenerativeOptions):
     )
     kd_steps: int = option(5, "Student steps per generator step.")
     weight_decay: float = option(5e-4, "Student SGD weight decay.")
+    schedule: Schedule = option(
+        "multistep", "Student learning-rate schedule (the reference's MultiStepLR)."
+    )
+    milestones: tuple[int, ...] = option(
+        (100, 200), "Epochs at which multistep divides the rates by 10 (the reference's)."
+    )
+    schedule_g: bool = option(
+        True, "The generator's rate follows the student's schedule, as in the reference."
+    )
     generator: GeneratorKind = option(
         "a", "Generator kind; DFAD's GeneratorA feeds the networks its standardised output."
     )
