@@ -270,10 +270,12 @@ def test_two_processes_under_torchrun_agree_on_the_weights(workdir):
         "from dfkd.testing import make_plugins\n"
         "from dfkd.training.supervised import ScratchConfig, train_scratch\n"
         "cfg = ScratchConfig(dataset='tiny', model='lenet5_half', epochs=1, batch_size=32,\n"
-        "                    lr=0.05, out='runs/ddp', cpu=True)\n"
+        "                    lr=0.05, out='runs/ddp')\n"
         "out = train_scratch(cfg, plugins=make_plugins())\n"
         "w = sum(t.double().sum().item() for t in out.model.state_dict().values())\n"
-        "open(f'sum-{dist.get_rank()}.txt', 'w').write(f'{w:.10f} {out.last[\"top1\"]}')\n"
+        "from accelerate import PartialState\n"
+        "size = PartialState().num_processes  # the processes accelerate shards over\n"
+        "open(f'sum-{dist.get_rank()}.txt', 'w').write(f'{w:.10f} {out.last[\"top1\"]} {size}')\n"
     )
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
     done = subprocess.run(
@@ -293,6 +295,8 @@ def test_two_processes_under_torchrun_agree_on_the_weights(workdir):
     assert done.returncode == 0, done.stderr[-3000:]
     sums = [(workdir / f"sum-{rank}.txt").read_text() for rank in (0, 1)]
     assert sums[0] == sums[1]
+    # one process group of two, formed without --cpu on a machine without CUDA
+    assert sums[0].endswith(" 2")
 
 
 def test_import_weights_converts_a_reference_checkpoint(cli, workdir, plugins):

@@ -20,6 +20,10 @@ def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Any:
 
     if mixed_precision not in ("no", "fp16", "bf16"):
         raise UsageError(f"--mixed-precision must be no, fp16 or bf16, not '{mixed_precision}'.")
+    # Without cpu=True, accelerate only forms a CPU process group when asked to: under torchrun
+    # on a machine without CUDA every process would run alone and write the same run directory.
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        cpu = True
     return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
 
 
