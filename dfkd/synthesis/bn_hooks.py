@@ -35,9 +35,9 @@ class BNStatsHook:
     EMA (μ̄, σ̄²) of earlier synthesis batches: μ ↦ (1−m)·μ + m·μ̄, likewise σ². Call
     ``update_ema()`` once after each synthesis, before the next synthesis forward, since it
     folds in the statistics of the hook's last forward with gradients (forwards without them are
-    skipped, below): μ̄ ← m·μ̄ + (1−m)·μ (the first call just
-    stores μ). Until then the plain loss is used. The EMA is part of ``state_dict`` so that a
-    resumed run continues the same sequence.
+    skipped, below): μ̄ ← m·μ̄ + (1−m)·μ (the first call just stores μ). Until then the plain
+    loss is used. The EMA is part of ``state_dict`` so that a resumed run continues the same
+    sequence.
 
     The statistics are computed in float32 whatever the input dtype, so that mixed precision does
     not turn small variance differences into noise. A forward with gradients disabled (the
