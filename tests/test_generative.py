@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 import warnings
@@ -227,3 +228,39 @@ def test_grad_clip_bounds_the_generators_step(monkeypatch):
     grads = [p.grad for p in synth.generator.parameters() if p.grad is not None]
     assert len(norms) == 1 and norms[0] > 1e-3  # the norm before clipping
     assert torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])) <= 1e-3 * 1.01
+
+
+@pytest.mark.slow
+def test_processes_of_a_run_share_one_generator(tmp_path):
+    script = tmp_path / "share.py"
+    script.write_text(
+        "import dataclasses, torch\n"
+        "from dfkd.models.lenet import lenet5_bn, lenet5_half\n"
+        "from dfkd.synthesis.base import SynthesisContext\n"
+        "from dfkd.synthesis.generative import GenerativeSynthesizer\n"
+        "from dfkd.synthesis.generative_options import GenerativeOptions\n"
+        "from dfkd.training.setup import make_accelerator, seed_everything\n"
+        "acc = make_accelerator()\n"
+        "seed_everything(0, acc.process_index)  # as a run does: each process its own stream\n"
+        "ctx = SynthesisContext(teacher=lenet5_bn(10, 1).eval().requires_grad_(False),\n"
+        "    student=lenet5_half(10, 1), num_classes=10, channels=1, image_size=32,\n"
+        "    mean=(0.2,), std=(0.3,), device=torch.device('cpu'), accelerator=acc)\n"
+        "opts = GenerativeOptions(batch_size=6, nz=8, ngf=4, oh=1.0, bn=1.0, adv=1.0)\n"
+        "synth = GenerativeSynthesizer(ctx, opts)\n"
+        "for _ in range(3):\n"
+        "    synth.synthesize()\n"
+        "    batch = synth.sample()\n"
+        "w = sum(t.double().sum().item() for t in synth.generator.state_dict().values())\n"
+        "open(f'gen-{acc.process_index}.txt', 'w').write(f'{w:.10f} {batch.sum().item():.6f}')\n"
+    )
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    done = subprocess.run(
+        [*command, str(script)], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (weights0, batch0), (weights1, batch1) = (
+        (tmp_path / f"gen-{rank}.txt").read_text().split() for rank in (0, 1)
+    )
+    assert weights0 == weights1  # one generator, stepped on the mean of both processes' gradients
+    assert batch0 != batch1  # fed by each process's own latents

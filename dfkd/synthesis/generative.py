@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from accelerate.utils import broadcast, reduce
 from torch import Tensor
 
 from dfkd.errors import UsageError
@@ -77,6 +78,12 @@ class GenerativeSynthesizer(Synthesizer):
             )
         self.weights = {name: w for name, w in weights.items() if w}
         self.generator = build_generator(options, ctx.channels, ctx.image_size).to(ctx.device)
+        # One generator plays the game however many processes run it: every process starts from
+        # process 0's weights and steps on gradients averaged over all their batches, so two
+        # processes of batch b play the game of one process of batch 2b, in half the time.
+        self.shared = ctx.accelerator is not None and ctx.accelerator.num_processes > 1
+        if self.shared:
+            broadcast(list(self.generator.state_dict().values()), from_process=0)
         self.optimizer = torch.optim.Adam(
             self.generator.parameters(), lr=options.lr_g, betas=(options.beta1, options.beta2)
         )
@@ -153,9 +160,13 @@ class GenerativeSynthesizer(Synthesizer):
             self.optimizer.zero_grad(set_to_none=True)
             # Only the generator learns here: keep gradients out of the student's parameters.
             loss.backward(inputs=params)
+            if self.shared:
+                self._average([p.grad for p in params])
             if self.options.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, self.options.grad_clip)
             self.optimizer.step()
+        if self.shared:  # each process's BatchNorm saw its own batches
+            self._average([b for b in self.generator.buffers() if b.is_floating_point()])
         logs = {f"g_{name}": value.item() for name, value in terms.items()}
         return {"images": self._display(x.detach()), "loss_g": loss.item(), **logs}
 
@@ -196,6 +207,12 @@ class GenerativeSynthesizer(Synthesizer):
         with self.ctx.autocast():
             out = self.generator(z).float()
         return out if self.raw_output else self.ctx.normalize(out)
+
+    @staticmethod
+    def _average(tensors: list[Tensor]) -> None:
+        """Replace each tensor, in place, by its mean over the processes."""
+        for tensor, mean in zip(tensors, reduce(tensors, reduction="mean"), strict=True):
+            tensor.copy_(mean)
 
     def _display(self, x: Tensor) -> Tensor:
         """The batch as [0, 1] pixels: how the teacher, which expects normalised input, sees it."""
