@@ -33,7 +33,9 @@ class DataFreeOptions:
         "multistep (×0.1 at each milestone) or constant.",
     )
     milestones: tuple[int, ...] = option(
-        (), "Epochs of multistep's ×0.1 drops, e.g. 100,200 (empty: 60/75/90 % of the epochs)."
+        (),
+        "Epochs of multistep's ×0.1 drops, e.g. 100,200, counted after warm-up "
+        "(empty: 60/75/90 % of the epochs).",
     )
     momentum: float = option(0.9, "Student SGD momentum.")
     weight_decay: float = option(1e-4, "Student weight decay.")
