@@ -170,7 +170,9 @@ def test_state_dict_round_trip_continues_identically():
 
 
 class BF16Accelerator:
-    """The one thing a synthesizer asks of an accelerator: its autocast context."""
+    """What a generative synthesizer asks of a one-process accelerator: its autocast context."""
+
+    num_processes = 1
 
     def autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16)
