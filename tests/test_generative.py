@@ -236,7 +236,7 @@ def test_grad_clip_bounds_the_generators_step(monkeypatch):
 def test_processes_of_a_run_share_one_generator(tmp_path):
     script = tmp_path / "share.py"
     script.write_text(
-        "import dataclasses, torch\n"
+        "import torch\n"
         "from dfkd.models.lenet import lenet5_bn, lenet5_half\n"
         "from dfkd.synthesis.base import SynthesisContext\n"
         "from dfkd.synthesis.generative import GenerativeSynthesizer\n"

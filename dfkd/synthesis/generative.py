@@ -80,7 +80,7 @@ class GenerativeSynthesizer(Synthesizer):
         self.generator = build_generator(options, ctx.channels, ctx.image_size).to(ctx.device)
         # One generator plays the game however many processes run it: every process starts from
         # process 0's weights and steps on gradients averaged over all their batches, so two
-        # processes of batch b play the game of one process of batch 2b, in half the time.
+        # processes of batch b play the game of one process of batch 2b.
         self.shared = ctx.accelerator is not None and ctx.accelerator.num_processes > 1
         if self.shared:
             broadcast(list(self.generator.state_dict().values()), from_process=0)
