@@ -186,6 +186,34 @@ def test_lenet5_bn_has_batchnorm_after_each_convolution() -> None:
     assert [kinds[i + 1] for i, kind in enumerate(kinds) if kind == "Conv2d"] == ["BatchNorm2d"] * 3
 
 
+@pytest.mark.parametrize("size", [(28, 28), (7, 9)])
+def test_lenet_pooling_without_autograd_matches_max_pool2d(size: tuple[int, int]) -> None:
+    from dfkd.models.lenet import MaxPool2x2
+
+    x = torch.randn(4, 3, *size)
+    with torch.no_grad():
+        fast = MaxPool2x2()(x)
+    assert torch.equal(fast, torch.nn.functional.max_pool2d(x, 2))
+    channels_last = x.contiguous(memory_format=torch.channels_last).bfloat16()
+    with torch.no_grad():
+        assert torch.equal(
+            MaxPool2x2()(channels_last), torch.nn.functional.max_pool2d(channels_last, 2)
+        )
+
+
+def test_lenet_pooling_with_autograd_is_max_pool2d() -> None:
+    """Where the gradient matters the pooling is max_pool2d's: on a tie the whole gradient goes to
+    one input (the strided maximum would split it)."""
+    from dfkd.models.lenet import MaxPool2x2
+
+    x = torch.zeros(2, 3, 8, 8, requires_grad=True)
+    MaxPool2x2()(x).sum().backward()
+    reference = torch.zeros(2, 3, 8, 8, requires_grad=True)
+    torch.nn.functional.max_pool2d(reference, 2).sum().backward()
+    assert torch.equal(x.grad, reference.grad)
+    assert x.grad.max() == 1
+
+
 def test_wrn_widening_shortcut_takes_the_preactivated_input() -> None:
     """The reference's quirk: a block that widens projects BN-ReLU(x), not x; a reference
     checkpoint computes something else if this differs."""

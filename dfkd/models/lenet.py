@@ -7,9 +7,25 @@ forward hooks on the convolutions would otherwise see them overwritten.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from dfkd.models.base import FeatureClassifier
+
+
+class MaxPool2x2(nn.MaxPool2d):
+    """2x2 max pooling, stride 2. Where no gradient is wanted (a frozen teacher, evaluation) it
+    takes the maximum of four strided views: the same values, about ten times faster on the CPU
+    than ``max_pool2d``, which also works out the indices a backward pass would need."""
+
+    def __init__(self) -> None:
+        super().__init__(kernel_size=2, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return super().forward(x)
+        rows = torch.maximum(x[..., 0:-1:2, :], x[..., 1::2, :])
+        return torch.maximum(rows[..., 0:-1:2], rows[..., 1::2])
 
 
 class LeNet5(FeatureClassifier, nn.Module):
