@@ -2,13 +2,15 @@
 
 Provides a plugin set with autoload off (tests never see what happens to be installed), a tiny
 learnable dataset, a throw-away working folder, a CLI runner, and tiny teachers trained once
-per session, and the check that a run directory is complete.
+per session, the check that a run directory is complete, and a two-process torchrun launcher.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +173,18 @@ def tiny_run_config(
         overrides=overrides,
         out=str(out),
     )
+
+
+def run_two_processes(script: Path) -> None:
+    """Run ``script`` under torchrun as two processes of one thread each, in the script's folder;
+    a failure fails the calling test with the end of the processes' stderr."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    done = subprocess.run(
+        [*command, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+        cwd=script.parent,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 import sys
 import warnings
@@ -19,6 +18,7 @@ from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.generative import GenerativeSynthesizer, build_generator
 from dfkd.synthesis.generative_options import GenerativeOptions
 from dfkd.synthesis.generators import Generator, GeneratorA, LargeGenerator
+from dfkd.testing import run_two_processes
 
 MEAN, STD = (0.2,), (0.3,)
 
@@ -255,12 +255,7 @@ def test_processes_of_a_run_share_one_generator(tmp_path):
         "w = sum(t.double().sum().item() for t in synth.generator.state_dict().values())\n"
         "open(f'gen-{acc.process_index}.txt', 'w').write(f'{w:.10f} {batch.sum().item():.6f}')\n"
     )
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
-    done = subprocess.run(
-        [*command, str(script)], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_two_processes(script)
     (weights0, batch0), (weights1, batch1) = (
         (tmp_path / f"gen-{rank}.txt").read_text().split() for rank in (0, 1)
     )

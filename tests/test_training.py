@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from dfkd.errors import DfkdError, UsageError
+from dfkd.testing import run_two_processes
 from dfkd.training.loop import SilentReporter, TrainingDiverged
 from dfkd.training.supervised import KDConfig, ScratchConfig, train_kd, train_scratch
 
@@ -277,22 +275,7 @@ def test_two_processes_under_torchrun_agree_on_the_weights(workdir):
         "size = PartialState().num_processes  # the processes accelerate shards over\n"
         "open(f'sum-{dist.get_rank()}.txt', 'w').write(f'{w:.10f} {out.last[\"top1\"]} {size}')\n"
     )
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--standalone",
-            str(script),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_two_processes(script)
     sums = [(workdir / f"sum-{rank}.txt").read_text() for rank in (0, 1)]
     assert sums[0] == sums[1]
     # one process group of two, formed without --cpu on a machine without CUDA
