@@ -1,4 +1,5 @@
-pytest_plugins = ["dfkd.testing"]
+"""The repository's own test settings; dfkd.testing itself is a pytest plugin (entry point
+``pytest11``), loaded wherever dfkd is installed."""
 
 
 def pytest_configure(config):

@@ -1,4 +1,5 @@
-"""Test helpers for dfkd and its plugins: ``pytest_plugins = ["dfkd.testing"]`` in a conftest.
+"""Test helpers for dfkd and its plugins, loaded by pytest wherever dfkd is installed (entry point
+``pytest11``).
 
 Provides a plugin set with autoload off (tests never see what happens to be installed), a tiny
 learnable dataset, a throw-away working folder, a CLI runner, and tiny teachers trained once
@@ -19,7 +20,10 @@ import pytest
 from dfkd import hookimpl
 from dfkd.plugins import Plugins
 
-os.environ.setdefault("DFKD_STRICT_PLUGINS", "1")
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests fail on a plugin that does not load instead of skipping it with a warning."""
+    os.environ.setdefault("DFKD_STRICT_PLUGINS", "1")
 
 
 def make_tiny_images(n: int, seed: int) -> tuple[Any, Any]:
@@ -158,16 +162,30 @@ def assert_complete_run(run_dir: Path, epochs: int | None = None) -> list[dict[s
     return rows
 
 
+def checkpoint_objects(run_dir: Path, process: int = 0) -> dict[str, Any]:
+    """The state a run's checkpoint holds for ``process``: the objects every process shares
+    (student, optimiser, counters) and that process's own (synthesizer, kept images)."""
+    import torch
+
+    state = torch.load(run_dir / "state" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    return {**state["objects"], **state["processes"][process]["objects"]}
+
+
 def tiny_run_config(
-    method: str, teacher: str, weights: Path, out: Path, overrides: list[str]
+    method: str,
+    teacher: str,
+    weights: Path | str,
+    out: Path | str,
+    overrides: list[str],
+    student: str = "lenet5_half",
 ) -> Any:
-    """A data-free RunConfig on the tiny dataset, from ``teacher`` (``weights``) to lenet5_half."""
+    """A data-free RunConfig on the tiny dataset, from ``teacher`` (``weights``) to ``student``."""
     from dfkd.training.datafree import RunConfig
 
     return RunConfig(
         method=method,
         teacher=teacher,
-        student="lenet5_half",
+        student=student,
         dataset="tiny",
         teacher_weights=str(weights),
         overrides=overrides,
@@ -175,12 +193,12 @@ def tiny_run_config(
     )
 
 
-def run_two_processes(script: Path) -> None:
-    """Run ``script`` under torchrun as two processes of one thread each, in the script's folder;
-    a failure fails the calling test with the end of the processes' stderr."""
+def run_two_processes(script: Path, *args: str) -> None:
+    """Run ``script`` (with ``args``) under torchrun as two processes of one thread each, in the
+    script's folder; a failure fails the calling test with the end of the processes' stderr."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
     done = subprocess.run(
-        [*command, str(script)],
+        [*command, str(script), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -188,3 +206,215 @@ def run_two_processes(script: Path) -> None:
         cwd=script.parent,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _student_weights(run_dir: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "student.safetensors"))
+
+
+def _assert_same_tensors(a: dict[str, Any], b: dict[str, Any], what: str) -> None:
+    import torch
+
+    assert a.keys() == b.keys(), what
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{what}: {key} differs"
+
+
+def _scores(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Metric rows without their timings: what an exact resume must repeat."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+_TWO_PROCESS_SCRIPT = """
+import importlib, json, sys
+from dfkd.testing import make_plugins, tiny_run_config
+from dfkd.training.datafree import run_datafree
+from dfkd.training.loop import Loop
+
+args = json.loads(sys.argv[1])
+plugin = importlib.import_module(args["module"])
+
+
+def plugins():
+    return make_plugins((plugin, args["distribution"]))
+
+
+def config(out, student):
+    return tiny_run_config(args["method"], args["teacher"], args["weights"], out, args["options"],
+                           student=student)
+
+
+run_datafree(config("whole", args["student"]), plugins=plugins())
+checkpoint = Loop._checkpoint
+
+
+def checkpoint_then_die(self, job, epochs_done, best):
+    checkpoint(self, job, epochs_done, best)
+    if epochs_done == 1:
+        raise KeyboardInterrupt  # on every process, after the epoch-1 checkpoint: a kill
+
+
+Loop._checkpoint = checkpoint_then_die
+try:
+    run_datafree(config("cut", args["student"]), plugins=plugins())
+except KeyboardInterrupt:
+    pass
+Loop._checkpoint = checkpoint
+run_datafree(None, resume="cut", plugins=plugins())
+"""
+
+
+class MethodContract:
+    """The contract every data-free method keeps, as tests: subclass it in a plugin's tests.
+
+    ``class TestContract(MethodContract)`` with ``method``, ``module`` (the plugin object the
+    entry point names), ``distribution`` and ``options`` (``-o`` overrides for a run of a few
+    seconds on the tiny dataset) checks that the presets resolve, that a tiny run writes a
+    complete run directory, that a run killed after an epoch resumes bit-identical (so state a
+    synthesizer keeps but does not restore is caught), that the student learns, and that a student
+    whose input size differs from the teacher's works. The two-process checks run under torchrun.
+    docs/plugins.md, "Testing", shows a complete example.
+    """
+
+    method: str
+    module: Any
+    distribution: str
+    options: list[str]
+    #: the tiny teacher to distil from: "lenet5" or "lenet5_bn" (BN-statistics methods)
+    teacher = "lenet5"
+    #: ``-o`` overrides for the learning check, added to ``options``
+    learn_options: list[str] = []
+    #: top-1 % the student must reach on the tiny task (chance is 10 %)
+    learn_top1 = 40.0
+    #: a persistent generator must be one model across the processes of a multi-process run
+    persistent_generator = False
+
+    def contract_plugins(self) -> Plugins:
+        return make_plugins((self.module, self.distribution))
+
+    def contract_config(self, weights: dict[str, Path], out: Path, extra: list[str] = ()) -> Any:
+        return tiny_run_config(
+            self.method, self.teacher, weights[self.teacher], out, [*self.options, *extra]
+        )
+
+    def test_contract_presets_resolve(self) -> None:
+        import dataclasses
+
+        from dfkd.options import build_options
+        from dfkd.synthesis.options import DataFreeOptions
+
+        entry = self.contract_plugins().methods.get(self.method)
+        options_cls = entry.info["options"]
+        assert dataclasses.is_dataclass(options_cls)
+        assert issubclass(options_cls, DataFreeOptions)
+        for name, preset in entry.info.get("presets", {}).items():
+            assert isinstance(build_options(options_cls, preset), options_cls), name
+
+    def test_contract_is_found_through_its_entry_point(self) -> None:
+        import importlib.metadata as metadata
+
+        points = metadata.distribution(self.distribution).entry_points
+        loaded = [ep.load() for ep in points if ep.group == "dfkd"]
+        assert self.module in loaded
+
+    def test_contract_kill_and_resume_is_bit_identical(
+        self, tiny_teacher_weights: dict[str, Path], workdir: Path
+    ) -> None:
+        from dfkd.training.datafree import run_datafree
+
+        two = ["epochs=2"]
+        whole = run_datafree(
+            self.contract_config(tiny_teacher_weights, workdir / "whole", two),
+            plugins=self.contract_plugins(),
+        )
+        assert_complete_run(workdir / "whole", epochs=2)
+        with pytest.raises(KeyboardInterrupt):
+            run_datafree(
+                self.contract_config(tiny_teacher_weights, workdir / "cut", two),
+                reporter=KillAfterEpoch(1),
+                plugins=self.contract_plugins(),
+            )
+        resumed = run_datafree(None, resume=str(workdir / "cut"), plugins=self.contract_plugins())
+        assert_complete_run(workdir / "cut", epochs=2)
+        _assert_same_tensors(
+            _student_weights(workdir / "whole"), _student_weights(workdir / "cut"), "student"
+        )
+        assert _scores(whole.metrics) == _scores(resumed.metrics)
+
+    def test_contract_student_with_another_input_size(
+        self, tiny_teacher_weights: dict[str, Path], workdir: Path
+    ) -> None:
+        """hinton800 takes 28 px; LeNet-5 teachers take 32 px."""
+        from dfkd.training.datafree import run_datafree
+
+        cfg = self.contract_config(tiny_teacher_weights, workdir / "mlp", ["epochs=1"])
+        cfg.student = "hinton800"
+        run_datafree(cfg, plugins=self.contract_plugins())
+        assert_complete_run(workdir / "mlp", epochs=1)
+
+    @pytest.mark.slow
+    def test_contract_student_learns(
+        self, tiny_teacher_weights: dict[str, Path], workdir: Path
+    ) -> None:
+        from dfkd.training.datafree import run_datafree
+
+        outcome = run_datafree(
+            self.contract_config(tiny_teacher_weights, workdir / "learn", self.learn_options),
+            plugins=self.contract_plugins(),
+        )
+        assert outcome.last["top1"] >= self.learn_top1
+
+    @pytest.mark.slow
+    def test_contract_two_processes_resume_bit_identical(
+        self, tiny_teacher_weights: dict[str, Path], workdir: Path
+    ) -> None:
+        import torch
+
+        args = {
+            "module": self.module.__name__,
+            "distribution": self.distribution,
+            "method": self.method,
+            "teacher": self.teacher,
+            "weights": str(tiny_teacher_weights[self.teacher]),
+            "student": "lenet5_half",
+            "options": [*self.options, "epochs=2"],
+        }
+        script = workdir / "two_processes.py"
+        script.write_text(_TWO_PROCESS_SCRIPT)
+        run_two_processes(script, json.dumps(args))
+        _assert_same_tensors(
+            _student_weights(workdir / "whole"), _student_weights(workdir / "cut"), "student"
+        )
+        whole, cut = (
+            torch.load(workdir / d / "state" / "checkpoint.pt", weights_only=True)
+            for d in ("whole", "cut")
+        )
+        assert whole["num_processes"] == 2
+        for rank in (0, 1):
+            _assert_same_process_state(whole["processes"][rank], cut["processes"][rank])
+        if self.persistent_generator:
+            first, second = (whole["processes"][r]["objects"]["synthesizer"] for r in (0, 1))
+            _assert_same_tensors(first["generator"], second["generator"], "shared generator")
+            assert not torch.equal(
+                whole["processes"][0]["rng"]["torch"], whole["processes"][1]["rng"]["torch"]
+            ), "the processes must draw their own latents"
+
+
+def _assert_same_process_state(a: Any, b: Any, where: str = "process state") -> None:
+    """Nested checkpoint state equal to the bit (tensors exactly, everything else by ==)."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            _assert_same_process_state(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same_process_state(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where

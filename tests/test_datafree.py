@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 from dfkd import hookimpl
 from dfkd.options import option
-from dfkd.synthesis.base import Synthesizer
+from dfkd.synthesis.base import SynthesisResult, Synthesizer
 from dfkd.synthesis.options import DataFreeOptions
-from dfkd.testing import make_plugins
+from dfkd.testing import checkpoint_objects, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 from dfkd.training.loop import SilentReporter
 
@@ -40,7 +40,7 @@ class NoiseSynthesizer(Synthesizer):
             self.ctx.image_size,
         )
         self.images = (torch.rand(shape) * self.options.brightness * 2).clamp(0, 1)
-        return {"images": self.images, "loss_g": float(self.rounds)}
+        return SynthesisResult(self.images, {"loss_g": self.rounds})
 
     def sample(self):
         return self.ctx.normalize(self.images).to(self.ctx.device)
@@ -140,9 +140,9 @@ def test_resume_restores_the_synthesizer_and_matches(noise_plugins, workdir, tin
     resumed = run_datafree(None, resume="runs/cut", plugins=noise_plugins)
     a, b = load_file(whole.weights), load_file(resumed.weights)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    state = torch.load(workdir / "runs/cut/state/checkpoint.pt", weights_only=True)
-    assert state["objects"]["synthesizer"]["rounds"] == 4
-    assert state["objects"]["counters"]["global_step"] == 8
+    state = checkpoint_objects(workdir / "runs/cut")
+    assert state["synthesizer"]["rounds"] == 4
+    assert state["counters"]["global_step"] == 8
 
 
 def test_keep_images_makes_a_transfer_set(noise_plugins, workdir, tiny_teacher_weights):

@@ -90,10 +90,10 @@ def test_synthesize_steps_only_the_generator_on_the_weighted_sum(monkeypatch):
     monkeypatch.setattr(synth, "generator_terms", recorded)
     shown = synth.synthesize()
     # 2·1.5 + 3·(−0.5) + 1·(−2) = −0.5
-    assert shown["loss_g"] == pytest.approx(-0.5)
-    assert shown["g_adv"] == pytest.approx(-2.0)
-    assert shown["images"].shape == (6, 1, 32, 32)
-    assert shown["images"].min() >= 0 and shown["images"].max() <= 1
+    assert shown.logs["loss_g"] == pytest.approx(-0.5)
+    assert shown.logs["g_adv"] == pytest.approx(-2.0)
+    assert shown.images.shape == (6, 1, 32, 32)
+    assert shown.images.min() >= 0 and shown.images.max() <= 1
     after = synth.generator.parameters()
     assert any(not torch.equal(a, b) for a, b in zip(gen_before, after, strict=True))
     for name, value in ctx.student.state_dict().items():

@@ -33,3 +33,13 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def require_options(**values: object) -> None:
+    """Fail with one line naming every required flag the user left out."""
+    missing = [k for k, v in values.items() if v is None or v == ""]
+    if missing:
+        from dfkd.errors import UsageError
+
+        flags = ", ".join("--" + k.replace("_", "-") for k in missing)
+        raise UsageError(f"Missing {flags}. See --help.")

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from dfkd.cli import training as opts
+from dfkd.cli import options as opts
 from dfkd.cli.catalog import print_options
-from dfkd.cli.console import console, err_console, guarded
+from dfkd.cli.console import console, err_console, guarded, require_options
 from dfkd.plugins import Plugins
 
 
@@ -44,7 +44,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         ] = False,
     ) -> None:
         """Distil a teacher into a student with a data-free METHOD (real data only to test)."""
-        from dfkd.cli.training import _require, _summary, from_arguments, progress
+        from dfkd.cli.training import _summary, from_arguments, progress
 
         if show_help:
             typer.echo(ctx.get_help())
@@ -56,7 +56,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         if resume:
             cfg = None
         else:
-            _require(method=method, teacher=teacher, student=student, dataset=dataset)
+            require_options(method=method, teacher=teacher, student=student, dataset=dataset)
             overrides = list(option or []) + ([f"epochs={epochs}"] if epochs else [])
             cfg = from_arguments(RunConfig, locals())
             method_options(plugins, cfg)  # fail on a bad name or option before any work

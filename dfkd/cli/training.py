@@ -8,28 +8,28 @@ from typing import Annotated, Any
 
 import typer
 
-from dfkd.cli.console import console, err_console, guarded
+from dfkd.cli.console import console, err_console, guarded, require_options
+from dfkd.cli.options import (
+    Augment,
+    BatchSize,
+    Cpu,
+    DataRoot,
+    Dataset,
+    Download,
+    Epochs,
+    Lr,
+    Out,
+    Overwrite,
+    Precision,
+    Quiet,
+    Resume,
+    Schedule,
+    Seed,
+    WeightDecay,
+)
 from dfkd.plugins import Plugins
 
 PANEL = "Training"
-Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (see dfkd datasets).")]
-Epochs = Annotated[int, typer.Option(help="Training epochs.")]
-BatchSize = Annotated[int, typer.Option(help="Minibatch size (per process).")]
-Lr = Annotated[float, typer.Option(help="Initial learning rate (SGD).")]
-WeightDecay = Annotated[float, typer.Option(help="SGD weight decay.")]
-Schedule = Annotated[str, typer.Option(help="cosine, multistep (x0.1 at 60/75/90%) or constant.")]
-Augment = Annotated[
-    str, typer.Option(help="auto (crop+flip on colour 32 px data), crop-flip, none.")
-]
-Seed = Annotated[int, typer.Option(help="Random seed; the same seed repeats a CPU run exactly.")]
-Precision = Annotated[str, typer.Option("--mixed-precision", help="no, fp16 or bf16.")]
-Cpu = Annotated[bool, typer.Option("--cpu", help="Stay on the CPU even when a GPU is present.")]
-DataRoot = Annotated[str, typer.Option(help="Folder that holds the datasets.")]
-Download = Annotated[bool, typer.Option("--download", help="Download the dataset if missing.")]
-Out = Annotated[str, typer.Option("--out", "-O", help="Run directory (default runs/<date>-...).")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")]
-Resume = Annotated[str, typer.Option(help="Continue the run in this directory.", metavar="RUN_DIR")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or epoch lines.")]
 
 
 def add_commands(app: typer.Typer, plugins: Plugins) -> None:
@@ -60,7 +60,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         if resume:
             cfg = load_config(ScratchConfig, resume, "scratch")
         else:
-            _require(model=model, dataset=dataset)
+            require_options(model=model, dataset=dataset)
             cfg = from_arguments(ScratchConfig, locals())
         outcome = train_scratch(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
         _summary(outcome, f"{cfg.model} on {cfg.dataset}")
@@ -103,7 +103,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         if resume:
             cfg = load_config(KDConfig, resume, "kd")
         else:
-            _require(teacher=teacher, student=student, dataset=dataset)
+            require_options(teacher=teacher, student=student, dataset=dataset)
             cfg = from_arguments(KDConfig, locals())
         outcome = train_kd(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
         _summary(outcome, f"{cfg.teacher} -> {cfg.student} on {cfg.dataset}")
@@ -128,7 +128,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         from dfkd.training.inputs import InputFormat, evaluate
         from dfkd.training.setup import load_teacher, make_accelerator
 
-        _require(model=model, dataset=dataset)
+        require_options(model=model, dataset=dataset)
         source = open_dataset(dataset, data_root, download, plugins=plugins)
         net, spec, path = load_teacher(model, source, weights, plugins)
         accelerator = make_accelerator(mixed_precision, cpu)
@@ -167,15 +167,6 @@ def from_arguments(config_cls: type, arguments: dict[str, Any]) -> Any:
     """The config dataclass filled from a command's arguments of the same names."""
     names = {f.name for f in dataclasses.fields(config_cls)}
     return config_cls(**{k: v for k, v in arguments.items() if k in names})
-
-
-def _require(**values: str | None) -> None:
-    missing = [k for k, v in values.items() if not v]
-    if missing:
-        from dfkd.errors import UsageError
-
-        flags = ", ".join("--" + k.replace("_", "-") for k in missing)
-        raise UsageError(f"Missing {flags}. See --help.")
 
 
 def _summary(outcome, what: str) -> None:

@@ -1,16 +1,17 @@
 """The Synthesizer: what a data-free method is, to the shared loop.
 
-The loop calls `synthesize()` (craft samples from the teacher; returns images for display), then
+The loop calls `synthesize()` (craft samples from the teacher; returns a `SynthesisResult`), then
 `kd_steps` times `sample()` (one student batch) and `student_loss()`. Everything a method keeps
-between calls (generator, optimisers, pool, memory) goes through `state_dict()` so a killed run
-resumes exactly.
+between calls (generator, optimisers, pool, memory, private random generators) goes through
+`state_dict()` so a killed run resumes exactly. docs/plugins.md is the contract in full.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,30 @@ import torch
 
 from dfkd.data.pipeline import denormalize, normalize
 from dfkd.synthesis.pool import ImagePool
+from dfkd.training.inputs import InputFormat
+
+
+@dataclass
+class SynthesisResult:
+    """What one `synthesize()` call hands the loop: the images to show in ``samples.png`` (in
+    [0, 1], or None when the round made none to show) and scalar logs for ``metrics.jsonl``."""
+
+    images: torch.Tensor | None
+    logs: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images is not None and (
+            not isinstance(self.images, torch.Tensor) or self.images.dim() != 4
+        ):
+            shape = tuple(getattr(self.images, "shape", ()))
+            raise TypeError(f"SynthesisResult.images must be an (N, C, H, W) tensor, not {shape}")
+        self.logs = {name: float(value) for name, value in self.logs.items()}
 
 
 @dataclass
 class SynthesisContext:
-    """What a synthesizer may use: the frozen teacher, the student, and the data's format."""
+    """What a synthesizer may use: the frozen teacher, the student, the inputs each expects, the
+    run's processes and folder, and where its randomness and datasets come from."""
 
     teacher: torch.nn.Module
     student: torch.nn.Module  # unwrapped; the loop switches it back to train mode itself
@@ -34,6 +54,35 @@ class SynthesisContext:
     device: torch.device
     accelerator: Any = None
     run_dir: Path | None = None  # where a pool keeps its images (resumable, reusable)
+    #: the pixel size the student expects (None: any size, so it takes the teacher's)
+    student_size: int | None = None
+    seed: int = 0
+    #: the run's identity, for methods that keep files beside the teacher (records, embeddings)
+    run_info: dict[str, Any] = field(default_factory=dict)
+    #: opens a dataset by name with the run's --data-root and plugin set
+    dataset_opener: Callable[[str], Any] | None = None
+
+    @property
+    def process_index(self) -> int:
+        return self.accelerator.process_index if self.accelerator else 0
+
+    @property
+    def num_processes(self) -> int:
+        return self.accelerator.num_processes if self.accelerator else 1
+
+    @property
+    def student_input(self) -> InputFormat:
+        """How a normalised, teacher-sized batch becomes the student's input."""
+        return InputFormat(self.mean, self.std, self.student_size)
+
+    def to_student(self, x: torch.Tensor) -> torch.Tensor:
+        """Fit a normalised batch at the teacher's size to the student's input size."""
+        return self.student_input.fit(x)
+
+    def student_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The student's float32 logits on a normalised, teacher-sized batch (under autocast)."""
+        with self.autocast():
+            return self.student(self.to_student(x)).float()
 
     def autocast(self) -> Any:
         return self.accelerator.autocast() if self.accelerator else contextlib.nullcontext()
@@ -44,6 +93,24 @@ class SynthesisContext:
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         return denormalize(x, self.mean, self.std).clamp(0, 1)
 
+    def rng(self, salt: int, device: torch.device | str | None = None) -> torch.Generator:
+        """A private random generator that depends only on (seed, process, salt).
+
+        A method that draws from its own generators (rather than the global one, which the loop
+        checkpoints) must return their ``get_state()`` from ``state_dict`` so a resume continues
+        the same stream; distinct salts give independent streams."""
+        device = torch.device(device) if device is not None else self.device
+        seed = (self.seed * 1_000_003 + self.process_index * 7919 + salt) % 2**63
+        return torch.Generator(device=device).manual_seed(seed)
+
+    def open_dataset(self, name: str) -> Any:
+        """A dataset source opened as the run opens its own (same --data-root, same plugins)."""
+        if self.dataset_opener is not None:
+            return self.dataset_opener(name)
+        from dfkd.data import open_dataset
+
+        return open_dataset(name)
+
     @property
     def images_dir(self) -> Path | None:
         return self.run_dir / "images" if self.run_dir else None
@@ -51,12 +118,11 @@ class SynthesisContext:
     def image_pool(self, seed: torch.Tensor | None = None) -> ImagePool:
         """This process's pool in the run's images directory (a shard of it in a multi-process
         run, so the processes never write the same chunk)."""
-        shard = self.accelerator.process_index if self.accelerator else 0
-        return ImagePool(self.images_dir, seed=seed, shard=shard)
+        return ImagePool(self.images_dir, seed=seed, shard=self.process_index)
 
 
 class Synthesizer:
-    """Base class of every method's synthesizer."""
+    """Base class of every method's synthesizer; ``Synthesizer(ctx, options)`` builds one."""
 
     #: True when the method keeps its samples in an ImagePool (its images are the transfer set)
     uses_pool = False
@@ -67,8 +133,8 @@ class Synthesizer:
         self.teacher = ctx.teacher
         self.student = ctx.student
 
-    def synthesize(self) -> dict[str, torch.Tensor]:
-        """Craft new samples; return {name: images in [0, 1]} for samples.png."""
+    def synthesize(self) -> SynthesisResult:
+        """Craft new samples; return the images to show and the round's logs."""
         raise NotImplementedError
 
     def sample(self) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The persistent-generator synthesis of DAFL, ZSKT, DFQ and DFAD (methods.md §1–3, §7).
+"""The persistent-generator synthesis of DAFL, ZSKT, DFQ, CuDFKD and DFAD (methods.md §1–3, §6, §7).
 
 One generator and its Adam optimiser live for the whole run. Each synthesis round takes
 ``g_steps`` generator steps on a weighted sum of the shared loss terms; the student then learns
@@ -17,7 +17,12 @@ from torch import Tensor
 
 from dfkd.errors import UsageError
 from dfkd.optim import make_scheduler
-from dfkd.synthesis.base import SynthesisContext, Synthesizer, warn_without_batchnorm
+from dfkd.synthesis.base import (
+    SynthesisContext,
+    SynthesisResult,
+    Synthesizer,
+    warn_without_batchnorm,
+)
 from dfkd.synthesis.bn_hooks import attach_bn_hooks
 from dfkd.synthesis.generative_options import GenerativeOptions
 from dfkd.synthesis.generators import Generator, GeneratorA, LargeGenerator
@@ -53,7 +58,8 @@ class GenerativeSynthesizer(Synthesizer):
     student fresh samples.
 
     Subclasses set ``method`` (for warnings) and may override ``adversarial`` (the term behind
-    the ``adv`` weight), ``sample_in_train_mode`` or ``adversary_in_train_mode``.
+    the ``adv`` weight), ``init_generator``, ``sample_in_train_mode`` or
+    ``adversary_in_train_mode``.
     """
 
     #: the method's name in warnings
@@ -78,10 +84,12 @@ class GenerativeSynthesizer(Synthesizer):
             )
         self.weights = {name: w for name, w in weights.items() if w}
         self.generator = build_generator(options, ctx.channels, ctx.image_size).to(ctx.device)
+        self.init_generator(self.generator)
         # One generator plays the game however many processes run it: every process starts from
         # process 0's weights and steps on gradients averaged over all their batches, so two
-        # processes of batch b play the game of one process of batch 2b.
-        self.shared = ctx.accelerator is not None and ctx.accelerator.num_processes > 1
+        # processes of batch b play the game of one process of batch 2b. Any re-initialisation
+        # belongs in init_generator, before this: after it, the processes would diverge.
+        self.shared = ctx.num_processes > 1
         if self.shared:
             broadcast(list(self.generator.state_dict().values()), from_process=0)
         self.optimizer = torch.optim.Adam(
@@ -113,6 +121,10 @@ class GenerativeSynthesizer(Synthesizer):
 
     # --- pieces subclasses may change ----------------------------------------------------
 
+    def init_generator(self, generator: Generator) -> None:
+        """Initialise the new generator's weights (default: as built); runs before the processes
+        of a multi-process run share process 0's weights."""
+
     def term_weights(self, options: GenerativeOptions) -> dict[str, float]:
         """The weight of each generator loss term; a subclass adds the terms of its own."""
         return {name: getattr(options, name) for name in TERMS}
@@ -142,14 +154,12 @@ class GenerativeSynthesizer(Synthesizer):
         if "bn" in self.weights:
             terms["bn"] = bn_statistics(self.bn_hooks)
         if "adv" in self.weights:
-            with self.ctx.autocast():
-                s_logits = self.student(x).float()
-            terms["adv"] = self.adversarial(s_logits, t_logits)
+            terms["adv"] = self.adversarial(self.ctx.student_logits(x), t_logits)
         return terms
 
     # --- the Synthesizer interface ---------------------------------------------------------
 
-    def synthesize(self) -> dict[str, Any]:
+    def synthesize(self) -> SynthesisResult:
         self.student.train(self.adversary_in_train_mode)
         self.generator.train()
         params = list(self.generator.parameters())
@@ -168,7 +178,7 @@ class GenerativeSynthesizer(Synthesizer):
         if self.shared:  # each process's BatchNorm saw its own batches
             self._average([b for b in self.generator.buffers() if b.is_floating_point()])
         logs = {f"g_{name}": value.item() for name, value in terms.items()}
-        return {"images": self._display(x.detach()), "loss_g": loss.item(), **logs}
+        return SynthesisResult(self._display(x.detach()), {"loss_g": loss.item(), **logs})
 
     @torch.no_grad()
     def sample(self) -> Tensor:

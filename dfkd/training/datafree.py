@@ -10,11 +10,11 @@ from typing import Any
 import torch
 
 from dfkd.data import open_dataset
-from dfkd.errors import UsageError
+from dfkd.errors import DfkdError, UsageError
 from dfkd.optim import make_optimizer, make_scheduler
 from dfkd.options import build_options
 from dfkd.plugins import Plugins, get_plugins
-from dfkd.synthesis.base import SynthesisContext, Synthesizer
+from dfkd.synthesis.base import SynthesisContext, SynthesisResult, Synthesizer
 from dfkd.training.inputs import InputFormat, evaluate
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
 from dfkd.training.runs import RunDir
@@ -94,13 +94,15 @@ class DataFreeJob(Job):
         self.global_step = 0
 
     def stateful(self) -> dict[str, Any]:
-        objects = {
+        return {
             "student": self.model,
             "optimizer": self.optimizer,
             "scheduler": self.scheduler,
-            "synthesizer": self.synthesizer,
             "counters": _Counters(self),
         }
+
+    def process_stateful(self) -> dict[str, Any]:
+        objects: dict[str, Any] = {"synthesizer": self.synthesizer}
         if self.kept is not None:
             objects["kept_images"] = self.kept
         return objects
@@ -113,14 +115,17 @@ class DataFreeJob(Job):
         return rounds if self.warming_up(epoch) else rounds * self.options.kd_steps
 
     def _synthesize(self) -> dict[str, float]:
-        shown = self.synthesizer.synthesize()
-        logs = {k: float(v) for k, v in shown.items() if not isinstance(v, torch.Tensor)}
-        images = next((v for v in shown.values() if isinstance(v, torch.Tensor)), None)
-        if images is not None:
-            self.last_images = images.detach()
+        result = self.synthesizer.synthesize()
+        if not isinstance(result, SynthesisResult):
+            raise DfkdError(
+                f"{type(self.synthesizer).__name__}.synthesize() returned "
+                f"{type(result).__name__}, not a dfkd.api.SynthesisResult (docs/plugins.md)."
+            )
+        if result.images is not None:
+            self.last_images = result.images.detach()
             if self.kept is not None:
                 self.kept.add(self.last_images.cpu())
-        return logs
+        return result.logs
 
     def train_step(self, epoch: int, step: int) -> dict[str, float]:
         if self.warming_up(epoch):
@@ -184,7 +189,7 @@ def run_datafree(
     entry, options = method_options(plugins, cfg)
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
-    teacher, t_spec, _ = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
+    teacher, t_spec, teacher_path = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
     student, s_spec = build(cfg.student, source, plugins)
     test_images, test_labels = source.load("test")
     accelerator = make_accelerator(cfg.mixed_precision, cfg.cpu)
@@ -218,6 +223,18 @@ def run_datafree(
         device=accelerator.device,
         accelerator=accelerator,
         run_dir=run.path,
+        student_size=s_spec.size,
+        seed=cfg.seed,
+        run_info={
+            "method": cfg.method,
+            "teacher": cfg.teacher,
+            "dataset": cfg.dataset,
+            "student": cfg.student,
+            "teacher_weights": str(teacher_path),
+        },
+        dataset_opener=lambda name: open_dataset(
+            name, cfg.data_root, cfg.download, plugins=plugins
+        ),
     )
     synthesizer = entry.build(ctx, options)
     kept = None

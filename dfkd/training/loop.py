@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import torch
 
-from dfkd.errors import DfkdError
+from dfkd.errors import DfkdError, UsageError
 from dfkd.fileio import write_atomic
 from dfkd.training.runs import RunDir
 from dfkd.weights import save_weights
@@ -37,7 +37,13 @@ class Job(ABC):
 
     @abstractmethod
     def stateful(self) -> dict[str, Any]:
-        """Everything with ``state_dict``/``load_state_dict`` that a resume must restore."""
+        """What a resume must restore that every process holds alike (the DDP-synchronised model,
+        its optimiser): objects with ``state_dict``/``load_state_dict``, saved from process 0."""
+
+    def process_stateful(self) -> dict[str, Any]:
+        """What each process holds for itself (a synthesizer's private state, its pool shard):
+        saved from every process, and each process restores its own."""
+        return {}
 
     @abstractmethod
     def steps_per_epoch(self, epoch: int) -> int: ...
@@ -161,32 +167,79 @@ class Loop:
                 save_weights(model, self.best_path, meta)
                 if self.on_best is not None:
                     self.on_best(self.best_path, meta)
-            self._checkpoint(job, epoch + 1, best)
+        self._checkpoint(job, epoch + 1, best)
         self.accelerator.wait_for_everyone()
         self.reporter.epoch_end(row | {"best_top1": best, "images": extras.get("images")})
         return best
 
     def _checkpoint(self, job: Job, epochs_done: int, best: float) -> None:
+        """One atomic file with the shared state and every process's own state and random
+        streams, so a multi-process run resumes each process where it was."""
+        mine = {
+            "objects": {
+                k: _state_of(self.accelerator, v) for k, v in job.process_stateful().items()
+            },
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+        }
+        processes = _gather_to_main(self.accelerator, mine)
+        if not self.accelerator.is_main_process:
+            return
         state = {
             "epochs_done": epochs_done,
             "best_top1": best,
+            "num_processes": self.accelerator.num_processes,
             "objects": {k: _state_of(self.accelerator, v) for k, v in job.stateful().items()},
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+            "processes": processes,
         }
         write_atomic(self.run.state_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
     def _restore(self, job: Job) -> tuple[int, float]:
         path = self.run.state_dir / CHECKPOINT
         if not path.exists():
+            # killed before the first checkpoint: whatever rows were written are redone
+            if self.accelerator.is_main_process:
+                self.run.truncate_metrics(0)
             return 0, -1.0
         state = torch.load(path, map_location="cpu", weights_only=True)
-        for name, obj in job.stateful().items():
-            target = self.accelerator.unwrap_model(obj) if isinstance(obj, torch.nn.Module) else obj
-            target.load_state_dict(state["objects"][name])
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(_as_python_state(state["rng"]["python"]))
-        self.run.truncate_metrics(state["epochs_done"])
+        recorded = state.get("num_processes", 1)
+        if recorded != self.accelerator.num_processes:
+            raise UsageError(
+                f"{self.run.path} was checkpointed by {recorded} process(es); resume it with the "
+                f"same number (now {self.accelerator.num_processes}), e.g. torchrun "
+                f"--nproc_per_node {recorded}."
+            )
+        mine = (  # a checkpoint of a release before per-process state held one process's
+            state["processes"][self.accelerator.process_index]
+            if "processes" in state
+            else {"objects": state["objects"], "rng": state["rng"]}
+        )
+        for objects, saved in (
+            (job.stateful(), state["objects"]),
+            (job.process_stateful(), mine["objects"]),
+        ):
+            for name, obj in objects.items():
+                target = (
+                    self.accelerator.unwrap_model(obj) if isinstance(obj, torch.nn.Module) else obj
+                )
+                target.load_state_dict(saved[name])
+        torch.set_rng_state(mine["rng"]["torch"])
+        random.setstate(_as_python_state(mine["rng"]["python"]))
+        if self.accelerator.is_main_process:
+            self.run.truncate_metrics(state["epochs_done"])
         return state["epochs_done"], state["best_top1"]
+
+
+def _gather_to_main(accelerator: Any, obj: Any) -> list[Any] | None:
+    """Every process's ``obj``, in process order, on the main process (None elsewhere)."""
+    if accelerator.num_processes == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    gathered: list[Any] | None = (
+        [None] * accelerator.num_processes if accelerator.is_main_process else None
+    )
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
 
 
 def _state_of(accelerator: Any, obj: Any) -> Any:

@@ -19,7 +19,7 @@ from dfkd.errors import UsageError
 from dfkd.options import build_options
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins
+from dfkd.testing import KillAfterEpoch, assert_complete_run, checkpoint_objects, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 
 DIST = "dfkd-plugin-cmi"
@@ -69,10 +69,6 @@ def context(teacher: nn.Module) -> SynthesisContext:
         std=(0.3,),
         device=torch.device("cpu"),
     )
-
-
-def checkpoint(run_dir: Path) -> dict:
-    return torch.load(run_dir / "state" / "checkpoint.pt", map_location="cpu", weights_only=True)
 
 
 class _Identity(nn.Module):
@@ -169,7 +165,7 @@ def test_one_epoch_writes_a_complete_run(tiny_teacher_weights, workdir):
     outcome = run(tiny_teacher_weights, workdir / "run")
     run_dir = workdir / "run"
     assert_complete_run(run_dir)
-    state = checkpoint(run_dir)["objects"]["synthesizer"]
+    state = checkpoint_objects(run_dir)["synthesizer"]
     # two rounds of 8 images: two pool chunks, 16 bank rows of [h_l, h_g] (6 + 16 + 120 channels)
     assert sorted(p.name for p in (run_dir / "images").iterdir()) == [
         "images-00000.safetensors",
@@ -188,7 +184,7 @@ def test_teacher_without_batchnorm_warns_and_uses_conv_inputs():
     with pytest.warns(UserWarning, match="no BatchNorm"):
         synthesizer = CMISynthesizer(context(lenet5(10, 1)), build_options(CMIOptions, {}, TINY))
     assert synthesizer.dim == 1 + 6 + 16  # the input channels of the three Conv2d layers
-    images = synthesizer.synthesize()["images"]
+    images = synthesizer.synthesize().images
     assert images.shape == (8, 1, 32, 32)
     assert synthesizer.bank.filled == 8 and len(synthesizer.pool) == 8
 
@@ -241,7 +237,7 @@ def test_resume_restores_head_optimiser_bank_and_pool(tiny_teacher_weights, work
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-    sa, sb = (checkpoint(workdir / d)["objects"]["synthesizer"] for d in ("straight", "resumed"))
+    sa, sb = (checkpoint_objects(workdir / d)["synthesizer"] for d in ("straight", "resumed"))
     for key in sa["head"]:
         torch.testing.assert_close(sa["head"][key], sb["head"][key], rtol=0, atol=0)
     assert sa["head_optimizer"]["state"][0]["step"] == sb["head_optimizer"]["state"][0]["step"]
@@ -258,7 +254,7 @@ def test_init_images_seed_the_pool_without_copying_them(tiny_teacher_weights, wo
     folder.mkdir()
     save_file({"images": seed}, str(folder / "images.safetensors"))
     run(tiny_teacher_weights, workdir / "run", f"init_images=folder:{folder}")
-    state = checkpoint(workdir / "run")["objects"]["synthesizer"]
+    state = checkpoint_objects(workdir / "run")["synthesizer"]
     assert state["pool"] == {"chunks": 2, "size": 5 + 16}
     written = [load_file(str(p))["images"] for p in sorted((workdir / "run/images").iterdir())]
     assert sum(len(images) for images in written) == 16  # only synthesized images reach disk

@@ -21,7 +21,7 @@ from dfkd.models.lenet import lenet5_bn, lenet5_half
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.losses import js_divergence
-from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins
+from dfkd.testing import KillAfterEpoch, assert_complete_run, checkpoint_objects, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 
 DIST = "dfkd-plugin-cudfkd"
@@ -60,10 +60,6 @@ def run_config(
         overrides=[*TINY, *extra],
         out=str(out),
     )
-
-
-def checkpoint(run_dir: Path) -> dict:
-    return torch.load(run_dir / "state" / "checkpoint.pt", map_location="cpu", weights_only=True)
 
 
 def test_options_module_is_torch_free():
@@ -161,7 +157,7 @@ def test_end_epoch_sets_the_generators_adversarial_weight():
     assert "adv" not in synth.weights  # no student pass while the weight is 0
     assert synth.end_epoch(0) == {"adv": 0.0} and "adv" not in synth.weights
     assert synth.end_epoch(2) == {"adv": 1.0} and synth.weights["adv"] == 1.0
-    logs = synth.synthesize()
+    logs = synth.synthesize().logs
     assert "g_adv" in logs
 
 
@@ -223,7 +219,7 @@ def test_generator_loss_maximises_entropy_and_initialises_dcgan_style():
     assert 0 < (bn_weights - 1).abs().max() < 0.15
     opt = synth.optimizer.param_groups[0]
     assert opt["betas"] == (0.9, 0.99) and opt["lr"] == 1e-3
-    logs = synth.synthesize()
+    logs = synth.synthesize().logs
     expected = -20 * logs["g_ent"] + logs["g_oh"] + logs["g_bn"] + 0.5 * logs["g_adv"]
     assert logs["loss_g"] == pytest.approx(expected, rel=1e-5)
 
@@ -261,7 +257,7 @@ def test_one_epoch_writes_a_complete_run(tiny_teacher_weights, workdir):
     )
     run_dir = workdir / "run"
     assert_complete_run(run_dir)
-    state = checkpoint(run_dir)["objects"]
+    state = checkpoint_objects(run_dir)
     assert state["synthesizer"]["adv"] == 0.5
     assert state["counters"]["global_step"] == 4
     row = outcome.last
@@ -294,14 +290,14 @@ def test_resume_restores_generator_adv_weight_and_pace(tiny_teacher_weights, wor
             reporter=KillAfterEpoch(2),
             plugins=cudfkd_plugins(),
         )
-    assert checkpoint(workdir / "resumed")["objects"]["synthesizer"]["adv"] == 0.5
+    assert checkpoint_objects(workdir / "resumed")["synthesizer"]["adv"] == 0.5
     run_datafree(None, resume=str(workdir / "resumed"), plugins=cudfkd_plugins())
 
     a, b = (load_file(str(workdir / d / "student.safetensors")) for d in ("straight", "resumed"))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-    ga, gb = (checkpoint(workdir / d)["objects"]["synthesizer"] for d in ("straight", "resumed"))
+    ga, gb = (checkpoint_objects(workdir / d)["synthesizer"] for d in ("straight", "resumed"))
     for key in ga["generator"]:
         torch.testing.assert_close(ga["generator"][key], gb["generator"][key], rtol=0, atol=0)
 

@@ -132,11 +132,11 @@ def test_the_kept_batch_is_the_lowest_loss_iterate(teacher_bn):
     shown = synth.synthesize()
     best = min(range(len(seen)), key=lambda i: seen[i][0])
     assert best != len(seen) - 1, "choose a setting whose last iterate is not its best"
-    assert shown["loss_g"] == seen[best][0]
-    torch.testing.assert_close(shown["images"], synth.ctx.denormalize(seen[best][1]))
-    assert not torch.allclose(shown["images"], synth.ctx.denormalize(seen[-1][1]))
+    assert shown.logs["loss_g"] == seen[best][0]
+    torch.testing.assert_close(shown.images, synth.ctx.denormalize(seen[best][1]))
+    assert not torch.allclose(shown.images, synth.ctx.denormalize(seen[-1][1]))
     kept = synth.pool.images.float() / 255
-    torch.testing.assert_close(kept, shown["images"], atol=0.5 / 255 + 1e-6, rtol=0)
+    torch.testing.assert_close(kept, shown.images, atol=0.5 / 255 + 1e-6, rtol=0)
 
 
 def test_keep_best_false_keeps_the_final_iterate_as_the_reference_does(teacher_bn):
@@ -155,7 +155,7 @@ def test_keep_best_false_keeps_the_final_iterate_as_the_reference_does(teacher_b
         patch.setattr(torch.optim.Adam, "step", record)
         shown = synth.synthesize()
     final = synth.ctx.denormalize(steps[-1])  # after the last step, clamped to the pixel range
-    torch.testing.assert_close(shown["images"], final)
+    torch.testing.assert_close(shown.images, final)
 
 
 def test_targets_are_sorted_and_pixels_are_clamped_after_each_step(teacher_bn):

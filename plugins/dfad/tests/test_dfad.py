@@ -76,7 +76,7 @@ def test_both_players_use_l1_on_logits_with_the_student_in_train_mode():
     student = Fixed(S_LOGITS).eval()
     synth = DFADSynthesizer(fixed_ctx(student), DFADOptions(batch_size=2, nz=4, ngf=2))
     shown = synth.synthesize()
-    assert shown["loss_g"] == pytest.approx(-L1)
+    assert shown.logs["loss_g"] == pytest.approx(-L1)
     assert student.modes == [True]  # the reference never switches the student to eval
     loss, _ = synth.student_loss(torch.tensor(S_LOGITS), torch.tensor(T_LOGITS), step=0)
     assert loss.item() == pytest.approx(L1)

@@ -83,8 +83,8 @@ def test_generator_loss_matches_hand_computed_value():
     adv = -(0.75 * math.log(1.5) + 0.25 * math.log(0.5))
     balance = -math.log(2)
     for name, value in (("bn", bn), ("oh", oh), ("adv", adv), ("balance", balance)):
-        assert shown[f"g_{name}"] == pytest.approx(value, rel=1e-5), name
-    assert shown["loss_g"] == pytest.approx(bn + oh + adv + 20 * balance, rel=1e-5)
+        assert shown.logs[f"g_{name}"] == pytest.approx(value, rel=1e-5), name
+    assert shown.logs["loss_g"] == pytest.approx(bn + oh + adv + 20 * balance, rel=1e-5)
 
 
 def test_teacher_without_batchnorm_warns_and_keeps_the_other_terms():
@@ -101,7 +101,7 @@ def test_teacher_without_batchnorm_warns_and_keeps_the_other_terms():
     with pytest.warns(UserWarning, match="DFQ: the teacher has no BatchNorm"):
         synth = DFQSynthesizer(ctx, DFQOptions(batch_size=4, nz=4, ngf=2))
     assert set(synth.weights) == {"oh", "balance", "adv"}
-    assert math.isfinite(synth.synthesize()["loss_g"])
+    assert math.isfinite(synth.synthesize().logs["loss_g"])
 
 
 def test_defaults_and_cifar10_preset_are_the_reference_script():

@@ -83,7 +83,7 @@ def test_generator_loss_is_minus_kl_with_the_student_in_eval_mode():
     shown = synth.synthesize()
     # teacher (3/4, 1/4) against student (1/2, 1/2): KL = 3/4 ln(3/2) + 1/4 ln(1/2) per row
     kl = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
-    assert shown["loss_g"] == pytest.approx(-kl)
+    assert shown.logs["loss_g"] == pytest.approx(-kl)
     assert student.modes == [False]
 
 

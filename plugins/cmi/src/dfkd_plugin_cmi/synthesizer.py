@@ -18,14 +18,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dfkd.data.pipeline import random_crop_flip
-from dfkd.errors import UsageError
-from dfkd.synthesis.augment import random_resized_crop
-from dfkd.synthesis.base import SynthesisContext, Synthesizer, warn_without_batchnorm
-from dfkd.synthesis.bn_hooks import BNStatsHook, InstanceMeanHook, attach_bn_hooks
-from dfkd.synthesis.generators import Generator, reset_parameters_dcgan
-from dfkd.synthesis.losses import adversarial_kl, agreement_mask, bn_statistics, one_hot_ce
-from dfkd.training.inputs import InputFormat
+from dfkd.api import (
+    BNStatsHook,
+    Generator,
+    InstanceMeanHook,
+    SynthesisContext,
+    SynthesisResult,
+    Synthesizer,
+    UsageError,
+    adversarial_kl,
+    agreement_mask,
+    attach_bn_hooks,
+    bn_statistics,
+    one_hot_ce,
+    random_crop_flip,
+    random_resized_crop,
+    reset_parameters_dcgan,
+    warn_without_batchnorm,
+)
 from dfkd_plugin_cmi.contrastive import MLPHead, contrastive_loss
 from dfkd_plugin_cmi.memory import MemoryBank
 from dfkd_plugin_cmi.options import CMIOptions
@@ -73,9 +83,6 @@ class CMISynthesizer(Synthesizer):
         self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=options.lr_g)
         self.bank = MemoryBank(options.bank_size, 2 * self.dim, generator=self._cpu_rng)
         self.pool = ctx.image_pool(seed=self._initial_images())
-        self._student_input = InputFormat(
-            ctx.mean, ctx.std, getattr(ctx.student, "input_size", None)
-        )
 
     def _initial_images(self) -> Tensor | None:
         """The pre-inverted set that starts the pool (``init_images``), fitted to the teacher's
@@ -83,9 +90,7 @@ class CMISynthesizer(Synthesizer):
         name = self.options.init_images
         if not name:
             return None
-        from dfkd.data import open_dataset
-
-        images, _ = open_dataset(name).load("train")
+        images, _ = self.ctx.open_dataset(name).load("train")
         if images.shape[1] != self.ctx.channels:
             raise UsageError(
                 f"init_images={name} has {images.shape[1]}-channel images; the teacher takes "
@@ -99,7 +104,7 @@ class CMISynthesizer(Synthesizer):
             images = resized.round_().clamp_(0, 255).to(torch.uint8)
         return images
 
-    def synthesize(self) -> dict[str, Any]:
+    def synthesize(self) -> SynthesisResult:
         self.student.eval()
         bn_hooks = attach_bn_hooks(self.teacher)
         mean_hooks = [InstanceMeanHook(m) for m in self.layers]
@@ -110,7 +115,7 @@ class CMISynthesizer(Synthesizer):
                 hook.remove()
         self.pool.add(images)
         self.bank.add(features)
-        return {"images": images, **logs}
+        return SynthesisResult(images, logs)
 
     def _invert(
         self, bn_hooks: list[BNStatsHook], mean_hooks: list[InstanceMeanHook]
@@ -169,8 +174,7 @@ class CMISynthesizer(Synthesizer):
         """−(1/B) Σ m_i·KL_i(t‖s) at T = 1 with the student in eval mode; skipped when adv = 0."""
         if not self.options.adv:
             return t_out.new_zeros(())
-        with self.ctx.autocast():
-            s_out = self.student(self._student_input.fit(global_view)).float()
+        s_out = self.ctx.student_logits(global_view)
         return adversarial_kl(s_out, t_out, T=1.0, mask=agreement_mask(s_out, t_out))
 
     def _contrastive(self, h_local: Tensor, h_global: Tensor) -> Tensor:

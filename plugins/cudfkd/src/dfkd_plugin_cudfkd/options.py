@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dfkd.options import option
-from dfkd.synthesis.generative_options import GenerativeOptions
+from dfkd.api import GenerativeOptions, option
 
 
 @dataclass

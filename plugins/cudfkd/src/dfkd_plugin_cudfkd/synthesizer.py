@@ -9,16 +9,17 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from dfkd.errors import UsageError
-from dfkd.synthesis.base import SynthesisContext
-from dfkd.synthesis.generative import GenerativeSynthesizer
-from dfkd.synthesis.generators import reset_parameters_dcgan
-from dfkd.synthesis.losses import (
+from dfkd.api import (
+    GenerativeSynthesizer,
+    Generator,
+    SynthesisContext,
+    UsageError,
     adversarial_kl,
     agreement_mask,
     entropy,
     js_divergence,
     kd_kl,
+    reset_parameters_dcgan,
 )
 from dfkd_plugin_cudfkd.curriculum import adversarial_weight, pace, spl_weights
 from dfkd_plugin_cudfkd.options import CuDFKDOptions
@@ -38,9 +39,12 @@ class CuDFKDSynthesizer(GenerativeSynthesizer):
                 f"begin_fraction ({options.begin_fraction})."
             )
         super().__init__(ctx, options)
-        # CMI's DCGAN initialisation, applied once: the generator then persists for the whole run.
-        reset_parameters_dcgan(self.generator)
         self._set_adv(options.adv)
+
+    def init_generator(self, generator: Generator) -> None:
+        """CMI's DCGAN initialisation, applied once, before a multi-process run shares process
+        0's weights: the generator then persists for the whole run."""
+        reset_parameters_dcgan(generator)
 
     def _set_adv(self, value: float) -> None:
         """The base computes only the terms present in ``weights``, so a zero weight drops the

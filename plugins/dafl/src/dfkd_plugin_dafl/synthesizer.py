@@ -3,7 +3,7 @@ class-balance terms (methods.md §1). Everything but the weights is the core's."
 
 from __future__ import annotations
 
-from dfkd.synthesis.generative import GenerativeSynthesizer
+from dfkd.api import GenerativeSynthesizer
 
 
 class DAFLSynthesizer(GenerativeSynthesizer):

@@ -6,8 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dfkd.cli.console import console, err_console, guarded
-from dfkd.plugins import Plugins
+from dfkd.api import Plugins, console, err_console, guarded
 from dfkd_plugin_deepinv.invert_options import PRESETS
 
 PANEL = "Distillation"
@@ -35,7 +34,7 @@ def _labels(text: str | None) -> tuple[int, ...] | None:
     try:
         return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
     except ValueError:
-        from dfkd.errors import UsageError
+        from dfkd.api import UsageError
 
         raise UsageError(
             f"--labels takes class indices separated by commas, not '{text}'."
@@ -49,7 +48,7 @@ def _betas(text: str | None) -> tuple[float, float] | None:
     try:
         beta1, beta2 = (float(p) for p in parts)
     except ValueError:
-        from dfkd.errors import UsageError
+        from dfkd.api import UsageError
 
         raise UsageError(f"--betas takes two numbers such as 0.5,0.9, not '{text}'.") from None
     return beta1, beta2

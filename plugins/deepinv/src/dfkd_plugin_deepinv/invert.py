@@ -26,19 +26,33 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from dfkd.data import open_dataset
-from dfkd.data.pipeline import denormalize
-from dfkd.errors import DfkdError, UsageError
-from dfkd.fileio import write_atomic, write_json
-from dfkd.plugins import Plugins, get_plugins
-from dfkd.synthesis.augment import clip_to_pixel_range, jitter_flip
-from dfkd.synthesis.base import warn_without_batchnorm
-from dfkd.synthesis.bn_hooks import attach_bn_hooks
-from dfkd.synthesis.grid import save_grid
-from dfkd.synthesis.losses import bn_statistics, js_divergence, l2_prior, tv_l1, tv_l2
-from dfkd.training.inputs import InputFormat
-from dfkd.training.runs import create_run, default_run_path, versions
-from dfkd.training.setup import default_weights_path, load_teacher, make_accelerator
+from dfkd.api import (
+    DfkdError,
+    InputFormat,
+    Plugins,
+    UsageError,
+    attach_bn_hooks,
+    bn_statistics,
+    clip_to_pixel_range,
+    create_run,
+    default_run_path,
+    default_weights_path,
+    denormalize,
+    get_plugins,
+    jitter_flip,
+    js_divergence,
+    l2_prior,
+    load_teacher,
+    make_accelerator,
+    open_dataset,
+    save_grid,
+    tv_l1,
+    tv_l2,
+    versions,
+    warn_without_batchnorm,
+    write_atomic,
+    write_json,
+)
 from dfkd_plugin_deepinv.invert_options import InvertConfig
 
 TENSOR_FILE = "images.safetensors"  # the name dfkd.data.folder reads as a transfer set
@@ -104,7 +118,7 @@ def load_network(
     (as ``--teacher`` does); for timm:/torchvision: models from the library only when
     ``pretrained`` is asked for. Nothing is ever fetched otherwise.
     """
-    from dfkd.models import build_model, model_input_size
+    from dfkd.api import build_model, model_input_size
 
     entry = plugins.models.get(name)
     size = model_input_size(name, plugins=plugins)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dfkd.errors import UsageError
+from dfkd.api import UsageError
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dfkd.options import option
-from dfkd.synthesis.options import DataFreeOptions
+from dfkd.api import DataFreeOptions, option
 
 
 @dataclass

@@ -16,12 +16,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dfkd.data.pipeline import random_crop_flip
-from dfkd.errors import UsageError
-from dfkd.synthesis.augment import clip_to_pixel_range, jitter_flip
-from dfkd.synthesis.base import SynthesisContext, Synthesizer, warn_without_batchnorm
-from dfkd.synthesis.bn_hooks import attach_bn_hooks
-from dfkd.synthesis.losses import bn_statistics, js_divergence, one_hot_ce, tv_l1
+from dfkd.api import (
+    SynthesisContext,
+    SynthesisResult,
+    Synthesizer,
+    UsageError,
+    attach_bn_hooks,
+    bn_statistics,
+    clip_to_pixel_range,
+    jitter_flip,
+    js_divergence,
+    one_hot_ce,
+    random_crop_flip,
+    tv_l1,
+    warn_without_batchnorm,
+)
 from dfkd_plugin_deepinv.options import DeepInvOptions
 
 ADAM_BETAS = (0.5, 0.99)
@@ -74,15 +83,14 @@ class DeepInvSynthesizer(Synthesizer):
         if self.hooks:
             terms["bn"] = bn_statistics(self.hooks)
         if o.adv:
-            with self.ctx.autocast():
-                s = self.student(x_jit).float()
+            s = self.ctx.student_logits(x_jit)
             terms["adv"] = -js_divergence(s, t, T=o.adv_T)
         if o.l2:
             terms["l2"] = torch.linalg.vector_norm(x)
         terms["total"] = sum(getattr(o, name) * value for name, value in terms.items())
         return terms
 
-    def synthesize(self) -> dict[str, Any]:
+    def synthesize(self) -> SynthesisResult:
         o, ctx = self.options, self.ctx
         self.student.eval()
         shape = (o.syn_batch, ctx.channels, ctx.image_size, ctx.image_size)
@@ -110,7 +118,7 @@ class DeepInvSynthesizer(Synthesizer):
         images = ctx.denormalize(best_x)
         self.pool.add(images.cpu(), targets.cpu())
         logs = {f"loss_{k}": v.item() for k, v in best_terms.items()}
-        return {"images": images, "loss_g": best_loss, **logs}
+        return SynthesisResult(images, {"loss_g": best_loss, **logs})
 
     def sample(self) -> Tensor:
         images, _ = self.pool.sample(self.options.batch_size, generator=self.rng)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dfkd.options import option
-from dfkd.synthesis.generative_options import GenerativeOptions, GeneratorKind
-from dfkd.synthesis.options import Schedule
+from dfkd.api import GenerativeOptions, GeneratorKind, Schedule, option
 
 
 @dataclass

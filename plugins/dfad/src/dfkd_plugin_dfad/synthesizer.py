@@ -8,8 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-from dfkd.synthesis.generative import GenerativeSynthesizer
-from dfkd.synthesis.losses import adversarial_l1
+from dfkd.api import GenerativeSynthesizer, adversarial_l1
 
 
 class DFADSynthesizer(GenerativeSynthesizer):

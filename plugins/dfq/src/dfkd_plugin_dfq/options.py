@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dfkd.options import option
-from dfkd.synthesis.generative_options import GenerativeOptions
+from dfkd.api import GenerativeOptions, option
 
 
 @dataclass

@@ -3,7 +3,7 @@ and class-balance terms (methods.md §3). Everything but the weights is the core
 
 from __future__ import annotations
 
-from dfkd.synthesis.generative import GenerativeSynthesizer
+from dfkd.api import GenerativeSynthesizer
 
 
 class DFQSynthesizer(GenerativeSynthesizer):

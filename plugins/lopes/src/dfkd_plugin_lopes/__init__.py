@@ -55,7 +55,7 @@ def register_methods(register):
 
 
 @hookimpl
-def register_commands(app):
-    from dfkd_plugin_lopes.cli import app as lopes_app
+def register_commands(app, plugins):
+    from dfkd_plugin_lopes.cli import add_commands
 
-    app.add_typer(lopes_app, name="lopes", rich_help_panel="Methods")
+    add_commands(app, plugins)

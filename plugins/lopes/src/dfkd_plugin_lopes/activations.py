@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dfkd.errors import UsageError
+from dfkd.api import UsageError
 
 #: the name of the top recorded layer: the teacher's logits divided by the temperature
 TOP = "logits"

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dfkd.options import option
-from dfkd.synthesis.options import DataFreeOptions
+from dfkd.api import DataFreeOptions, option
 
 Objective = Literal[
     "top_layer", "all_layers", "all_layers_dropout", "spectral_all_layers", "spectral_layer_pairs"

@@ -17,7 +17,7 @@ from typing import Any, get_args
 import torch
 from torch import Tensor, nn
 
-from dfkd.errors import UsageError
+from dfkd.api import UsageError
 from dfkd_plugin_lopes.activations import TOP, Capture, Downsample, default_layers, plan_downsample
 from dfkd_plugin_lopes.moments import ClassMoments, cholesky_factor, graph_spectrum
 from dfkd_plugin_lopes.options import Objective
@@ -259,7 +259,7 @@ def _spectral_summary(
 def save_records(records: Records, path: str | Path) -> None:
     from safetensors.torch import save_file
 
-    from dfkd.fileio import write_atomic
+    from dfkd.api import write_atomic
 
     metadata = {HEADER_KEY: json.dumps(records.header, sort_keys=True)}
     write_atomic(path, lambda tmp: save_file(records.tensors, str(tmp), metadata=metadata))
@@ -325,7 +325,7 @@ def check_records(
 
 def default_records_path(dataset: str, teacher: str) -> Path:
     """Beside the teacher's default weights: checkpoints/<dataset>-<teacher>.lopes.safetensors."""
-    from dfkd.training.setup import default_weights_path
+    from dfkd.api import default_weights_path
 
     return default_weights_path(dataset, teacher).with_suffix(".lopes.safetensors")
 
@@ -348,9 +348,7 @@ def make_records(
     ``options`` go to `record_teacher` (layers, covariance, spectral, temperature, ...).
     """
     from dfkd import __version__
-    from dfkd.data import open_dataset
-    from dfkd.training.inputs import InputFormat
-    from dfkd.training.setup import load_teacher, make_accelerator
+    from dfkd.api import InputFormat, load_teacher, make_accelerator, open_dataset
 
     path = Path(out) if out else default_records_path(dataset, teacher)
     if path.exists() and not overwrite:

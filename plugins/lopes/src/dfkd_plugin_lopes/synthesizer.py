@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dfkd.errors import UsageError
-from dfkd.synthesis.base import SynthesisContext, Synthesizer
+from dfkd.api import SynthesisContext, SynthesisResult, Synthesizer, UsageError
 from dfkd_plugin_lopes.activations import TOP, Capture
 from dfkd_plugin_lopes.options import LopesOptions
 from dfkd_plugin_lopes.records import check_records, load_records, teacher_fingerprint
@@ -72,7 +71,7 @@ class LopesSynthesizer(Synthesizer):
         if options.g_steps < 1:
             raise UsageError("lopes needs g_steps ≥ 1 Adam steps per reconstructed batch.")
         records = load_records(options.records)
-        teacher, dataset = _run_names(ctx)
+        teacher, dataset = ctx.run_info.get("teacher"), ctx.run_info.get("dataset")
         check_records(
             records,
             options.records,
@@ -104,16 +103,16 @@ class LopesSynthesizer(Synthesizer):
         self.sample_gen = torch.Generator().manual_seed(seeds[1])
         self.next_label = 0
 
-    def synthesize(self) -> dict[str, Any]:
+    def synthesize(self) -> SynthesisResult:
         missing = self.options.pool_size - len(self.pool)
         if missing <= 0:
-            return {}
+            return SynthesisResult(None)
         n = min(self.options.syn_batch, missing)
         labels = (self.next_label + torch.arange(n)) % self.ctx.num_classes
         self.next_label = (self.next_label + n) % self.ctx.num_classes
         images, loss = self.reconstruct(labels)
         self.pool.add(images.cpu(), labels)
-        return {"images": images, "loss_g": loss}
+        return SynthesisResult(images, {"loss_g": loss})
 
     def reconstruct(self, labels: Tensor) -> tuple[Tensor, float]:
         """Images in [0, 1] whose activations approach targets sampled for ``labels``.
@@ -215,14 +214,3 @@ class LopesSynthesizer(Synthesizer):
         self.recon_gen.set_state(state["recon_gen"])
         self.sample_gen.set_state(state["sample_gen"])
         self.next_label = int(state["next_label"])
-
-
-def _run_names(ctx: SynthesisContext) -> tuple[str | None, str | None]:
-    """The run's teacher and dataset names, from its config.json when there is a run directory;
-    the context itself carries only the modules and the data's format."""
-    if ctx.run_dir is None or not (ctx.run_dir / "config.json").is_file():
-        return None, None
-    from dfkd.training.runs import RunDir
-
-    options = RunDir(ctx.run_dir).read_config().get("options", {})
-    return options.get("teacher"), options.get("dataset")

@@ -7,10 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from dfkd.errors import UsageError
-from dfkd.synthesis.base import SynthesisContext
-from dfkd.synthesis.generative import GenerativeSynthesizer
-from dfkd.synthesis.losses import kd_kl
+from dfkd.api import GenerativeSynthesizer, SynthesisContext, UsageError, kd_kl
 from dfkd_plugin_zskt.attention import AttentionTransfer
 from dfkd_plugin_zskt.options import ZSKTOptions
 
@@ -25,7 +22,7 @@ class ZSKTSynthesizer(GenerativeSynthesizer):
         super().__init__(ctx, options)
         self.attention: AttentionTransfer | None = None
         if options.at_beta:
-            student_size = getattr(ctx.student, "input_size", None) or ctx.image_size
+            student_size = ctx.student_size or ctx.image_size
             try:
                 self.attention = AttentionTransfer(
                     ctx.teacher, ctx.student, ctx.channels, ctx.image_size, student_size
