@@ -286,6 +286,8 @@ class MethodContract:
     teacher = "lenet5"
     #: ``-o`` overrides for the learning check, added to ``options``
     learn_options: list[str] = []
+    #: the tiny teacher of the learning check, when not ``teacher``
+    learn_teacher: str | None = None
     #: top-1 % the student must reach on the tiny task (chance is 10 %)
     learn_top1 = 40.0
     #: a persistent generator must be one model across the processes of a multi-process run
@@ -294,10 +296,20 @@ class MethodContract:
     def contract_plugins(self) -> Plugins:
         return make_plugins((self.module, self.distribution))
 
-    def contract_config(self, weights: dict[str, Path], out: Path, extra: list[str] = ()) -> Any:
-        return tiny_run_config(
-            self.method, self.teacher, weights[self.teacher], out, [*self.options, *extra]
-        )
+    def prepare(self, teacher_weights: Path, folder: Path) -> list[str]:
+        """Make what a run of the method needs besides the teacher (e.g. records from real
+        data, in ``folder``) and return the ``-o`` options that point to it."""
+        return []
+
+    def contract_options(self, weights: dict[str, Path], folder: Path) -> list[str]:
+        return [*self.options, *self.prepare(weights[self.teacher], folder)]
+
+    def contract_config(
+        self, weights: dict[str, Path], out: Path, extra: list[str] = (), teacher: str = ""
+    ) -> Any:
+        options = self.contract_options(weights, out.parent)
+        teacher = teacher or self.teacher
+        return tiny_run_config(self.method, teacher, weights[teacher], out, [*options, *extra])
 
     def test_contract_presets_resolve(self) -> None:
         import dataclasses
@@ -360,10 +372,10 @@ class MethodContract:
     ) -> None:
         from dfkd.training.datafree import run_datafree
 
-        outcome = run_datafree(
-            self.contract_config(tiny_teacher_weights, workdir / "learn", self.learn_options),
-            plugins=self.contract_plugins(),
+        cfg = self.contract_config(
+            tiny_teacher_weights, workdir / "learn", self.learn_options, self.learn_teacher or ""
         )
+        outcome = run_datafree(cfg, plugins=self.contract_plugins())
         assert outcome.last["top1"] >= self.learn_top1
 
     @pytest.mark.slow
@@ -379,7 +391,7 @@ class MethodContract:
             "teacher": self.teacher,
             "weights": str(tiny_teacher_weights[self.teacher]),
             "student": "lenet5_half",
-            "options": [*self.options, "epochs=2"],
+            "options": [*self.contract_options(tiny_teacher_weights, workdir), "epochs=2"],
         }
         script = workdir / "two_processes.py"
         script.write_text(_TWO_PROCESS_SCRIPT)

@@ -175,15 +175,18 @@ class GenerativeSynthesizer(Synthesizer):
             if self.options.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, self.options.grad_clip)
             self.optimizer.step()
-        if self.shared:  # each process's BatchNorm saw its own batches
-            self._average([b for b in self.generator.buffers() if b.is_floating_point()])
+        if self.shared:
+            self._average_batchnorm()
         logs = {f"g_{name}": value.item() for name, value in terms.items()}
         return SynthesisResult(self._display(x.detach()), {"loss_g": loss.item(), **logs})
 
     @torch.no_grad()
     def sample(self) -> Tensor:
         self.generator.train(self.sample_in_train_mode)
-        return self._generate(self.options.batch_size)
+        x = self._generate(self.options.batch_size)
+        if self.shared and self.sample_in_train_mode:  # train mode moved the running statistics
+            self._average_batchnorm()
+        return x
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         """With ``schedule_g``, the generator's rate takes the student's step (after warm-up,
@@ -217,6 +220,10 @@ class GenerativeSynthesizer(Synthesizer):
         with self.ctx.autocast():
             out = self.generator(z).float()
         return out if self.raw_output else self.ctx.normalize(out)
+
+    def _average_batchnorm(self) -> None:
+        """Each process's BatchNorm saw its own batches: one generator holds their mean."""
+        self._average([b for b in self.generator.buffers() if b.is_floating_point()])
 
     @staticmethod
     def _average(tensors: list[Tensor]) -> None:

@@ -19,7 +19,13 @@ from dfkd.errors import UsageError
 from dfkd.options import build_options
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import KillAfterEpoch, assert_complete_run, checkpoint_objects, make_plugins
+from dfkd.testing import (
+    KillAfterEpoch,
+    MethodContract,
+    assert_complete_run,
+    checkpoint_objects,
+    make_plugins,
+)
 from dfkd.training.datafree import RunConfig, run_datafree
 
 DIST = "dfkd-plugin-cmi"
@@ -36,6 +42,25 @@ TINY = [
     "bank_size=64",
     "n_negatives=12",
 ]
+
+
+class TestContract(MethodContract):
+    method = "cmi"
+    module = dfkd_plugin_cmi
+    distribution = DIST
+    teacher = "lenet5_bn"
+    options = TINY[1:]
+    learn_options = [
+        "epochs=3",
+        "ep_steps=60",
+        "kd_steps=20",
+        "g_steps=20",
+        "synthesis_batch_size=32",
+        "batch_size=32",
+        "lr_g=0.05",
+        "lr=0.05",
+    ]
+    learn_top1 = 50.0  # chance is 10 %; this setting reaches 100 %
 
 
 def cmi_plugins() -> Plugins:
@@ -260,27 +285,3 @@ def test_init_images_seed_the_pool_without_copying_them(tiny_teacher_weights, wo
     assert sum(len(images) for images in written) == 16  # only synthesized images reach disk
     # a resume rebuilds the same pool: seed from the folder, then the chunks
     run_datafree(None, resume=str(workdir / "run"), plugins=cmi_plugins())
-
-
-def test_plugin_is_found_through_its_entry_point(monkeypatch):
-    monkeypatch.delenv("DFKD_LOAD_PLUGINS", raising=False)
-    assert "cmi" in Plugins().methods
-    monkeypatch.setenv("DFKD_LOAD_PLUGINS", "")
-    assert "cmi" not in Plugins().methods
-
-
-@pytest.mark.slow
-def test_student_learns_from_the_pool(tiny_teacher_weights, workdir):
-    outcome = run(
-        tiny_teacher_weights,
-        workdir / "run",
-        "epochs=3",
-        "ep_steps=60",
-        "kd_steps=20",
-        "g_steps=20",
-        "synthesis_batch_size=32",
-        "batch_size=32",
-        "lr_g=0.05",
-        "lr=0.05",
-    )
-    assert outcome.best_top1 > 50.0  # chance is 10 %; this setting reaches 100 %

@@ -1,8 +1,8 @@
-"""DeepInversion as a data-free method: the run, each loss term, the kept iterate, resume."""
+"""DeepInversion as a data-free method: the contract, each loss term, the kept iterate, the
+pool on resume."""
 
 from __future__ import annotations
 
-import itertools
 import warnings
 from pathlib import Path
 
@@ -16,10 +16,9 @@ from torch import nn
 
 from dfkd.data import open_dataset
 from dfkd.options import build_options
-from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
 from dfkd.testing import (
-    KillAfterEpoch,
+    MethodContract,
     assert_complete_run,
     make_plugins,
     tiny_run_config,
@@ -29,6 +28,23 @@ from dfkd.training.setup import build, load_teacher
 
 PLUGIN = (dfkd_plugin_deepinv, "dfkd-plugin-deepinv")
 TINY_BUDGET = ["epochs=1", "ep_steps=4", "kd_steps=2", "g_steps=3", "batch_size=8"]
+
+
+class TestContract(MethodContract):
+    method = "deepinv"
+    module = dfkd_plugin_deepinv
+    distribution = "dfkd-plugin-deepinv"
+    teacher = "lenet5_bn"
+    options = TINY_BUDGET[1:]
+    learn_options = [
+        "epochs=3",
+        "ep_steps=30",
+        "kd_steps=10",
+        "g_steps=30",
+        "batch_size=32",
+        "lr=0.05",
+    ]
+    learn_top1 = 50.0
 
 
 @pytest.fixture(scope="module")
@@ -208,29 +224,6 @@ def test_a_batchnorm_teacher_is_not_warned_about(teacher_bn):
         make_synthesizer(teacher_bn)
 
 
-def test_resume_restores_the_pool_and_continues_identically(workdir, teacher_bn):
-    budget = ["epochs=2", "ep_steps=4", "kd_steps=2", "g_steps=3", "batch_size=8"]
-    plugins = make_plugins(PLUGIN)
-    run_datafree(tiny_run(workdir / "straight", teacher_bn, budget), plugins=plugins)
-    with pytest.raises(KeyboardInterrupt):
-        run_datafree(
-            tiny_run(workdir / "resumed", teacher_bn, budget),
-            reporter=KillAfterEpoch(1),
-            plugins=plugins,
-        )
-    assert len(list((workdir / "resumed" / "images").glob("images-*"))) == 2
-    run_datafree(None, resume=str(workdir / "resumed"), plugins=plugins)
-
-    straight = load_file(str(workdir / "straight" / "student.safetensors"))
-    resumed = load_file(str(workdir / "resumed" / "student.safetensors"))
-    for key in straight:
-        assert torch.equal(straight[key], resumed[key]), key
-    chunks = [sorted((workdir / r / "images").glob("images-*")) for r in ("straight", "resumed")]
-    assert len(chunks[0]) == len(chunks[1]) == 4
-    for a, b in itertools.zip_longest(*chunks):
-        assert torch.equal(load_file(str(a))["images"], load_file(str(b))["images"])
-
-
 def test_resume_reloads_the_pool_from_its_chunks(teacher_bn, tmp_path):
     plugins = make_plugins()
     source = open_dataset("tiny", plugins=plugins)
@@ -265,23 +258,7 @@ def test_resume_reloads_the_pool_from_its_chunks(teacher_bn, tmp_path):
     assert torch.equal(again.rng.get_state(), state["rng"])
 
 
-def test_the_plugin_is_found_through_its_entry_point(monkeypatch):
-    monkeypatch.delenv("DFKD_LOAD_PLUGINS", raising=False)
-    assert "deepinv" in Plugins(strict=False).methods
-    monkeypatch.setenv("DFKD_LOAD_PLUGINS", "")
-    assert "deepinv" not in Plugins(strict=False).methods
-
-
 def test_presets_name_only_known_options():
     for name, preset in dfkd_plugin_deepinv.PRESETS.items():
         options = build_options(DeepInvOptions, preset)
         assert options.syn_batch == options.batch_size, name
-
-
-@pytest.mark.slow
-def test_the_student_learns_from_inverted_images(workdir, teacher_bn):
-    budget = ["epochs=3", "ep_steps=30", "kd_steps=10", "g_steps=30", "batch_size=32", "lr=0.05"]
-    outcome = run_datafree(
-        tiny_run(workdir / "run", teacher_bn, budget), plugins=make_plugins(PLUGIN)
-    )
-    assert outcome.best_top1 >= 50.0  # chance is 10 %

@@ -1,5 +1,5 @@
 """DFAD plugin: a short run, its L1 losses by hand, its train-mode and unnormalised sampling,
-resume, discovery, and learning."""
+and the method contract."""
 
 from __future__ import annotations
 
@@ -12,14 +12,29 @@ import torch
 from dfkd_plugin_dfad import CIFAR10, MNIST
 from dfkd_plugin_dfad.options import DFADOptions
 from dfkd_plugin_dfad.synthesizer import DFADSynthesizer
-from safetensors.torch import load_file
 from torch import nn
 
 from dfkd.models.lenet import lenet5, lenet5_half
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins, tiny_run_config
+from dfkd.testing import (
+    MethodContract,
+    assert_complete_run,
+    make_plugins,
+    tiny_run_config,
+)
 from dfkd.training.datafree import RunConfig, run_datafree
+
+
+class TestContract(MethodContract):
+    method = "dfad"
+    module = dfkd_plugin_dfad
+    distribution = "dfkd-plugin-dfad"
+    options = ["ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
+    learn_options = ["epochs=3", "ep_steps=40", "batch_size=64", "lr=0.01", "nz=32", "ngf=8"]
+    learn_top1 = 35.0
+    persistent_generator = True
+
 
 TINY_BUDGET = ["epochs=2", "ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
 
@@ -122,35 +137,3 @@ def test_presets_are_the_reference_scripts():
     assert (mnist.nz, mnist.batch_size, mnist.epochs, mnist.ep_steps) == (100, 512, 40, 250)
     assert (mnist.lr, mnist.weight_decay, mnist.lr_g) == (0.01, 1e-4, 1e-3)
     assert mnist.schedule == "constant"  # run_mnist.sh passes no --scheduler
-
-
-def test_resume_restores_the_generator_and_continues_identically(tiny_teacher_weights, workdir):
-    weights = tiny_teacher_weights["lenet5"]
-    whole = run_datafree(config(weights, workdir / "whole", TINY_BUDGET), plugins=dfad_plugins())
-    with pytest.raises(KeyboardInterrupt):
-        run_datafree(
-            config(weights, workdir / "cut", TINY_BUDGET),
-            reporter=KillAfterEpoch(1),
-            plugins=dfad_plugins(),
-        )
-    resumed = run_datafree(None, resume=str(workdir / "cut"), plugins=dfad_plugins())
-    a, b = load_file(whole.weights), load_file(resumed.weights)
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
-
-
-def test_plugin_is_discovered_through_its_entry_point(monkeypatch):
-    monkeypatch.delenv("DFKD_LOAD_PLUGINS", raising=False)
-    assert "dfad" in Plugins(strict=False).methods
-    monkeypatch.setenv("DFKD_LOAD_PLUGINS", "")
-    assert "dfad" not in Plugins(strict=False).methods
-
-
-@pytest.mark.slow
-def test_student_learns_from_the_tiny_teacher(tiny_teacher_weights, workdir):
-    budget = ["epochs=3", "ep_steps=40", "kd_steps=2", "batch_size=64", "lr=0.01", "nz=32", "ngf=8"]
-    outcome = run_datafree(
-        config(tiny_teacher_weights["lenet5"], workdir / "learn", budget), plugins=dfad_plugins()
-    )
-    assert outcome.best_top1 >= 35.0

@@ -4,7 +4,6 @@ discovery, and learning."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import dfkd_plugin_dfq
 import pytest
@@ -12,31 +11,35 @@ import torch
 from dfkd_plugin_dfq import CIFAR10
 from dfkd_plugin_dfq.options import DFQOptions
 from dfkd_plugin_dfq.synthesizer import DFQSynthesizer
-from safetensors.torch import load_file
 from torch import nn
 
 from dfkd.models.lenet import lenet5, lenet5_half
-from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins, tiny_run_config
-from dfkd.training.datafree import RunConfig, run_datafree
-
-TINY_BUDGET = ["epochs=2", "ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
+from dfkd.testing import MethodContract
 
 
-def dfq_plugins() -> Plugins:
-    return make_plugins((dfkd_plugin_dfq, "dfkd-plugin-dfq"))
-
-
-def config(weights: Path, out: Path, overrides: list[str]) -> RunConfig:
-    return tiny_run_config("dfq", "lenet5_bn", weights, out, overrides)
-
-
-def test_short_run_writes_a_complete_run_directory(tiny_teacher_weights, workdir):
-    out = workdir / "run"
-    run_datafree(config(tiny_teacher_weights["lenet5_bn"], out, TINY_BUDGET), plugins=dfq_plugins())
-    rows = assert_complete_run(out, epochs=2)
-    assert all(r["g_bn"] > 0 and math.isfinite(r["loss_g"]) for r in rows)
+class TestContract(MethodContract):
+    method = "dfq"
+    module = dfkd_plugin_dfq
+    distribution = "dfkd-plugin-dfq"
+    teacher = "lenet5_bn"
+    options = ["ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
+    # The plain LeNet-5 teacher (so without the BN term, which a warning says): the tiny
+    # LeNet-5-BN teacher answers generator images with near-uniform logits, and matching its
+    # statistics of one bright bar on faint noise takes far more generator steps than a test
+    # can afford. The BN term itself is checked by hand below.
+    learn_teacher = "lenet5"
+    learn_options = [
+        "epochs=3",
+        "ep_steps=40",
+        "batch_size=64",
+        "lr=0.05",
+        "nz=32",
+        "ngf=8",
+        "balance=5",
+    ]
+    learn_top1 = 35.0
+    persistent_generator = True
 
 
 class FixedBNTeacher(nn.Module):
@@ -116,49 +119,3 @@ def test_defaults_and_cifar10_preset_are_the_reference_script():
     )
     assert (options.batch_size, options.lr, options.T) == (256, 0.1, 1.0)
     assert DFQOptions() == options
-
-
-def test_resume_restores_the_generator_and_continues_identically(tiny_teacher_weights, workdir):
-    weights = tiny_teacher_weights["lenet5_bn"]
-    whole = run_datafree(config(weights, workdir / "whole", TINY_BUDGET), plugins=dfq_plugins())
-    with pytest.raises(KeyboardInterrupt):
-        run_datafree(
-            config(weights, workdir / "cut", TINY_BUDGET),
-            reporter=KillAfterEpoch(1),
-            plugins=dfq_plugins(),
-        )
-    resumed = run_datafree(None, resume=str(workdir / "cut"), plugins=dfq_plugins())
-    a, b = load_file(whole.weights), load_file(resumed.weights)
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
-
-
-def test_plugin_is_discovered_through_its_entry_point(monkeypatch):
-    monkeypatch.delenv("DFKD_LOAD_PLUGINS", raising=False)
-    assert "dfq" in Plugins(strict=False).methods
-    monkeypatch.setenv("DFKD_LOAD_PLUGINS", "")
-    assert "dfq" not in Plugins(strict=False).methods
-
-
-@pytest.mark.slow
-def test_student_learns_from_the_tiny_teacher(tiny_teacher_weights, workdir):
-    """On the plain LeNet-5 teacher (so without the BN term, which the warning says): the tiny
-    LeNet-5-BN teacher answers generator images with near-uniform logits, and matching its
-    statistics of one bright bar on faint noise takes far more generator steps than a test
-    can afford. The BN term itself is checked by hand above."""
-    budget = [
-        "epochs=3",
-        "ep_steps=40",
-        "kd_steps=2",
-        "batch_size=64",
-        "lr=0.05",
-        "nz=32",
-        "ngf=8",
-        "balance=5",
-    ]
-    cfg = config(tiny_teacher_weights["lenet5"], workdir / "learn", budget)
-    cfg.teacher = "lenet5"
-    with pytest.warns(UserWarning, match="no BatchNorm"):
-        outcome = run_datafree(cfg, plugins=dfq_plugins())
-    assert outcome.best_top1 >= 35.0  # chance is 10 %; this budget reaches 50 %

@@ -1,5 +1,5 @@
 """Lopes plugin: records against direct statistics, the record file, every objective, refusal of
-foreign records, the CLI end to end, resume, discovery, and learning."""
+foreign records, the CLI end to end, and the method contract."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from dfkd.errors import UsageError
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.losses import kd_kl
-from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins
+from dfkd.testing import MethodContract, assert_complete_run, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 from dfkd.training.inputs import InputFormat
 from dfkd.training.setup import load_teacher
@@ -59,6 +59,41 @@ TINY_BUDGET = [
 
 def lopes_plugins() -> Plugins:
     return make_plugins((dfkd_plugin_lopes, DIST))
+
+
+class TestContract(MethodContract):
+    method = "lopes"
+    module = dfkd_plugin_lopes
+    distribution = DIST
+    # the pool fills over both epochs (4 rounds of 10), so a resumed run must reload the first
+    # epoch's images and continue both random streams
+    options = [*TINY_BUDGET[1:], "objective=all_layers_dropout"]
+    learn_options = [
+        "epochs=3",
+        "warmup=1",
+        "ep_steps=40",
+        "kd_steps=20",
+        "batch_size=32",
+        "synthesis_batch_size=100",
+        "pool_size=200",
+        "g_steps=20",
+        "lr=0.05",
+        "objective=all_layers",
+    ]
+
+    def prepare(self, teacher_weights: Path, folder: Path) -> list[str]:
+        """The owner's side of the method: activation records of the teacher on tiny."""
+        path = folder / "contract.lopes.safetensors"
+        make_records(
+            self.teacher,
+            "tiny",
+            teacher_weights=str(teacher_weights),
+            out=path,
+            overwrite=True,
+            plugins=lopes_plugins(),
+            batch_size=64,
+        )
+        return [f"records={path}"]
 
 
 @pytest.fixture
@@ -361,50 +396,3 @@ def test_record_then_run_through_the_cli(cli, plugins, tiny_teacher_weights, mon
         "--teacher-weights", weights, "-o", "records=missing.st", "--out", "run2", "-q",
     )  # fmt: skip
     assert result.exit_code == 2 and "missing.st does not exist" in result.output
-
-
-def test_resume_restores_the_pool_and_generators(tiny_teacher_weights, tiny_records, workdir):
-    # the pool fills over both epochs (4 rounds of 10), so the resumed run must reload the first
-    # epoch's images and continue both random streams to match the uninterrupted run
-    budget = [*TINY_BUDGET, "objective=all_layers_dropout"]
-    weights = tiny_teacher_weights["lenet5"]
-    whole = run_datafree(
-        run_config(weights, tiny_records, workdir / "whole", budget), plugins=lopes_plugins()
-    )
-    cut = run_config(weights, tiny_records, workdir / "cut", budget)
-    with pytest.raises(KeyboardInterrupt):
-        run_datafree(cut, reporter=KillAfterEpoch(1), plugins=lopes_plugins())
-    resumed = run_datafree(None, resume=str(workdir / "cut"), plugins=lopes_plugins())
-    a, b = load_file(str(whole.weights)), load_file(str(resumed.weights))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    assert [r["loss"] for r in whole.metrics] == [r["loss"] for r in resumed.metrics]
-
-
-def test_the_plugin_is_found_through_its_entry_point(monkeypatch):
-    monkeypatch.delenv("DFKD_LOAD_PLUGINS", raising=False)
-    assert "lopes" in Plugins(strict=False).methods
-    monkeypatch.setenv("DFKD_LOAD_PLUGINS", "")
-    assert "lopes" not in Plugins(strict=False).methods
-
-
-@pytest.mark.slow
-def test_the_student_learns_from_reconstructed_inputs(tiny_teacher_weights, tiny_records, workdir):
-    budget = [
-        "epochs=3",
-        "warmup=1",
-        "ep_steps=40",
-        "kd_steps=20",
-        "batch_size=32",
-        "synthesis_batch_size=100",
-        "pool_size=200",
-        "g_steps=20",
-        "lr=0.05",
-        "objective=all_layers",
-    ]
-    outcome = run_datafree(
-        run_config(tiny_teacher_weights["lenet5"], tiny_records, workdir / "run", budget),
-        plugins=lopes_plugins(),
-    )
-    assert outcome.best_top1 >= 40.0, outcome.metrics  # chance is 10 %

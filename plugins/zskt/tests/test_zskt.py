@@ -1,5 +1,5 @@
 """ZSKT plugin: short runs (with and without attention transfer), its loss pieces by hand,
-the feature maps it pairs, resume, discovery, and learning."""
+the feature maps it pairs, and the method contract."""
 
 from __future__ import annotations
 
@@ -13,15 +13,29 @@ from dfkd_plugin_zskt import CIFAR10
 from dfkd_plugin_zskt.attention import attention_loss, attention_map, resolution_group_ends
 from dfkd_plugin_zskt.options import ZSKTOptions
 from dfkd_plugin_zskt.synthesizer import ZSKTSynthesizer
-from safetensors.torch import load_file
 from torch import nn
 
 from dfkd.models.lenet import lenet5, lenet5_half
 from dfkd.models.wrn import wrn16_1
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import KillAfterEpoch, assert_complete_run, make_plugins, tiny_run_config
+from dfkd.testing import (
+    MethodContract,
+    assert_complete_run,
+    make_plugins,
+    tiny_run_config,
+)
 from dfkd.training.datafree import RunConfig, run_datafree
+
+
+class TestContract(MethodContract):
+    method = "zskt"
+    module = dfkd_plugin_zskt
+    distribution = "dfkd-plugin-zskt"
+    options = ["ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
+    learn_options = ["epochs=3", "ep_steps=40", "batch_size=64", "lr=0.05", "nz=32", "ngf=8"]
+    persistent_generator = True
+
 
 TINY_BUDGET = ["epochs=2", "ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
 
@@ -157,36 +171,3 @@ def test_cifar10_preset_is_the_reference_script():
     assert (options.epochs, options.ep_steps, options.kd_steps, options.g_steps) == (200, 400, 5, 1)
     assert (options.batch_size, options.lr, options.T, options.at_beta) == (256, 0.1, 1.0, 0.0)
     assert ZSKTOptions() == options
-
-
-def test_resume_restores_the_generator_and_continues_identically(tiny_teacher_weights, workdir):
-    weights = tiny_teacher_weights["lenet5"]
-    budget = [*TINY_BUDGET, "at_beta=1"]
-    whole = run_datafree(config(weights, workdir / "whole", budget), plugins=zskt_plugins())
-    with pytest.raises(KeyboardInterrupt):
-        run_datafree(
-            config(weights, workdir / "cut", budget),
-            reporter=KillAfterEpoch(1),
-            plugins=zskt_plugins(),
-        )
-    resumed = run_datafree(None, resume=str(workdir / "cut"), plugins=zskt_plugins())
-    a, b = load_file(whole.weights), load_file(resumed.weights)
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
-
-
-def test_plugin_is_discovered_through_its_entry_point(monkeypatch):
-    monkeypatch.delenv("DFKD_LOAD_PLUGINS", raising=False)
-    assert "zskt" in Plugins(strict=False).methods
-    monkeypatch.setenv("DFKD_LOAD_PLUGINS", "")
-    assert "zskt" not in Plugins(strict=False).methods
-
-
-@pytest.mark.slow
-def test_student_learns_from_the_tiny_teacher(tiny_teacher_weights, workdir):
-    budget = ["epochs=3", "ep_steps=40", "kd_steps=2", "batch_size=64", "lr=0.05", "nz=32", "ngf=8"]
-    outcome = run_datafree(
-        config(tiny_teacher_weights["lenet5"], workdir / "learn", budget), plugins=zskt_plugins()
-    )
-    assert outcome.best_top1 >= 40.0

@@ -1,6 +1,6 @@
 """dfkd-plugin-cmi: Contrastive Model Inversion. Torch-free: registers a record only."""
 
-from dfkd import hookimpl
+from dfkd.api import hookimpl
 from dfkd_plugin_cmi.options import CMIOptions
 
 # The reference's CIFAR-10 wrn40_2 -> wrn16_1 scripts (methods.md §5): scratch_cmi, and adv_cmi,

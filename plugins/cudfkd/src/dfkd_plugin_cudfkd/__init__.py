@@ -1,7 +1,7 @@
 """CuDFKD (Li et al., "How to Teach: Learning Data-Free Knowledge Distillation from Curriculum")
 as a dfkd plugin. Torch-free: it only registers the method."""
 
-from dfkd import hookimpl
+from dfkd.api import hookimpl
 from dfkd_plugin_cudfkd.options import CuDFKDOptions
 
 #: the reference's first commit (81b96d4), CIFAR-10 wrn40_2 → wrn16_1 (methods.md §6). Neither

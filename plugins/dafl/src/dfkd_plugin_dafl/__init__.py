@@ -1,6 +1,6 @@
 """DAFL (Chen et al., ICCV 2019) as a dfkd plugin. Torch-free: it only registers the method."""
 
-from dfkd import hookimpl
+from dfkd.api import hookimpl
 from dfkd_plugin_dafl.options import DAFLOptions
 
 #: the DataFree script for CIFAR-10 wrn40_2 → wrn16_1 (methods.md §1)

@@ -4,7 +4,7 @@ Torch-free: the entry point only registers records and the command; the synthesi
 inversion load torch when they are used.
 """
 
-from dfkd import hookimpl
+from dfkd.api import hookimpl
 from dfkd_plugin_deepinv.options import DeepInvOptions
 
 PRESETS = {

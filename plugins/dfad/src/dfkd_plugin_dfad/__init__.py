@@ -1,6 +1,6 @@
 """DFAD (Fang et al., 2019) as a dfkd plugin. Torch-free: it only registers the method."""
 
-from dfkd import hookimpl
+from dfkd.api import hookimpl
 from dfkd_plugin_dfad.options import DFADOptions
 
 #: VainF's DFAD_cifar.py as run in its README (ResNet-34 → ResNet-18, methods.md §7); one

@@ -1,7 +1,7 @@
 """DFQ (Choi et al., CVPR workshops 2020) as a dfkd plugin. Torch-free: it only registers the
 method."""
 
-from dfkd import hookimpl
+from dfkd.api import hookimpl
 from dfkd_plugin_dfq.options import DFQOptions
 
 #: the DataFree script for CIFAR-10 wrn40_2 → wrn16_1 (methods.md §3)

@@ -4,7 +4,7 @@ Torch-free: it registers the method record and the command group; the work impor
 it runs.
 """
 
-from dfkd import hookimpl
+from dfkd.api import hookimpl
 from dfkd_plugin_lopes.options import LopesOptions
 
 #: the reference's MNIST pipeline where the shared loop can express it (methods.md §8): 1000

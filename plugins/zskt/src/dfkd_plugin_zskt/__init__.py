@@ -1,7 +1,7 @@
 """ZSKT (Micaelli & Storkey, NeurIPS 2019) as a dfkd plugin. Torch-free: it only registers the
 method."""
 
-from dfkd import hookimpl
+from dfkd.api import hookimpl
 from dfkd_plugin_zskt.options import ZSKTOptions
 
 #: the DataFree script for CIFAR-10 wrn40_2 → wrn16_1 (methods.md §2)
