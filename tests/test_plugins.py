@@ -1,12 +1,17 @@
-"""The plugin manager: built-ins, entry points, failures, conflicts, and one test per hook."""
+"""The plugin manager: built-ins, entry points, failures, conflicts, one test per hook; and the
+packaging of the core and of every plugin distribution."""
 
 from __future__ import annotations
 
+import email.parser
 import inspect
 import json
+import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -235,3 +240,69 @@ def test_plugins_json_lists_hooks_and_errors(installed, monkeypatch):
     rows = json.loads(result.stdout)
     assert {"name": "dfkd-plugin-broken", "error": "ImportError: boom"} in rows
     assert any(r.get("hooks") == ["register_models"] for r in rows)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN_DIRS = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
+DISTRIBUTIONS = {"dfkd": ROOT} | {p.name: p for p in PLUGIN_DIRS}
+
+# Builds one distribution's wheel metadata through the PEP 517 hook that pip and build call, and
+# says whether that imported dfkd: the core's version must be read from the source text.
+_BUILD_METADATA = (
+    "import sys\n"
+    "from setuptools import build_meta\n"
+    "print(build_meta.prepare_metadata_for_build_wheel(sys.argv[1]))\n"
+    "print('IMPORTED' if 'dfkd' in sys.modules else 'NOT-IMPORTED')\n"
+)
+
+
+def _copy_project(src: Path, dest: Path) -> Path:
+    """The files a build of ``src`` may use, alone in ``dest``: a plugin is built from its own
+    folder, as a packager does, and nothing is written into the checkout."""
+    skip = shutil.ignore_patterns("*.egg-info", "__pycache__", "build", "tests", "benchmarks")
+    if src == ROOT:
+        dest.mkdir()
+        for name in ("pyproject.toml", "README.md", "LICENSE"):
+            shutil.copy2(src / name, dest / name)
+        shutil.copytree(src / "dfkd", dest / "dfkd", ignore=skip)
+    else:
+        shutil.copytree(src, dest, ignore=skip)
+    return dest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("project", DISTRIBUTIONS.values(), ids=DISTRIBUTIONS.keys())
+def test_distribution_builds_without_warnings_and_with_complete_metadata(project, tmp_path):
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    import dfkd
+
+    source = _copy_project(project, tmp_path / "src")
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", _BUILD_METADATA, str(out)],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    noise = [line for line in done.stderr.splitlines() if re.search("warn|deprecat", line, re.I)]
+    assert not noise, done.stderr
+    dist_info, imported = done.stdout.split()[-2:]
+    assert imported == "NOT-IMPORTED"
+    meta = email.parser.Parser().parsestr((out / dist_info / "METADATA").read_text())
+    assert meta["License-Expression"] == "Apache-2.0"
+    assert meta.get_all("License-File") == ["LICENSE"]
+    assert (out / dist_info / "licenses" / "LICENSE").read_text() == (ROOT / "LICENSE").read_text()
+    for field in ("Summary", "Requires-Python", "Author", "Keywords", "Description-Content-Type"):
+        assert meta[field], field
+    assert meta.get_all("Classifier")
+    if project == ROOT:
+        assert meta["Version"] == dfkd.__version__
+    else:
+        core = [Requirement(r) for r in meta.get_all("Requires-Dist") if r.startswith("dfkd")]
+        assert [r.specifier for r in core] == [SpecifierSet(">=0.1,<0.2")]
+        assert core[0].specifier.contains(dfkd.__version__)

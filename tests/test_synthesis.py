@@ -59,7 +59,8 @@ def test_generator_output_shape_and_range(cls, channels, img_size):
 
 
 def test_generator_matches_the_reference_layout():
-    # CMI's generator at nz=256, ngf=64, 32 px (methods.md §0.6), parameters counted by hand:
+    # CMI's generator at nz=256, ngf=64, 32 px (docs/methods/framework.md#generators), parameters
+    # counted by hand:
     # Linear 256·8192 + 8192, BN(128), conv 128·128·9, BN(128), conv 128·64·9, BN(64),
     # conv 64·3·9 + 3.
     expected = 256 * 8192 + 8192 + 256 + 128 * 128 * 9 + 256 + 128 * 64 * 9 + 128 + 64 * 3 * 9 + 3

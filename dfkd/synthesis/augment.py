@@ -24,9 +24,9 @@ def _rand(n: int, generator: torch.Generator | None, device: torch.device) -> Te
 def jitter_flip(
     x: Tensor, max_shift: int, flip: bool = True, generator: torch.Generator | None = None
 ) -> Tensor:
-    """DeepInversion's jitter (methods.md §4.1): roll the whole batch by one random integer offset
-    per spatial axis, each in [−max_shift, max_shift], then, if ``flip``, mirror the whole batch
-    horizontally with probability ½.
+    """DeepInversion's jitter: roll the whole batch by one random integer offset per spatial axis,
+    each in [−max_shift, max_shift], then, if ``flip``, mirror the whole batch horizontally with
+    probability ½ (docs/methods/deepinv.md#the-datafree-benchmark).
 
     One decision per batch, not per sample, as in the reference. The draws come from
     ``generator``, so a seeded generator makes the result reproducible.
@@ -52,10 +52,11 @@ def random_resized_crop(
 ) -> Tensor:
     """A random resized crop per sample, resampled bilinearly to ``size`` (default: the input's).
 
-    CMI's local view (methods.md §5 step 5: scale [0.25, 1], then a horizontal flip, which
-    ``flip=True`` adds per sample at no extra cost). Each sample gets its own box: area fraction
-    uniform in ``scale``, aspect ratio log-uniform in ``ratio``, position uniform inside the image.
-    A box that would stick out is shrunk to fit instead of redrawn, so every draw is batched.
+    CMI's local view (docs/methods/cmi.md#reference-implementation: scale [0.25, 1], then a
+    horizontal flip, which ``flip=True`` adds per sample at no extra cost). Each sample gets its
+    own box: area fraction uniform in ``scale``, aspect ratio log-uniform in ``ratio``, position
+    uniform inside the image. A box that would stick out is shrunk to fit instead of redrawn, so
+    every draw is batched.
     Built on affine_grid + grid_sample so that gradients reach the input.
     """
     n, c, h, w = x.shape
@@ -91,7 +92,8 @@ def clip_to_pixel_range(
     x_normalised: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor
 ) -> Tensor:
     """Clamp channel c of a normalised image to [−m_c/s_c, (1 − m_c)/s_c], the image of [0, 1]
-    under normalisation (methods.md §0.5): keeps directly optimised pixels valid.
+    under normalisation: keeps directly optimised pixels valid
+    (docs/methods/framework.md#normalisation).
 
     Returns a new tensor; to clip optimised pixels in place, copy it back under ``no_grad``.
     """

@@ -1,7 +1,8 @@
 """Forward hooks that read a frozen teacher's BatchNorm layers during synthesis.
 
 A trained teacher's BN running statistics are the only summary of its training data that a
-data-free method can see; matching them is the "bn" loss term (methods.md §0.4, §4, §9.2).
+data-free method can see; matching them is the "bn" loss term
+(docs/methods/framework.md#batchnorm-hooks).
 """
 
 from __future__ import annotations
@@ -28,16 +29,16 @@ class BNStatsHook:
     """Distance between a BN layer's running statistics and those of the batch it sees.
 
     After each forward, ``loss`` holds r = ‖running_var − σ²‖₂ + ‖running_mean − μ‖₂, with μ and
-    σ² (biased) taken over every dimension of the input except the channel one (methods.md §0.4).
-    The norms are plain L2 norms, not squared.
+    σ² (biased) taken over every dimension of the input except the channel one. The norms are
+    plain L2 norms, not squared (docs/methods/framework.md#batchnorm-hooks).
 
-    With ``momentum`` m (Fast-DFKD, methods.md §9.2) the batch statistics are first blended with an
-    EMA (μ̄, σ̄²) of earlier synthesis batches: μ ↦ (1−m)·μ + m·μ̄, likewise σ². Call
-    ``update_ema()`` once after each synthesis, before the next synthesis forward, since it
-    folds in the statistics of the hook's last forward with gradients (forwards without them are
-    skipped, below): μ̄ ← m·μ̄ + (1−m)·μ (the first call just stores μ). Until then the plain
-    loss is used. The EMA is part of ``state_dict`` so that a resumed run continues the same
-    sequence.
+    With ``momentum`` m (Fast-DFKD, docs/methods/framework.md#momentum-statistics) the batch
+    statistics are first blended with an EMA (μ̄, σ̄²) of earlier synthesis batches:
+    μ ↦ (1−m)·μ + m·μ̄, likewise σ². Call ``update_ema()`` once after each synthesis, before the
+    next synthesis forward, since it folds in the statistics of the hook's last forward with
+    gradients (forwards without them are skipped, below): μ̄ ← m·μ̄ + (1−m)·μ (the first call just
+    stores μ). Until then the plain loss is used. The EMA is part of ``state_dict`` so that a
+    resumed run continues the same sequence.
 
     The statistics are computed in float32 whatever the input dtype, so that mixed precision does
     not turn small variance differences into noise. A forward with gradients disabled (the
@@ -116,7 +117,7 @@ class InstanceMeanHook:
     """Per-instance channel means of a module's input, shape (N, C), kept in the graph.
 
     CMI concatenates these over the teacher's BN layers as the features of its contrastive loss
-    (methods.md §0.4, §5 step 7), so gradients must flow back through them to the generator.
+    (docs/methods/cmi.md#objective), so gradients must flow back through them to the generator.
     """
 
     def __init__(self, module: nn.Module) -> None:

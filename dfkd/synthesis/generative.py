@@ -1,4 +1,5 @@
-"""The persistent-generator synthesis of DAFL, ZSKT, DFQ, CuDFKD and DFAD (methods.md §1–3, §6, §7).
+"""The persistent-generator synthesis of DAFL, ZSKT, DFQ, CuDFKD and DFAD (docs/methods/dafl.md,
+and zskt.md, dfq.md, cudfkd.md and dfad.md beside it).
 
 One generator and its Adam optimiser live for the whole run. Each synthesis round takes
 ``g_steps`` generator steps on a weighted sum of the shared loss terms; the student then learns

@@ -1,7 +1,8 @@
 """Image generators for the generator-based methods, and CMI's re-initialisation.
 
 The layer layout (``l1`` holding the projection, ``conv_blocks`` the rest) follows the reference
-benchmark, so a state dict saved there loads here unchanged (methods.md §0.6, §7).
+benchmark, so a state dict saved there loads here unchanged
+(docs/methods/framework.md#generators).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from torch import Tensor, nn
 
 
 class Generator(nn.Module):
-    """CMI's generator (methods.md §0.6): z → Linear → two nearest ×2 upsamplings → image in [0, 1].
+    """CMI's generator (docs/methods/framework.md#generators): z → Linear → two nearest ×2
+    upsamplings → image in [0, 1].
 
     The projection starts at ``width · ngf`` channels; ``width=2`` is CMI's ``Generator`` and
     ``width=4`` the ``LargeGenerator`` of DAFL/ZSKT/DFQ. Two ×2 upsamplings mean the image side must
@@ -76,9 +78,9 @@ class LargeGenerator(Generator):
 
 
 class GeneratorA(Generator):
-    """DFAD's generator (methods.md §7): convolutions with bias, then Tanh and a non-affine
-    BatchNorm2d, so each output channel is standardised over the batch. Its images go to the
-    networks as they are, with no dataset normaliser.
+    """DFAD's generator (docs/methods/dfad.md#objective): convolutions with bias, then Tanh and a
+    non-affine BatchNorm2d, so each output channel is standardised over the batch. Its images go
+    to the networks as they are, with no dataset normaliser.
     """
 
     def __init__(self, nz: int = 256, ngf: int = 64, img_size: int = 32, channels: int = 3) -> None:
@@ -94,8 +96,8 @@ _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 @torch.no_grad()
 def reset_parameters_dcgan(module: nn.Module, generator: torch.Generator | None = None) -> None:
-    """CMI's per-synthesis re-initialisation (methods.md §5 step 1): Conv/ConvTranspose/Linear
-    weights ~ N(0, 0.02) and biases 0; BatchNorm γ ~ N(1, 0.02) and β = 0.
+    """CMI's per-synthesis re-initialisation (docs/methods/framework.md#generators):
+    Conv/ConvTranspose/Linear weights ~ N(0, 0.02) and biases 0; BatchNorm γ ~ N(1, 0.02), β = 0.
 
     Running statistics are left alone, as in the reference: the generator synthesizes in train
     mode, where they are not used. Pass a seeded ``generator`` (on the module's device) for a

@@ -1,7 +1,7 @@
 """The loss terms that data-free methods combine, as pure functions of tensors.
 
-Notation (methods.md): t = teacher logits, s = student logits, both (B, K);
-p^T(z) = softmax(z / T); KL_i(t‖s; T) = Σ_c p^T_c(t_i)·[log p^T_c(t_i) − log p^T_c(s_i)]·T².
+Notation (docs/methods/framework.md#notation): t = teacher logits, s = student logits, both
+(B, K); p^T(z) = softmax(z / T); KL_i(t‖s; T) = Σ_c p^T_c(t_i)·[log p^T_c(t_i) − log p^T_c(s_i)]·T².
 Every function returns a scalar unless its docstring says otherwise. Terms a generator minimises
 to fight the student (the "adversarial" ones) carry their minus sign here.
 """
@@ -24,7 +24,7 @@ def bn_statistics(hooks: Sequence[_HasLoss], first_multiplier: float = 1.0) -> T
     """L_bn = Σ_l s_l·r_l over the BN hooks, with s_1 = ``first_multiplier`` and s_l = 1 after it.
 
     r_l is ``BNStatsHook.loss`` from the last teacher forward. NVlabs' DeepInversion weights the
-    first layer by 10 (methods.md §4.2); the DataFree benchmark by 1 (§4.1).
+    first layer by 10; the DataFree benchmark by 1 (docs/methods/framework.md#batchnorm-hooks).
     """
     if not hooks:
         raise ValueError("bn_statistics needs at least one BN hook; the teacher has no BatchNorm")
@@ -39,7 +39,8 @@ def bn_statistics(hooks: Sequence[_HasLoss], first_multiplier: float = 1.0) -> T
 
 def one_hot_ce(t_logits: Tensor, targets: Tensor | None = None) -> Tensor:
     """L_oh = CE(t, y), with y = argmax t (the teacher's own pseudo-label) when no targets are
-    given (DAFL, DFQ: methods.md §1, §3) and sampled targets otherwise (DeepInv, CMI: §4, §5)."""
+    given (DAFL, DFQ: docs/methods/dafl.md#objective) and sampled targets otherwise
+    (DeepInversion, CMI: docs/methods/deepinv.md#objective)."""
     if targets is None:
         targets = t_logits.argmax(dim=1)
     return F.cross_entropy(t_logits, targets)
@@ -55,31 +56,35 @@ def entropy(p: Tensor) -> Tensor:
 
 
 def class_balance(t_logits: Tensor, T: float = 1.0) -> Tensor:
-    """L_bal = Σ_c p̄_c log p̄_c = −H(p̄), with p̄ = mean_i p^T(t_i) (DAFL, DFQ: methods.md §1, §3).
+    """L_bal = Σ_c p̄_c log p̄_c = −H(p̄), with p̄ = mean_i p^T(t_i) (DAFL, DFQ:
+    docs/methods/dafl.md#objective).
 
     Minimising the negative entropy of the batch-mean prediction spreads the batch over the classes.
-    CuDFKD's "−20·H(p̄)" at its KD temperature is ``20 * class_balance(t, T)`` (§6).
+    CuDFKD's "−20·H(p̄)" at its KD temperature is ``20 * class_balance(t, T)``
+    (docs/methods/cudfkd.md#objective).
     """
     return -entropy(F.softmax(t_logits / T, dim=1).mean(dim=0))
 
 
 def activation_l1(features: Tensor) -> Tensor:
-    """L_act = −mean|f|, f the teacher's penultimate features (DAFL: methods.md §1): rewards
-    inputs that excite the teacher's features strongly."""
+    """L_act = −mean|f|, f the teacher's penultimate features (DAFL:
+    docs/methods/dafl.md#objective): rewards inputs that excite the teacher's features strongly."""
     return -features.abs().mean()
 
 
 def agreement_mask(s: Tensor, t: Tensor) -> Tensor:
-    """m_i = 1[argmax s_i = argmax t_i] as floats (CMI's "decision adversarial" mask, §5 step 6):
-    only samples the student still classifies like the teacher push the adversarial term."""
+    """m_i = 1[argmax s_i = argmax t_i] as floats (CMI's "decision adversarial" mask,
+    docs/methods/cmi.md#objective): only samples the student still classifies like the teacher
+    push the adversarial term."""
     return (s.argmax(dim=1) == t.argmax(dim=1)).to(s.dtype)
 
 
 def kd_kl(s: Tensor, t: Tensor, T: float = 1.0, reduction: str = "batchmean") -> Tensor:
-    """The KD loss KL(t‖s; T) = (1/B) Σ_i KL_i(t‖s; T), T² included (methods.md §0.7).
+    """The KD loss KL(t‖s; T) = (1/B) Σ_i KL_i(t‖s; T), T² included
+    (docs/methods/framework.md#notation).
 
     ``reduction="none"`` returns the per-sample vector KL_i (B,) instead, which CuDFKD's
-    curriculum weights per sample (§6).
+    curriculum weights per sample (docs/methods/cudfkd.md#objective).
     """
     if reduction not in ("batchmean", "none"):
         raise ValueError(f"reduction must be 'batchmean' or 'none', got {reduction!r}")
@@ -92,8 +97,8 @@ def kd_kl(s: Tensor, t: Tensor, T: float = 1.0, reduction: str = "batchmean") ->
 def adversarial_kl(s: Tensor, t: Tensor, T: float = 1.0, mask: Tensor | None = None) -> Tensor:
     """L_adv = −(1/B) Σ_i m_i·KL_i(t‖s; T), T² included; m_i = 1 when ``mask`` is None.
 
-    ZSKT and DFQ use it unmasked at T = 1 (methods.md §2, §3); CMI and Fast-DFKD with
-    ``agreement_mask`` at T = 1 (§5, §9.1); CuDFKD with the mask at T = 3 (§6).
+    ZSKT and DFQ use it unmasked at T = 1 (docs/methods/zskt.md, dfq.md); CMI and Fast-DFKD with
+    ``agreement_mask`` at T = 1 (cmi.md); CuDFKD with the mask at T = 3 (cudfkd.md).
     """
     per_sample = kd_kl(s, t, T, reduction="none")
     if mask is not None:
@@ -102,7 +107,8 @@ def adversarial_kl(s: Tensor, t: Tensor, T: float = 1.0, mask: Tensor | None = N
 
 
 def js_divergence(s: Tensor, t: Tensor, T: float = 3.0) -> Tensor:
-    """JS(s, t; T) = ½·KL(M‖P) + ½·KL(M‖Q), batch-mean, as DeepInversion computes it (§4.1).
+    """JS(s, t; T) = ½·KL(M‖P) + ½·KL(M‖Q), batch-mean, as DeepInversion computes it
+    (docs/methods/deepinv.md#the-datafree-benchmark).
 
     P = p^T(s), Q = p^T(t), M = (P + Q)/2 from the unclamped P and Q; then P, Q and M are all
     clamped to [0.01, 0.99] and KL(M‖P) = kl_div(log P, M, "batchmean"). The clamp keeps the
@@ -119,7 +125,8 @@ def js_divergence(s: Tensor, t: Tensor, T: float = 3.0) -> Tensor:
 
 
 def adversarial_l1(s: Tensor, t: Tensor) -> Tensor:
-    """L_adv = −mean|s − t| over batch and classes (DFAD's generator loss, methods.md §7)."""
+    """L_adv = −mean|s − t| over batch and classes (DFAD's generator loss,
+    docs/methods/dfad.md#objective)."""
     return -(s - t).abs().mean()
 
 
@@ -135,16 +142,18 @@ def _neighbour_differences(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 def tv_l1(x: Tensor) -> Tensor:
     """TV₁(x) = Σ over the four neighbour directions (horizontal, vertical, two diagonals) of
-    mean|Δ| (methods.md §4.1): a smoothness prior for pixel optimisation."""
+    mean|Δ| (docs/methods/deepinv.md#the-datafree-benchmark): a smoothness prior for pixel
+    optimisation."""
     return torch.stack([d.abs().mean() for d in _neighbour_differences(x)]).sum()
 
 
 def tv_l2(x: Tensor) -> Tensor:
     """TV₂(x) = Σ over the four neighbour directions of ‖Δ‖₂, the Frobenius norm over the whole
-    batch, not squared (NVlabs DeepInversion, methods.md §4.2)."""
+    batch, not squared (NVlabs DeepInversion, docs/methods/deepinv.md#nvlabs-imagenet-script)."""
     return torch.stack([torch.linalg.vector_norm(d) for d in _neighbour_differences(x)]).sum()
 
 
 def l2_prior(x: Tensor) -> Tensor:
-    """mean_i ‖x_i‖₂, the per-image L2 norm averaged over the batch (methods.md §4.2)."""
+    """mean_i ‖x_i‖₂, the per-image L2 norm averaged over the batch
+    (docs/methods/deepinv.md#nvlabs-imagenet-script)."""
     return torch.linalg.vector_norm(x.flatten(1), dim=1).mean()

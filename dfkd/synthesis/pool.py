@@ -1,5 +1,5 @@
 """A growing, resumable pool of synthesized images for the methods whose student trains on a pool
-(DeepInversion, CMI, Fast-DFKD: methods.md §0.5, §4.1, §5, §9.1).
+(DeepInversion, CMI, Fast-DFKD: docs/methods/framework.md#image-pool-and-memory-bank).
 
 The reference writes every image as a PNG and re-reads them through DataLoader workers. Here the
 pool lives in memory as one uint8 tensor (the same 8-bit quantisation, a quarter of the float

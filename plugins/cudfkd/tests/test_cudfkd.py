@@ -112,7 +112,7 @@ def test_options_module_is_torch_free():
 def test_pace_grows_linearly_with_the_student_step():
     assert pace(0, 2.0, 1e-4) == 2.0
     assert pace(10_000, 2.0, 1e-4) == pytest.approx(3.0)
-    assert pace(100_000, 2.0, 1e-4) == pytest.approx(12.0)  # methods.md §6's example
+    assert pace(100_000, 2.0, 1e-4) == pytest.approx(12.0)  # docs/methods/cudfkd.md's example
     assert pace(100_000, 1.5, 2e-5) == pytest.approx(3.5)
 
 

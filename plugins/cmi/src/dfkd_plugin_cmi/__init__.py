@@ -3,8 +3,9 @@
 from dfkd.api import hookimpl
 from dfkd_plugin_cmi.options import CMIOptions
 
-# The reference's CIFAR-10 wrn40_2 -> wrn16_1 scripts (methods.md §5): scratch_cmi, and adv_cmi,
-# which continues from a pre-inverted image set given as -o init_images=folder:PATH.
+# The reference's CIFAR-10 wrn40_2 -> wrn16_1 scripts, scratch_cmi and adv_cmi
+# (docs/methods/cmi.md#loop-and-hyperparameters); adv_cmi continues from a pre-inverted image set
+# given as -o init_images=folder:PATH.
 _CIFAR10 = {
     "epochs": 200,
     "batch_size": 128,

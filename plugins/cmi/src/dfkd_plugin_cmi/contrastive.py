@@ -1,5 +1,5 @@
-"""CMI's contrastive term (methods.md §5 step 7): each synthesized image's local view should be
-recognised among the global views of the batch and of earlier batches. Pushing an image's
+"""CMI's contrastive term (docs/methods/cmi.md#objective): each synthesized image's local view
+should be recognised among the global views of the batch and of earlier batches. Pushing an image's
 teacher features away from every other image's is what keeps the inverted set diverse.
 """
 

@@ -1,9 +1,10 @@
 """CMI's feature memory bank: the negatives of the contrastive loss, kept across synthesis rounds.
 
-A ring buffer on the CPU, as in the reference (methods.md §0.5): ``max_size`` rows initialised
-with randn, written in order and overwritten oldest-first once full, never reset. Draws come only
-from rows that have been written, until the bank has wrapped once, so the randn start is never
-read. Unlike the reference, ``add`` takes any number of rows: a batch that does not divide
+A ring buffer on the CPU, as in the reference
+(docs/methods/framework.md#image-pool-and-memory-bank): ``max_size`` rows initialised with randn,
+written in order and overwritten oldest-first once full, never reset. Draws come only from rows
+that have been written, until the bank has wrapped once, so the randn start is never read.
+Unlike the reference, ``add`` takes any number of rows: a batch that does not divide
 ``max_size`` wraps around the end, and one larger than the bank leaves it as writing its rows one
 at a time would: only the last ``max_size`` of them, in ring order.
 """

@@ -1,5 +1,6 @@
 """CMI's options: the loop's budget with the reference's scratch_cmi values as defaults, and every
-coefficient of the synthesis (methods.md §5). Torch-free: `dfkd list-methods --options` reads it.
+coefficient of the synthesis (docs/methods/cmi.md). Torch-free: `dfkd list-methods --options`
+reads it.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Contrastive Model Inversion (Fang et al., IJCAI 2021), as the DataFree benchmark runs it
-(methods.md §5).
+(docs/methods/cmi.md).
 
 Each synthesis round inverts one fresh batch: the generator is re-initialised and optimised
 together with its latent codes for ``g_steps`` iterations against the frozen teacher (BN

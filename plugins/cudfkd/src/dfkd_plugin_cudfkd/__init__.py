@@ -4,7 +4,8 @@ as a dfkd plugin. Torch-free: it only registers the method."""
 from dfkd.api import hookimpl
 from dfkd_plugin_cudfkd.options import CuDFKDOptions
 
-#: the reference's first commit (81b96d4), CIFAR-10 wrn40_2 → wrn16_1 (methods.md §6). Neither
+#: the reference's first commit (81b96d4), CIFAR-10 wrn40_2 → wrn16_1
+#: (docs/methods/cudfkd.md#loop-and-hyperparameters). Neither
 #: that commit nor 2f6f4ae ramps the adversarial weight, hence "constant": grad_adv and the
 #: fractions only act with adv_schedule=linear.
 CIFAR10 = {

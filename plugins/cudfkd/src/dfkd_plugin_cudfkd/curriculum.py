@@ -1,5 +1,5 @@
-"""CuDFKD's two curricula (methods.md §6): self-paced weights that let the student learn from
-easy samples first, and the schedule of the generator's adversarial weight.
+"""CuDFKD's two curricula (docs/methods/cudfkd.md#objective): self-paced weights that let the
+student learn from easy samples first, and the schedule of the generator's adversarial weight.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """CuDFKD's options. Defaults follow the reference at 2022-09-21 (ljrprocc/DFKD@2f6f4ae) and its
-CIFAR-10 scripts (methods.md §6), except ``pace``, which is the reference's value for datasets other
-than CIFAR-10. Torch-free: `dfkd list-methods --options` reads it.
+CIFAR-10 scripts (docs/methods/cudfkd.md), except ``pace``, which is the reference's value for
+datasets other than CIFAR-10. Torch-free: `dfkd list-methods --options` reads it.
 """
 
 from __future__ import annotations

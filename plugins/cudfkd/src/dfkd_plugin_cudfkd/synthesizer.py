@@ -1,5 +1,5 @@
-"""CuDFKD's synthesizer (methods.md §6): the core's persistent generator with CuDFKD's own terms,
-an adversarial weight that follows a per-epoch schedule, and a self-paced student loss.
+"""CuDFKD's synthesizer (docs/methods/cudfkd.md): the core's persistent generator with CuDFKD's
+own terms, an adversarial weight that follows a per-epoch schedule, and a self-paced student loss.
 """
 
 from __future__ import annotations

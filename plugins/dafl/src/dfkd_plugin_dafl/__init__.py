@@ -3,7 +3,8 @@
 from dfkd.api import hookimpl
 from dfkd_plugin_dafl.options import DAFLOptions
 
-#: the DataFree script for CIFAR-10 wrn40_2 → wrn16_1 (methods.md §1)
+#: the DataFree script for CIFAR-10 wrn40_2 → wrn16_1
+#: (docs/methods/dafl.md#loop-and-hyperparameters)
 CIFAR10 = {
     "epochs": 200,
     "ep_steps": 400,

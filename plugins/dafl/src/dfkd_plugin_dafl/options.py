@@ -1,5 +1,5 @@
 """DAFL's options; the defaults are the DataFree script for CIFAR-10 wrn40_2 → wrn16_1
-(methods.md §1). Torch-free: `dfkd list-methods --options` reads it."""
+(docs/methods/dafl.md). Torch-free: `dfkd list-methods --options` reads it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class DAFLOptions(GenerativeOptions):
     T: float = option(
         1.0,
         "Temperature of the student's KD loss. The reference forces T = 1 for DAFL whatever its "
-        "script passes (methods.md §0.7).",
+        "script passes (docs/methods/framework.md#kd-engine).",
     )
     nz: int = option(512, "Latent size of the generator.")
     oh: float = option(1.0, "Weight of the one-hot loss CE(t, argmax t).")

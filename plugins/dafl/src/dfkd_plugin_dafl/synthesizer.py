@@ -1,5 +1,5 @@
 """DAFL's synthesizer: the shared persistent generator with one-hot, activation and
-class-balance terms (methods.md §1). Everything but the weights is the core's."""
+class-balance terms (docs/methods/dafl.md). Everything but the weights is the core's."""
 
 from __future__ import annotations
 

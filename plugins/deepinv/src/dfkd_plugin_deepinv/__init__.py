@@ -8,7 +8,8 @@ from dfkd.api import hookimpl
 from dfkd_plugin_deepinv.options import DeepInvOptions
 
 PRESETS = {
-    # DataFree's scripts/deepinv/deepinv_cifar10_wrn402_wrn161.sh (methods.md §4.1).
+    # DataFree's scripts/deepinv/deepinv_cifar10_wrn402_wrn161.sh
+    # (docs/methods/deepinv.md#loop-and-hyperparameters).
     "cifar10": {
         "bn": 10.0,
         "oh": 1.0,

@@ -1,4 +1,5 @@
-"""`dfkd invert`: NVlabs DeepInversion of one batch from a trained classifier (methods.md §4.2-3).
+"""`dfkd invert`: NVlabs DeepInversion of one batch from a trained classifier
+(docs/methods/deepinv.md#nvlabs-imagenet-script and the CIFAR-10 script after it).
 
 The pixels of a noise batch are optimised until the network classifies them as the targets while
 each BatchNorm layer sees the statistics it recorded in training, under smoothness and norm priors;
@@ -204,7 +205,8 @@ class Inverter:
         """The terms for the jittered (maybe downsampled) batch ``x_jit``, and the teacher's logits.
 
         total = main·CE(T(x̃), y) + r_feature·Σ s_l r_l + tv_l2·TV₂(x̃) + tv_l1·TV₁(x̃)
-        + l2·mean_i‖x̃_i‖₂ [+ adi·(1 − clamp(JS(V(x̃), T(x̃); 3), 0, 1))]   (methods.md §4.2)
+        + l2·mean_i‖x̃_i‖₂ [+ adi·(1 − clamp(JS(V(x̃), T(x̃); 3), 0, 1))]
+        (docs/methods/deepinv.md#nvlabs-imagenet-script)
         """
         cfg = self.cfg
         with self.autocast():

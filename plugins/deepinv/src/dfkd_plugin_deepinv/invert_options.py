@@ -1,8 +1,8 @@
 """What `dfkd invert` can be asked: its options, the reference's three settings and the presets.
 
 Torch-free, so that building the CLI (and `dfkd --help`) stays cheap. The defaults are the
-NVlabs ImageNet README command (methods.md §4.2); a preset replaces some of them and explicit
-command-line values replace the preset's.
+NVlabs ImageNet README command (docs/methods/deepinv.md#nvlabs-imagenet-script); a preset replaces
+some of them and explicit command-line values replace the preset's.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ class InvertConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # NVlabs' CIFAR-10 script with the README's "better" command (methods.md §4.3): one stage of
+    # NVlabs' CIFAR-10 script with the README's "better" command
+    # (docs/methods/deepinv.md#nvlabs-cifar-10-script): one stage of
     # 2000 iterations, Adam's default betas, constant LR, no clipping, jitter ±2, no flip, no
     # first-layer multiplier, TV_2 1e-3 (di_var_scale), no L2.
     "cifar10": {

@@ -1,4 +1,5 @@
-"""DeepInversion's options (methods.md §4.1). Torch-free: `dfkd list-methods --options` reads it.
+"""DeepInversion's options (docs/methods/deepinv.md). Torch-free: `dfkd list-methods --options`
+reads it.
 
 The defaults are the DataFree benchmark's CIFAR-10 script (wrn40_2 -> wrn16_1), so the
 `cifar10` preset only has to name them.

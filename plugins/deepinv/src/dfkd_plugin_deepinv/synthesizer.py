@@ -1,4 +1,5 @@
-"""DeepInversion with the ADI competition term, as the DataFree benchmark runs it (methods.md §4.1).
+"""DeepInversion with the ADI competition term, as the DataFree benchmark runs it
+(docs/methods/deepinv.md#the-datafree-benchmark).
 
 Each synthesis round optimises a fresh batch of pixels directly (no generator): the teacher must
 classify it as sorted random targets while its BatchNorm layers see the statistics they were
@@ -73,7 +74,8 @@ class DeepInvSynthesizer(Synthesizer):
 
         ``total`` = bn·Σ r_l + oh·CE(t, y) + adv·(−JS(s, t; T)) + tv·TV₁(x) + l2·‖x‖₂, with t and s
         the teacher's and the student's logits on the jittered, maybe flipped batch, while the
-        smoothness and norm priors look at the un-jittered pixels (methods.md §4.1).
+        smoothness and norm priors look at the un-jittered pixels
+        (docs/methods/deepinv.md#the-datafree-benchmark).
         """
         o = self.options
         x_jit = jitter_flip(x, self.jitter, flip=o.flip, generator=self.rng)

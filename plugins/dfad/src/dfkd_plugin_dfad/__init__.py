@@ -3,7 +3,8 @@
 from dfkd.api import hookimpl
 from dfkd_plugin_dfad.options import DFADOptions
 
-#: VainF's DFAD_cifar.py as run in its README (ResNet-34 → ResNet-18, methods.md §7); one
+#: VainF's DFAD_cifar.py as run in its README (ResNet-34 → ResNet-18,
+#: docs/methods/dfad.md#loop-and-hyperparameters); one
 #: reference "epoch" is 50 iterations of (5 student steps, 1 generator step); `--scheduler`
 #: divides both rates by 10 at epochs 100 and 200
 CIFAR10 = {

@@ -1,5 +1,6 @@
 """DFAD's options; the defaults are VainF's CIFAR-10 script (ResNet-34 → ResNet-18,
-methods.md §7) in the shared loop's terms. Torch-free: `dfkd list-methods --options` reads it."""
+docs/methods/dfad.md) in the shared loop's terms. Torch-free: `dfkd list-methods --options` reads
+it."""
 
 from __future__ import annotations
 

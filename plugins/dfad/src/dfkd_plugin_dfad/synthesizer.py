@@ -1,5 +1,5 @@
 """DFAD's synthesizer: the shared persistent generator playing an L1 game against the student
-(methods.md §7). What is DFAD's own is the L1 on logits, for both players, and that its
+(docs/methods/dfad.md). What is DFAD's own is the L1 on logits, for both players, and that its
 generator and student stay in train mode throughout."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ method."""
 from dfkd.api import hookimpl
 from dfkd_plugin_dfq.options import DFQOptions
 
-#: the DataFree script for CIFAR-10 wrn40_2 → wrn16_1 (methods.md §3)
+#: the DataFree script for CIFAR-10 wrn40_2 → wrn16_1 (docs/methods/dfq.md#loop-and-hyperparameters)
 CIFAR10 = {
     "epochs": 200,
     "ep_steps": 400,

@@ -1,5 +1,5 @@
 """DFQ's options; the defaults are the DataFree script for CIFAR-10 wrn40_2 → wrn16_1
-(methods.md §3). Torch-free: `dfkd list-methods --options` reads it."""
+(docs/methods/dfq.md). Torch-free: `dfkd list-methods --options` reads it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class DFQOptions(GenerativeOptions):
     T: float = option(
         1.0,
         "Temperature of the student's KD loss. The reference forces T = 1 for DFQ whatever its "
-        "script passes (methods.md §0.7).",
+        "script passes (docs/methods/framework.md#kd-engine).",
     )
     bn: float = option(1.0, "Weight of the teacher BatchNorm-statistics loss.")
     oh: float = option(1.0, "Weight of the one-hot loss CE(t, argmax t).")

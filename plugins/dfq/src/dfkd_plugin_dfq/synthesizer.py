@@ -1,5 +1,5 @@
 """DFQ's synthesizer: the shared persistent generator on BN statistics, one-hot, adversarial
-and class-balance terms (methods.md §3). Everything but the weights is the core's."""
+and class-balance terms (docs/methods/dfq.md). Everything but the weights is the core's."""
 
 from __future__ import annotations
 

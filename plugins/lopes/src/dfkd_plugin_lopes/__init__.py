@@ -7,7 +7,8 @@ it runs.
 from dfkd.api import hookimpl
 from dfkd_plugin_lopes.options import LopesOptions
 
-#: the reference's MNIST pipeline where the shared loop can express it (methods.md §8): 1000
+#: the reference's MNIST pipeline where the shared loop can express it
+#: (docs/methods/lopes.md#loop-and-hyperparameters): 1000
 #: Adam steps per batch of 64, 100 batches per class, T = 8; the student's Adam(1e-3) becomes
 #: the loop's SGD with a cosine schedule, at the lr that kept the student alive on Fashion-MNIST
 MNIST = {

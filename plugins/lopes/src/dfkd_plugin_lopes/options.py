@@ -1,4 +1,5 @@
-"""Lopes et al.'s options (methods.md §8). Torch-free: `dfkd list-methods --options` reads it.
+"""Lopes et al.'s options (docs/methods/lopes.md). Torch-free: `dfkd list-methods --options`
+reads it.
 
 The defaults are the reference's MNIST settings where the shared loop allows them: 1000 Adam
 steps per reconstructed batch, inputs initialised N(0.15, 0.1) in pixel space, temperature 8.

@@ -1,5 +1,6 @@
-"""Lopes et al. 2017 (methods.md §8): optimise input batches until the teacher's activations match
-targets drawn from its activation records, keep them as the transfer set, distil on it.
+"""Lopes et al. 2017 (docs/methods/lopes.md): optimise input batches until the teacher's
+activations match targets drawn from its activation records, keep them as the transfer set, distil
+on it.
 
 Each `synthesize()` reconstructs one batch of ``syn_batch`` images whose classes cycle through
 all classes, and adds it to an ImagePool in the run's ``images/`` folder, until the pool holds

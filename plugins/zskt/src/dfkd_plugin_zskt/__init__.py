@@ -4,7 +4,8 @@ method."""
 from dfkd.api import hookimpl
 from dfkd_plugin_zskt.options import ZSKTOptions
 
-#: the DataFree script for CIFAR-10 wrn40_2 → wrn16_1 (methods.md §2)
+#: the DataFree script for CIFAR-10 wrn40_2 → wrn16_1
+#: (docs/methods/zskt.md#loop-and-hyperparameters)
 CIFAR10 = {
     "epochs": 200,
     "ep_steps": 400,

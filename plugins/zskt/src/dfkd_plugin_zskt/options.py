@@ -1,5 +1,5 @@
 """ZSKT's options; the defaults are the DataFree script for CIFAR-10 wrn40_2 → wrn16_1
-(methods.md §2). Torch-free: `dfkd list-methods --options` reads it."""
+(docs/methods/zskt.md). Torch-free: `dfkd list-methods --options` reads it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class ZSKTOptions(GenerativeOptions):
     T: float = option(
         1.0,
         "Temperature of the student's KD loss. The reference forces T = 1 for ZSKT whatever its "
-        "script passes (methods.md §0.7); the paper also used 1.",
+        "script passes (docs/methods/framework.md#kd-engine); the paper also used 1.",
     )
     adv: float = option(1.0, "Weight of the adversarial loss −KL(t‖s; T=1).")
     at_beta: float = option(

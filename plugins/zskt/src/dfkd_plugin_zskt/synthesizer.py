@@ -1,5 +1,5 @@
 """ZSKT's synthesizer: the shared persistent generator, trained only to make the student
-disagree with the teacher (methods.md §2), plus the paper's optional attention transfer."""
+disagree with the teacher, plus the paper's optional attention transfer (docs/methods/zskt.md)."""
 
 from __future__ import annotations
 
