@@ -224,7 +224,7 @@ def _assert_same_tensors(a: dict[str, Any], b: dict[str, Any], what: str) -> Non
 
 def _scores(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Metric rows without their timings: what an exact resume must repeat."""
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+    return [{k: v for k, v in row.items() if not k.startswith("seconds")} for row in rows]
 
 
 _TWO_PROCESS_SCRIPT = """

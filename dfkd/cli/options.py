@@ -24,4 +24,12 @@ Download = Annotated[bool, typer.Option("--download", help="Download the dataset
 Out = Annotated[str, typer.Option("--out", "-O", help="Run directory (default runs/<date>-...).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")]
 Resume = Annotated[str, typer.Option(help="Continue the run in this directory.", metavar="RUN_DIR")]
+LogWith = Annotated[
+    str,
+    typer.Option(
+        help="Also log each epoch to trackers: tensorboard, wandb, ... (comma-separated; "
+        "TensorBoard: tensorboard --logdir RUN_DIR).",
+        metavar="TRACKERS",
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or epoch lines.")]

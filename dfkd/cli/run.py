@@ -38,6 +38,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         out: opts.Out = None,
         overwrite: opts.Overwrite = False,
         resume: opts.Resume = None,
+        log_with: opts.LogWith = None,
         quiet: opts.Quiet = False,
         show_help: Annotated[
             bool, typer.Option("--help", "-h", help="Show this and the method's options.")

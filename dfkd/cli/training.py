@@ -17,6 +17,7 @@ from dfkd.cli.options import (
     Dataset,
     Download,
     Epochs,
+    LogWith,
     Lr,
     Out,
     Overwrite,
@@ -52,6 +53,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         out: Out = None,
         overwrite: Overwrite = False,
         resume: Resume = None,
+        log_with: LogWith = None,
         quiet: Quiet = False,
     ) -> None:
         """Train a model from scratch; its best weights become the default teacher."""
@@ -95,6 +97,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         out: Out = None,
         overwrite: Overwrite = False,
         resume: Resume = None,
+        log_with: LogWith = None,
         quiet: Quiet = False,
     ) -> None:
         """Vanilla KD: alpha*KL(t||s;T)*T^2 + beta*CE on a transfer set (default: the dataset)."""

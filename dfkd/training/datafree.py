@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from dfkd.training.setup import (
     make_accelerator,
     open_run,
     resume_options,
+    run_path,
     seed_everything,
     weights_meta,
 )
@@ -48,6 +50,7 @@ class RunConfig:
     download: bool = False
     out: str | None = None
     overwrite: bool = False
+    log_with: str | None = None
 
 
 def method_options(plugins: Plugins, cfg: RunConfig) -> tuple[Any, Any]:
@@ -92,6 +95,7 @@ class DataFreeJob(Job):
         self.model, self.optimizer = accelerator.prepare(student, optimizer)
         self.last_images: torch.Tensor | None = None
         self.global_step = 0
+        self.synthesis_seconds = 0.0  # this epoch's, so a benchmark can split synthesis cost
 
     def stateful(self) -> dict[str, Any]:
         return {
@@ -115,7 +119,9 @@ class DataFreeJob(Job):
         return rounds if self.warming_up(epoch) else rounds * self.options.kd_steps
 
     def _synthesize(self) -> dict[str, float]:
+        started = time.perf_counter()
         result = self.synthesizer.synthesize()
+        self.synthesis_seconds += time.perf_counter() - started
         if not isinstance(result, SynthesisResult):
             raise DfkdError(
                 f"{type(self.synthesizer).__name__}.synthesize() returned "
@@ -153,6 +159,11 @@ class DataFreeJob(Job):
             self.scheduler.step()
         extras: dict[str, Any] = dict(self.synthesizer.end_epoch(epoch))
         extras["lr"] = self.optimizer.param_groups[0]["lr"]
+        extras["seconds_synthesis"] = round(self.synthesis_seconds, 3)
+        self.synthesis_seconds = 0.0
+        if self.accelerator.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(self.accelerator.device)
+            extras["gpu_peak_mb"] = round(peak / 2**20, 1)
         if self.last_images is not None:
             extras["images"] = self.last_images
         return extras
@@ -192,7 +203,9 @@ def run_datafree(
     teacher, t_spec, teacher_path = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
     student, s_spec = build(cfg.student, source, plugins)
     test_images, test_labels = source.load("test")
-    accelerator = make_accelerator(cfg.mixed_precision, cfg.cpu)
+    model = f"{cfg.method}-{cfg.student}"
+    path = Path(resume) if resume else run_path("run", model, cfg.dataset, cfg.out)
+    accelerator = make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.log_with, path)
     seed_everything(cfg.seed, accelerator.process_index)
     if resume:
         run = RunDir(Path(resume))
@@ -202,9 +215,9 @@ def run_datafree(
             accelerator,
             "run",
             record,
-            model=f"{cfg.method}-{cfg.student}",
+            model=model,
             dataset=cfg.dataset,
-            out=cfg.out,
+            out=str(path),
             overwrite=cfg.overwrite,
             plugin_versions={entry.provider: entry.version},
         )

@@ -20,6 +20,7 @@ import torch
 from dfkd.errors import DfkdError, UsageError
 from dfkd.fileio import write_atomic
 from dfkd.training.runs import RunDir
+from dfkd.training.tracking import end_tracking, log_epoch, start_tracking
 from dfkd.weights import save_weights
 
 CHECKPOINT = "checkpoint.pt"
@@ -116,11 +117,13 @@ class Loop:
             self.reporter = SilentReporter()  # one progress display per run, not per process
         first_epoch, best = self._restore(job) if resume else (0, -1.0)
         self.reporter.start(self.epochs, first_epoch)
+        start_tracking(self.accelerator, self.run)
         try:
             for epoch in range(first_epoch, self.epochs):
                 best = self._one_epoch(job, epoch, best)
         finally:
             self.reporter.close()
+            end_tracking(self.accelerator)
         model = self.accelerator.unwrap_model(job.model)
         return Outcome(self.run.read_metrics(), self.weights_path, self.best_path, model)
 
@@ -161,6 +164,7 @@ class Loop:
 
                 save_grid(extras["images"].float().cpu(), self.run.path / "samples.png")
             self.run.append_metrics(row)
+            log_epoch(self.accelerator, row, extras.get("images"))
             meta = {**self.weights_meta, "top1": scores.get("top1"), "epoch": epoch + 1}
             save_weights(model, self.weights_path, meta)
             if is_best:

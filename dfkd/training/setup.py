@@ -15,16 +15,31 @@ from dfkd.plugins import Plugins, get_plugins
 from dfkd.weights import load_weights, read_meta
 
 
-def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Any:
+def make_accelerator(
+    mixed_precision: str = "no",
+    cpu: bool = False,
+    log_with: str | None = None,
+    project_dir: str | Path | None = None,
+) -> Any:
+    """The run's accelerator; ``log_with`` (``--log-with``) names trackers writing under
+    ``project_dir``, the run directory."""
     from accelerate import Accelerator
 
+    from dfkd.training.tracking import tracker_names
+
+    trackers = tracker_names(log_with)
     if mixed_precision not in ("no", "fp16", "bf16"):
         raise UsageError(f"--mixed-precision must be no, fp16 or bf16, not '{mixed_precision}'.")
     # Without cpu=True, accelerate only forms a CPU process group when asked to: under torchrun
     # on a machine without CUDA every process would run alone and write the same run directory.
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         cpu = True
-    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    return Accelerator(
+        mixed_precision=mixed_precision,
+        cpu=cpu,
+        log_with=trackers or None,
+        project_dir=str(project_dir) if trackers else None,
+    )
 
 
 def seed_everything(seed: int, rank: int = 0) -> None:
@@ -122,6 +137,14 @@ def weights_meta(spec: ModelSpec, source: Any, **extra: Any) -> dict[str, Any]:
     }
 
 
+def run_path(command: str, model: str, dataset: str, out: str | None) -> Path:
+    """Where a new run goes: ``--out``, or a fresh ``runs/<date>-...`` (known before the
+    accelerator is made, since trackers write there)."""
+    from dfkd.training.runs import default_run_path
+
+    return Path(out) if out else default_run_path(command, model, dataset)
+
+
 def open_run(
     accelerator: Any,
     command: str,
@@ -134,9 +157,9 @@ def open_run(
     plugin_versions: dict[str, str] | None = None,
 ) -> Any:
     """Create the run directory (main process) and record everything needed to reproduce it."""
-    from dfkd.training.runs import create_run, default_run_path, versions
+    from dfkd.training.runs import create_run, versions
 
-    path = Path(out) if out else default_run_path(command, model, dataset)
+    path = run_path(command, model, dataset, out)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         run = create_run(path, overwrite=overwrite)

@@ -27,6 +27,7 @@ from dfkd.training.setup import (
     make_accelerator,
     open_run,
     resume_options,
+    run_path,
     seed_everything,
     weights_meta,
 )
@@ -52,6 +53,7 @@ class TrainConfig:
     download: bool = False
     out: str | None = None
     overwrite: bool = False
+    log_with: str | None = None
 
 
 @dataclass
@@ -145,10 +147,11 @@ class SupervisedJob(Job):
 
 def _prepare(cfg: TrainConfig, command: str, model_name: str, resume: str | None) -> Any:
     """Options (from the run when resuming), accelerator and seeds, the open run directory."""
-    accelerator = make_accelerator(cfg.mixed_precision, cfg.cpu)
+    path = Path(resume) if resume else run_path(command, model_name, cfg.dataset, cfg.out)
+    accelerator = make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.log_with, path)
     seed_everything(cfg.seed, accelerator.process_index)  # models are built; streams per process
     if resume:
-        run = RunDir(Path(resume))
+        run = RunDir(path)
     else:
         run = open_run(
             accelerator,
@@ -156,7 +159,7 @@ def _prepare(cfg: TrainConfig, command: str, model_name: str, resume: str | None
             dataclasses.asdict(cfg),
             model=model_name,
             dataset=cfg.dataset,
-            out=cfg.out,
+            out=str(path),
             overwrite=cfg.overwrite,
         )
     return accelerator, run
