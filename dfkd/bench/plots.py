@@ -1,0 +1,158 @@
+"""PNG plots of runs: the curves behind a bench table, and ``dfkd plot``'s comparison.
+
+matplotlib draws off-screen (Agg), so plotting works on a headless training machine; it is
+imported here, never by ``dfkd --help``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dfkd.errors import UsageError
+from dfkd.fileio import atomic_path
+from dfkd.training.runs import RunDir
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
+def _top1(run_dir: Path) -> list[dict[str, Any]]:
+    return [r for r in RunDir(run_dir).read_metrics() if "top1" in r]
+
+
+def _band(curves: list[list[float]]) -> tuple[Any, Any]:
+    """Mean and std over seeds of the epochs every seed reached."""
+    import numpy as np
+
+    n = min(len(c) for c in curves)
+    values = np.array([c[:n] for c in curves], dtype=float)
+    std = values.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(n)
+    return values.mean(axis=0), std
+
+
+def _pair_axes(plt: Any, pairs: list[str], xlabel: str) -> tuple[Any, Any]:
+    fig, axes = plt.subplots(
+        1, len(pairs), figsize=(5.5 * len(pairs), 4.2), squeeze=False, sharey=True
+    )
+    for ax, pair in zip(axes[0], pairs, strict=True):
+        ax.set_title(pair)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("top-1 % (test split)")
+    return fig, axes[0]
+
+
+def _legend(ax: Any) -> None:
+    """The methods' legend, or a note where every cell of the pair failed."""
+    if ax.get_lines():
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no finished cells", ha="center", va="center", transform=ax.transAxes)
+
+
+def accuracy_curves(groups: list[Any], pairs: list[str], path: Path) -> Path:
+    """Top-1 per epoch for every (method, variant) of each pair: the mean over seeds, with a
+    band of ± one standard deviation."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, axes = _pair_axes(plt, pairs, "epoch")
+    for ax, pair in zip(axes, pairs, strict=True):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        for group in (g for g in groups if g.pair == pair and g.done):
+            curves = [[r["top1"] for r in _top1(Path(c["dir"]))] for c in group.done]
+            mean, std = _band(curves)
+            epochs = np.arange(1, len(mean) + 1)
+            (line,) = ax.plot(epochs, mean, label=f"{group.row} ({len(curves)} seeds)")
+            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        _legend(ax)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def accuracy_against_time(groups: list[Any], pairs: list[str], path: Path) -> Path:
+    """Top-1 against training minutes (mean over seeds), every method of a pair on one axes:
+    which method gets where for what it costs."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, axes = _pair_axes(plt, pairs, "training minutes (sum of epoch times)")
+    for ax, pair in zip(axes, pairs, strict=True):
+        for group in (g for g in groups if g.pair == pair and g.done):
+            runs = [_top1(Path(c["dir"])) for c in group.done]
+            accuracy, _ = _band([[r["top1"] for r in rows] for rows in runs])
+            minutes, _ = _band(
+                [list(np.cumsum([r.get("seconds", 0.0) for r in rows]) / 60) for rows in runs]
+            )
+            ax.plot(minutes, accuracy, marker=".", label=group.row)
+        _legend(ax)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def sample_grid(groups: list[Any], rows: list[str], pairs: list[str], path: Path) -> Path:
+    """Each cell's ``samples.png`` (its lowest seed's), tiled: rows are methods, columns pairs."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(
+        len(rows), len(pairs), figsize=(3 * len(pairs), 3.2 * len(rows)), squeeze=False
+    )
+    places = {(g.row, g.pair): g for g in groups}
+    for i, row in enumerate(rows):
+        for j, pair in enumerate(pairs):
+            ax = axes[i][j]
+            ax.axis("off")
+            group = places.get((row, pair))
+            cells = [] if group is None else sorted(group.done + group.failed, key=_seed)
+            found = next((Path(c["dir"]) / "samples.png" for c in cells if _has_samples(c)), None)
+            ax.set_title(f"{row}\n{pair}", fontsize="small")
+            if found is None:
+                ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
+            else:
+                ax.imshow(plt.imread(found), cmap="gray")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _seed(record: dict[str, Any]) -> int:
+    return record["seed"]
+
+
+def _has_samples(record: dict[str, Any]) -> bool:
+    return (Path(record["dir"]) / "samples.png").is_file()
+
+
+def plot_runs(run_dirs: list[Path], out: Path) -> Path:
+    """``dfkd plot``: the top-1 curve of each run, finished or still training, on one axes."""
+    runs = []
+    for run_dir in run_dirs:
+        rows = _top1(run_dir)
+        if not rows:
+            raise UsageError(f"{run_dir} has no accuracy yet (no top1 rows in metrics.jsonl).")
+        runs.append((run_dir, rows))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    for run_dir, rows in runs:
+        ax.plot(
+            [r["epoch"] for r in rows], [r["top1"] for r in rows], marker=".", label=run_dir.name
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("top-1 % (test split)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save(fig, out)

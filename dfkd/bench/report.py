@@ -1,0 +1,263 @@
+"""The bench report: the table researchers publish, its cost, and the pictures behind them.
+
+Built from the cell directories alone (``cell.json`` and ``metrics.jsonl``), so
+``dfkd bench --report-only`` rebuilds it at any time, also while cells still run. Tables lead
+with the last epoch, the number a data-free method can honestly claim; the best epoch is
+chosen by looking at the test set and is always labelled so.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dfkd.bench.runner import CELL_FILE, CELLS, read_cell
+from dfkd.errors import UsageError
+from dfkd.fileio import write_atomic
+
+REPORT = "report.md"
+TABLE = "report.csv"
+COST = "cost.md"
+ACCURACY_PNG = "accuracy.png"
+TIME_PNG = "accuracy_vs_time.png"
+SAMPLES_PNG = "samples.png"
+
+
+@dataclass
+class Group:
+    """One table cell: a (method, variant) row at a pair column, over its seeds."""
+
+    method: str
+    variant: str
+    pair: str
+    done: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def row(self) -> str:
+        return f"{self.method} [{self.variant}]" if self.variant else self.method
+
+    def mean(self, key: str) -> float | None:
+        values = [c[key] for c in self.done if c.get(key) is not None]
+        return statistics.mean(values) if values else None
+
+    def std(self, key: str) -> float | None:
+        values = [c[key] for c in self.done if c.get(key) is not None]
+        return statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+
+    def agreement_mean(self) -> float | None:
+        values = [c["best_by_agreement"]["top1"] for c in self.done if c.get("best_by_agreement")]
+        return statistics.mean(values) if values else None
+
+    def maximum(self, key: str) -> float | None:
+        values = [c[key] for c in self.done if c.get(key) is not None]
+        return max(values) if values else None
+
+
+def load_cells(bench_dir: Path) -> list[dict[str, Any]]:
+    """Every cell with a ``cell.json``, in seed order within its group."""
+    root = bench_dir / CELLS
+    if not root.is_dir():
+        raise UsageError(f"{bench_dir} holds no bench cells ({root} is missing).")
+    records = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        record = read_cell(path)
+        if record is not None:
+            records.append(record | {"dir": str(path)})
+    if not records:
+        raise UsageError(f"No cell in {root} has ended yet (none has a {CELL_FILE}).")
+    return sorted(records, key=lambda r: r["seed"])
+
+
+def group_cells(records: list[dict[str, Any]]) -> tuple[list[Group], list[str], list[str]]:
+    """Groups in first-seen order, with the row labels and pair columns of the table."""
+    groups: dict[tuple[str, str, str], Group] = {}
+    for record in records:
+        key = (record["method"], record["variant"], record["pair"])
+        group = groups.setdefault(key, Group(*key))
+        (group.done if record["status"] == "done" else group.failed).append(record)
+    rows = list(dict.fromkeys(g.row for g in groups.values()))
+    pairs = list(dict.fromkeys(g.pair for g in groups.values()))
+    return list(groups.values()), rows, pairs
+
+
+def write_report(bench_dir: Path) -> list[Path]:
+    """Write report.md, report.csv, cost.md and the three PNGs; return their paths."""
+    records = load_cells(bench_dir)
+    groups, rows, pairs = group_cells(records)
+    by_place = {(g.row, g.pair): g for g in groups}
+    written = []
+    for name, text in (
+        (REPORT, accuracy_markdown(records, by_place, rows, pairs)),
+        (TABLE, table_csv(groups)),
+        (COST, cost_markdown(by_place, rows, pairs)),
+    ):
+        write_atomic(bench_dir / name, lambda tmp, text=text: tmp.write_text(text))
+        written.append(bench_dir / name)
+    from dfkd.bench import plots
+
+    written += [
+        plots.accuracy_curves(groups, pairs, bench_dir / ACCURACY_PNG),
+        plots.accuracy_against_time(groups, pairs, bench_dir / TIME_PNG),
+        plots.sample_grid(groups, rows, pairs, bench_dir / SAMPLES_PNG),
+    ]
+    return written
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _accuracy(group: Group | None) -> str:
+    if group is None:
+        return "—"
+    seeds = len(group.done) + len(group.failed)
+    if not group.done:
+        return f"failed ({seeds} of {seeds})"
+    text = f"{_pct(group.mean('last_top1'))} ± {_pct(group.std('last_top1'))}"
+    text += f" ({_pct(group.mean('best_top1_test_selected'))})"
+    if group.failed:
+        text += f", {len(group.failed)} of {seeds} failed"
+    return text
+
+
+def _table(header: list[str], lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(line) + " |" for line in lines]
+    return "\n".join(out) + "\n"
+
+
+def accuracy_markdown(
+    records: list[dict[str, Any]],
+    by_place: dict[tuple[str, str], Group],
+    rows: list[str],
+    pairs: list[str],
+) -> str:
+    datasets = ", ".join(dict.fromkeys(r["dataset"] for r in records))
+    seeds = sorted({r["seed"] for r in records})
+    header = ["method", *pairs]
+    text = [
+        f"# Benchmark: {datasets}\n",
+        "Top-1 % on the test split: **mean ± std over seeds of the last epoch** (seeds "
+        f"{', '.join(map(str, seeds))}). In brackets: the mean of each seed's best epoch, "
+        "**selected on the test set** (an optimistic number no data-free user could pick).\n",
+        _table(
+            [*header[:1], *(f"{p} (best: test-selected)" for p in pairs)],
+            [[row, *(_accuracy(by_place.get((row, p))) for p in pairs)] for row in rows],
+        ),
+    ]
+    if any(r.get("best_by_agreement") for r in records):
+        text += [
+            "Selected without the test set: mean top-1 % at each seed's epoch of highest "
+            "teacher-student agreement (`agree`).\n",
+            _table(
+                header,
+                [[row, *(_agreement(by_place.get((row, p))) for p in pairs)] for row in rows],
+            ),
+        ]
+    presets = dict.fromkeys(f"{r['method']}: {r['preset'] or 'defaults'}" for r in records)
+    text.append(f"Presets: {'; '.join(presets)}.\n")
+    failures = [r for r in records if r["status"] != "done"]
+    if failures:
+        text.append("Failed cells:\n")
+        text += [f"- `{r['cell']}`: {r['error']}" for r in failures]
+        text.append("")
+    versions: dict[str, str] = {}  # the core's and every method plugin's
+    for record in records:
+        versions |= record.get("versions") or {}
+    if versions:
+        listed = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+        text.append(f"Versions: {listed}.\n")
+    return "\n".join(text)
+
+
+def _agreement(group: Group | None) -> str:
+    return _pct(group.agreement_mean() if group is not None else None)
+
+
+def _cost(group: Group | None) -> str:
+    if group is None or not group.done:
+        return "—"
+    minutes = group.mean("seconds") / 60
+    text = f"{minutes:.1f} min"
+    synthesis = group.mean("seconds_synthesis")
+    if synthesis is not None and group.mean("seconds"):
+        text += f" ({100 * synthesis / group.mean('seconds'):.0f} % synthesis)"
+    rss = group.maximum("peak_rss_mb")
+    if rss is not None:
+        text += f", {rss:.0f} MB RSS"
+    gpu = group.maximum("peak_gpu_mb")
+    if gpu is not None:
+        text += f", {gpu:.0f} MB GPU"
+    return text
+
+
+def cost_markdown(by_place: dict[tuple[str, str], Group], rows: list[str], pairs: list[str]) -> str:
+    return "\n".join(
+        [
+            "# Cost per run\n",
+            "Minutes per run: the mean over seeds of the epochs' own times (start-up and data "
+            "loading left out), with the share spent synthesizing where the run records it. "
+            "Peak memory: the largest resident set of a seed's process (MB), and the GPU's "
+            "allocated peak where there is one.\n",
+            _table(
+                ["method", *pairs],
+                [[row, *(_cost(by_place.get((row, p))) for p in pairs)] for row in rows],
+            ),
+        ]
+    )
+
+
+def table_csv(groups: list[Group]) -> str:
+    """The accuracy and cost tables as one machine-readable row per (method, variant, pair)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "method",
+            "variant",
+            "pair",
+            "preset",
+            "seeds_done",
+            "seeds_failed",
+            "last_top1_mean",
+            "last_top1_std",
+            "best_top1_test_selected_mean",
+            "top1_by_agreement_mean",
+            "minutes_mean",
+            "synthesis_minutes_mean",
+            "peak_rss_mb",
+            "peak_gpu_mb",
+        ]
+    )
+    for g in groups:
+        records = g.done or g.failed
+        minutes = g.mean("seconds")
+        synthesis = g.mean("seconds_synthesis")
+        writer.writerow(
+            [
+                g.method,
+                g.variant,
+                g.pair,
+                records[0]["preset"] or "",
+                len(g.done),
+                len(g.failed),
+                _num(g.mean("last_top1")),
+                _num(g.std("last_top1")),
+                _num(g.mean("best_top1_test_selected")),
+                _num(g.agreement_mean()),
+                _num(minutes / 60 if minutes is not None else None),
+                _num(synthesis / 60 if synthesis is not None else None),
+                _num(g.maximum("peak_rss_mb")),
+                _num(g.maximum("peak_gpu_mb")),
+            ]
+        )
+    return out.getvalue()
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"

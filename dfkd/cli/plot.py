@@ -1,0 +1,28 @@
+"""`dfkd plot`: accuracy curves of runs, finished or still training, in one PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dfkd.cli.console import console, guarded
+from dfkd.plugins import Plugins
+
+
+def add_commands(app: typer.Typer, plugins: Plugins) -> None:
+    @app.command(rich_help_panel="Results")
+    @guarded
+    def plot(
+        run_dirs: Annotated[
+            list[Path], typer.Argument(help="Run directories.", metavar="RUN_DIR...")
+        ],
+        out: Annotated[str, typer.Option("--out", "-O", help="PNG file to write.")] = (
+            "accuracy.png"
+        ),
+    ) -> None:
+        """Draw the test top-1 per epoch of each run on one axes (label: the run's folder)."""
+        from dfkd.bench.plots import plot_runs
+
+        console.print(str(plot_runs(run_dirs, Path(out))), highlight=False)

@@ -1,0 +1,333 @@
+"""`dfkd bench` and `dfkd plot`: matrices, validation, resumable cells, the report and its plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import dfkd_plugin_dafl
+import pytest
+from typer.testing import CliRunner
+
+from dfkd.bench.matrix import Cell, Pair, load_matrix, resolve
+from dfkd.bench.runner import Finished, cell_record, plan, run_bench
+from dfkd.cli import make_app
+from dfkd.errors import UsageError
+from dfkd.plugins import Plugins
+from dfkd.testing import KillAfterEpoch, make_plugins, make_tiny_images
+
+REPO = Path(__file__).resolve().parents[1]
+# a DAFL run of about a second on tiny data
+QUICK = ["ep_steps=2", "kd_steps=1", "batch_size=8", "nz=8", "ngf=4"]
+
+
+def dafl_plugins() -> Plugins:
+    return make_plugins((dfkd_plugin_dafl, "dfkd-plugin-dafl"))
+
+
+@pytest.fixture
+def bench_cli(workdir):
+    app = make_app(dafl_plugins())
+    return lambda *args: CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_a_matrix_from_the_command_line_is_every_method_pair_and_seed(bench_cli, workdir):
+    shown = bench_cli(
+        "bench", "--methods", "dafl", "--pairs", "lenet5:lenet5_half,lenet5_bn:lenet5_half",
+        "--seeds", "2", "--dataset", "tiny", "--preset", "fashion-mnist", "-o", "lr=0.5",
+        "--epochs", "1", "--out", "b", "--dry-run",
+    )  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    lines = [line for line in shown.stdout.splitlines() if "dfkd run" in line]
+    assert [line.split(" ")[0] for line in lines] == [
+        "dafl-lenet5-lenet5_half-seed0",
+        "dafl-lenet5-lenet5_half-seed1",
+        "dafl-lenet5_bn-lenet5_half-seed0",
+        "dafl-lenet5_bn-lenet5_half-seed1",
+    ]
+    assert all("--preset fashion-mnist -o lr=0.5 -o epochs=1" in line for line in lines)
+    assert "--teacher lenet5_bn --student lenet5_half" in lines[2]
+    assert not (workdir / "b").exists()
+
+
+def test_a_bench_file_names_presets_per_method_and_pair_variants_and_seeds(tmp_path):
+    file = _write(
+        tmp_path / "b.toml",
+        """
+dataset = "tiny"
+methods = ["dafl"]
+seeds = [3, 5]
+preset = ["cifar100", "fashion-mnist"]   # the first one the method has
+epochs = 2
+
+[[pairs]]
+teacher = "lenet5"
+student = "lenet5_half"
+teacher_weights = "t.safetensors"
+
+[[pairs]]
+teacher = "lenet5_bn"
+student = "lenet5_half"
+preset = { dafl = "cifar10" }
+
+[method.dafl]
+options = ["nz=8"]
+mixed_precision = "bf16"
+
+[[variants]]
+label = "T20"
+options = ["T=20"]
+
+[[variants]]
+label = "T1"
+options = ["T=1"]
+""",
+    )
+    cells, errors = resolve(load_matrix(file), dafl_plugins())
+    assert errors == []
+    assert len(cells) == 2 * 2 * 2
+    first = cells[0]
+    assert first.name == "dafl-T20-lenet5-lenet5_half-seed3"
+    assert first.preset == "fashion-mnist"
+    assert first.options == ("nz=8", "T=20", "epochs=2")
+    assert first.mixed_precision == "bf16"
+    assert first.pair.teacher_weights == "t.safetensors"
+    assert {c.seed for c in cells} == {3, 5}
+    assert {c.preset for c in cells if c.pair.teacher == "lenet5_bn"} == {"cifar10"}
+    args = first.run_arguments(Path("cell"))
+    assert args[:2] == ["run", "dafl"]
+    assert "--teacher-weights" in args and "--mixed-precision" in args
+
+
+def test_every_bad_cell_is_one_line_and_nothing_runs(bench_cli, workdir):
+    file = _write(
+        workdir / "bad.toml",
+        """
+dataset = "tiny"
+methods = ["dafl", "dafel"]
+preset = "cifar100"
+[method.dafl]
+preset = "fashion-mnist"
+[[pairs]]
+teacher = "lenet5"
+student = "lenet5_half"
+[[pairs]]
+teacher = "lenet9"
+student = "lenet5_half"
+[[variants]]
+label = "typo"
+options = ["lrr=0.1"]
+""",
+    )
+    done = bench_cli("bench", file, "--out", "b")
+    assert done.exit_code == 2
+    lines = done.output.strip().splitlines()
+    assert len(lines) == 4, done.output  # (dafl, dafel) x (lenet5, lenet9), one variant
+    assert all(line.startswith("Error: ") for line in lines)
+    assert "dafl typo lenet5 → lenet5_half: Unknown option 'lrr'" in lines[0]
+    assert "lenet9" in lines[1]
+    assert "dafel" in lines[2] and "dafel" in lines[3]
+    assert not (workdir / "b").exists()
+    preset = bench_cli(
+        "bench", "--methods", "dafl", "--pairs", "lenet5:lenet5_half", "--dataset", "tiny",
+        "--preset", "cifar100", "--dry-run",
+    )  # fmt: skip
+    assert preset.exit_code == 2
+    assert "method dafl has no preset 'cifar100'. Presets: cifar10, fashion-mnist" in preset.output
+
+
+@pytest.mark.parametrize(
+    ("file", "cells", "presets"),
+    [
+        ("fashion-mnist", 7 * 2 * 3, {"fashion-mnist"}),
+        ("cifar10", 7 * 5 * 3, {"cifar10", "cifar10-r34-r18"}),
+        ("cifar100", 7 * 5 * 3, {"cifar10"}),  # no method has a cifar100 preset yet
+    ],
+)
+def test_the_shipped_bench_files_resolve_every_cell(file, cells, presets, workdir):
+    app = make_app(Plugins())  # the installed plugins, as `dfkd bench` sees them
+    done = CliRunner().invoke(app, ["bench", str(REPO / f"benchmarks/{file}.toml"), "--dry-run"])
+    assert done.exit_code == 0, done.output
+    lines = [line for line in done.stdout.splitlines() if "dfkd run" in line]
+    assert len(lines) == cells
+    methods = {line.split(": dfkd run ")[1].split(" ")[0] for line in lines}
+    assert methods == {"dafl", "zskt", "dfq", "deepinv", "cmi", "cudfkd", "dfad"}
+    assert {line.split("--preset ")[1].split(" ")[0] for line in lines} == presets
+
+
+class InProcess:
+    """Runs cells in this process with the test plugins (a bench child only sees installed
+    entry points); ``kill`` names a cell interrupted after its first epoch, like a Ctrl-C."""
+
+    def __init__(self, kill: str | None = None) -> None:
+        self.kill = kill
+        self.calls: list[tuple[str, bool]] = []
+
+    def __call__(self, cell: Cell, run_dir: Path, *, resume: bool, log: Path) -> Finished:
+        from dfkd.training.datafree import RunConfig, run_datafree
+
+        self.calls.append((cell.name, resume))
+        if resume:
+            run_datafree(None, resume=str(run_dir), plugins=dafl_plugins())
+        else:
+            cfg = RunConfig(
+                method=cell.method,
+                teacher=cell.pair.teacher,
+                student=cell.pair.student,
+                dataset=cell.dataset,
+                preset=cell.preset,
+                overrides=list(cell.options),
+                teacher_weights=cell.pair.teacher_weights,
+                seed=cell.seed,
+                out=str(run_dir),
+            )
+            reporter = KillAfterEpoch(1) if cell.name == self.kill else None
+            run_datafree(cfg, reporter=reporter, plugins=dafl_plugins())
+        return Finished(0)
+
+
+def _cells(weights: Path, epochs: int = 2) -> list[Cell]:
+    pair = Pair("lenet5", "lenet5_half", str(weights))
+    options = (*QUICK, f"epochs={epochs}")
+    return [Cell("dafl", pair, seed, "tiny", None, options=options) for seed in (0, 1)]
+
+
+def test_a_killed_bench_skips_finished_cells_and_resumes_the_running_one(
+    tiny_teacher_weights, workdir
+):
+    cells = _cells(tiny_teacher_weights["lenet5"])
+    first, second = (workdir / "b" / "cells" / c.name for c in cells)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(cells, workdir / "b", InProcess(kill=cells[1].name))
+    assert json.loads((first / "cell.json").read_text())["status"] == "done"
+    assert not (second / "cell.json").exists()
+    assert len((second / "metrics.jsonl").read_text().splitlines()) == 1
+    finished_record = (first / "cell.json").read_text()
+
+    again = InProcess()
+    run_bench(cells, workdir / "b", again)
+    assert again.calls == [(cells[1].name, True)]
+    assert (first / "cell.json").read_text() == finished_record
+    record = json.loads((second / "cell.json").read_text())
+    assert (record["status"], record["epochs_done"], record["epochs"]) == ("done", 2, 2)
+
+    run_bench(cells, workdir / "b", third := InProcess())
+    assert third.calls == []
+    with pytest.raises(UsageError, match="holds a run with other overrides"):
+        plan(_cells(tiny_teacher_weights["lenet5"], epochs=3), workdir / "b")
+
+
+def _folder_dataset(root: Path) -> Path:
+    """tiny's images as PNG class folders: a dataset a bench's child processes can open."""
+    from PIL import Image
+
+    for split, (images, labels) in (
+        ("train", make_tiny_images(200, 0)),
+        ("test", make_tiny_images(100, 1)),
+    ):
+        for i, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
+            folder = root / split / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[0].numpy()).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_bench_runs_cells_as_processes_records_a_failure_and_goes_on(workdir):
+    from dfkd.training.supervised import ScratchConfig, train_scratch
+
+    data = _folder_dataset(workdir / "data")
+    dataset = f"folder:{data}"
+    teacher = train_scratch(
+        ScratchConfig(dataset=dataset, model="lenet5", epochs=3, batch_size=32, lr=0.05, out="t"),
+        plugins=make_plugins(),
+    ).weights
+    # the second pair's weights are lenet5's, not lenet5_bn's: that cell fails when it loads them
+    pairs = f"lenet5:lenet5_half@{teacher},lenet5_bn:lenet5_half@{teacher}"
+    done = CliRunner().invoke(
+        make_app(Plugins()),
+        ["bench", "--methods", "dafl", "--pairs", pairs, "--dataset", dataset, "--out", "b",
+         "--epochs", "2", *(f"-o{o}" for o in QUICK)],
+    )  # fmt: skip
+    assert done.exit_code == 1, done.output
+    assert "1 of 2 cells failed" in done.output
+    good = json.loads((workdir / "b/cells/dafl-lenet5-lenet5_half-seed0/cell.json").read_text())
+    bad = json.loads((workdir / "b/cells/dafl-lenet5_bn-lenet5_half-seed0/cell.json").read_text())
+    assert good["status"] == "done" and good["epochs_done"] == 2
+    assert good["peak_rss_mb"] > 50 and good["seconds_synthesis"] > 0
+    assert good["versions"]["dfkd-plugin-dafl"]
+    assert bad["status"] == "failed"
+    assert f"{teacher} holds weights of lenet5, not lenet5_bn." in bad["error"]
+    report = (workdir / "b" / "report.md").read_text()
+    assert "| dafl | " in report and "failed (1 of 1)" in report
+    for name in ("accuracy.png", "accuracy_vs_time.png", "samples.png", "cost.md"):
+        assert (workdir / "b" / name).stat().st_size > 0
+
+
+def _fake_cell(bench: Path, pair: Pair, seed: int, top1: list[float], agree: bool = False) -> None:
+    """A finished cell's directory as `dfkd run` leaves it, with chosen accuracies."""
+    from PIL import Image
+
+    cell = Cell("dafl", pair, seed, "tiny", "fashion-mnist")
+    path = bench / "cells" / cell.name
+    path.mkdir(parents=True)
+    config = {"resolved_options": {"epochs": len(top1)}} | cell.describe()
+    (path / "config.json").write_text(json.dumps({"options": config, "versions": {"dfkd": "x"}}))
+    rows = [
+        {"epoch": i + 1, "top1": t, "seconds": 30.0, "seconds_synthesis": 12.0}
+        | ({"agree": 90.0 - abs(i - 1)} if agree else {})  # highest at the second epoch
+        for i, t in enumerate(top1)
+    ]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    Image.new("RGB", (16, 16), (seed * 100, 0, 0)).save(path / "samples.png")
+    record = cell_record(cell, path, Finished(0, peak_rss_kb=300 * 1024))
+    (path / "cell.json").write_text(json.dumps(record | {"dir": str(path)}))
+
+
+def test_the_report_leads_with_the_last_epoch_and_labels_test_selection(bench_cli, workdir):
+    one, two = Pair("lenet5", "lenet5_half"), Pair("lenet5_bn", "lenet5_half")
+    _fake_cell(workdir / "b", one, 0, [50.0, 81.0, 70.0])
+    _fake_cell(workdir / "b", one, 1, [60.0, 79.0, 80.0])
+    _fake_cell(workdir / "b", two, 0, [40.0, 45.0, 44.0], agree=True)
+    done = bench_cli("bench", "--report-only", "b")
+    assert done.exit_code == 0, done.output
+    report = (workdir / "b" / "report.md").read_text()
+    assert "mean ± std over seeds of the last epoch" in report
+    assert "lenet5 → lenet5_half (best: test-selected)" in report
+    # last 70 / 80: 75 ± 7.07; each seed's best epoch, chosen on the test set: 81 / 80
+    assert "| dafl | 75.00 ± 7.07 (80.50) | 44.00 ± 0.00 (45.00) |" in report
+    # the agreement-selected epoch is the second (agree 90): 45 %; lenet5 rows have no agree
+    assert "| dafl | — | 45.00 |" in report
+    assert "Presets: dafl: fashion-mnist." in report
+    rows = list(csv.DictReader((workdir / "b" / "report.csv").open()))
+    assert [(r["pair"], r["seeds_done"], r["last_top1_mean"]) for r in rows] == [
+        ("lenet5 → lenet5_half", "2", "75"),
+        ("lenet5_bn → lenet5_half", "1", "44"),
+    ]
+    assert rows[0]["minutes_mean"] == "1.5" and rows[0]["synthesis_minutes_mean"] == "0.6"
+    cost = (workdir / "b" / "cost.md").read_text()
+    assert "| dafl | 1.5 min (40 % synthesis), 300 MB RSS | 1.5 min (40 % synthesis)" in cost
+    for name in ("accuracy.png", "accuracy_vs_time.png", "samples.png"):
+        assert (workdir / "b" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_draws_runs_and_refuses_a_folder_without_metrics(bench_cli, workdir):
+    for name, top1 in (("a", [10.0, 20.0]), ("b", [15.0])):
+        (workdir / name).mkdir()
+        rows = [{"epoch": i + 1, "top1": t} for i, t in enumerate(top1)]
+        (workdir / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = bench_cli("plot", "a", "b", "--out", "curves.png")
+    assert done.exit_code == 0, done.output
+    assert (workdir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    (workdir / "empty").mkdir()
+    refused = bench_cli("plot", "a", "empty")
+    assert refused.exit_code == 2
+    assert refused.output.strip() == (
+        "Error: empty has no accuracy yet (no top1 rows in metrics.jsonl)."
+    )
