@@ -23,7 +23,10 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
     @guarded
     def bench(
         file: Annotated[
-            str, typer.Argument(help="Bench file (TOML), e.g. benchmarks/fashion-mnist.toml.")
+            str,
+            typer.Argument(
+                help="Bench file (TOML), e.g. benchmarks/fashion-mnist.toml.", metavar="BENCH_FILE"
+            ),
         ] = None,
         methods: Annotated[str, typer.Option(help="Methods, comma-separated.")] = None,
         pairs: Annotated[
@@ -42,10 +45,14 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             int, typer.Option(help="Seeds 0..N-1 (default 1; overrides a bench file's).")
         ] = None,
         epochs: Annotated[int, typer.Option(help="Epochs of every cell (over presets).")] = None,
+        mixed_precision: opts.Precision = None,
+        data_root: opts.DataRoot = None,
         out: Annotated[
             str,
             typer.Option(
-                "--out", "-O", help="Bench directory (default runs/bench-<file or dataset>)."
+                "--out",
+                "-O",
+                help="Bench directory (default runs/bench-<file>, or -<dataset>-<methods>).",
             ),
         ] = None,
         jobs: Annotated[int, typer.Option(help="Cells run side by side.")] = 1,
@@ -74,12 +81,12 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             raise UsageError("--jobs and --threads-per-job must be at least 1.")
         if file:
             flags = {"--methods": methods, "--pairs": pairs, "--dataset": dataset}
-            flags |= {"--preset": preset, "-o": option}
+            flags |= {"--preset": preset, "-o": option, "--mixed-precision": mixed_precision}
             given = [k for k, v in flags.items() if v]
             if given:
                 raise UsageError(
                     f"{', '.join(given)} cannot be combined with a bench file; edit the file "
-                    "(--seeds and --epochs may override it)."
+                    "(--seeds, --epochs and --data-root may override it)."
                 )
             matrix = load_matrix(Path(file))
             default_out = Path("runs") / f"bench-{Path(file).stem}"
@@ -94,14 +101,18 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
                 seeds=[0],
                 preset=[preset] if preset else [],
                 options=list(option or []),
+                mixed_precision=mixed_precision or "no",
             )
-            default_out = Path("runs") / f"bench-{dataset.replace(':', '_').replace('/', '_')}"
+            name = "-".join([dataset, *matrix.methods])
+            default_out = Path("runs") / f"bench-{name.replace(':', '_').replace('/', '_')}"
         if seeds is not None:
             if seeds < 1:
                 raise UsageError("--seeds must be at least 1.")
             matrix.seeds = list(range(seeds))
         if epochs is not None:
             matrix.epochs = epochs
+        if data_root:  # where the data lives is the machine's business, not the file's
+            matrix.data_root = data_root
         cells, errors = resolve(matrix, plugins)
         if errors:
             for line in errors:
