@@ -140,6 +140,12 @@ options = ["lrr=0.1"]
     )  # fmt: skip
     assert preset.exit_code == 2
     assert "method dafl has no preset 'cifar100'. Presets: cifar10, fashion-mnist" in preset.output
+    twice = bench_cli(
+        "bench", "--methods", "dafl,dafl", "--pairs", "lenet5:lenet5_half", "--dataset", "tiny",
+        "--dry-run",
+    )  # fmt: skip
+    assert twice.exit_code == 2
+    assert "cell dafl-lenet5-lenet5_half-seed0 appears 2 times" in twice.output
 
 
 @pytest.mark.parametrize(("file", "pairs"), [("fashion-mnist", 2), ("cifar10", 5), ("cifar100", 5)])
@@ -292,7 +298,7 @@ def _fake_cell(bench: Path, pair: Pair, seed: int, top1: list[float], agree: boo
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     Image.new("RGB", (16, 16), (seed * 100, 0, 0)).save(path / "samples.png")
     record = cell_record(cell, path, Finished(0, peak_rss_kb=300 * 1024))
-    (path / "cell.json").write_text(json.dumps(record | {"dir": str(path)}))
+    (path / "cell.json").write_text(json.dumps(record))
 
 
 def test_the_report_leads_with_the_last_epoch_and_labels_test_selection(bench_cli, workdir):

@@ -7,6 +7,7 @@ two-hour benchmark fails in a second, with one line per bad cell.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,4 +300,9 @@ def resolve(matrix: Matrix, plugins: Any) -> tuple[list[Cell], list[str]]:
             )
             for seed in matrix.seeds
         ]
+    errors += [
+        f"cell {name} appears {count} times: a method, pair, seed or variant label is listed twice."
+        for name, count in Counter(c.name for c in cells).items()
+        if count > 1
+    ]
     return cells, errors

@@ -62,7 +62,8 @@ class ProgressReporter:
             extra = "".join(
                 f"  {k} {row[k]:.4g}"
                 for k in row
-                if k not in {"epoch", "top1", "top5", "seconds", "best_top1", "images", "lr"}
+                if k not in {"epoch", "top1", "top5", "best_top1", "images", "lr", "gpu_peak_mb"}
+                and not k.startswith("seconds")  # the epoch's time ends the line
                 and isinstance(row[k], float)
             )
             err_console.print(
