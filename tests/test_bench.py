@@ -264,7 +264,7 @@ def test_bench_runs_cells_as_processes_records_a_failure_and_goes_on(workdir):
     done = CliRunner().invoke(
         make_app(Plugins()),
         ["bench", "--methods", "dafl", "--pairs", pairs, "--dataset", dataset, "--out", "b",
-         "--epochs", "2", *(f"-o{o}" for o in QUICK)],
+         "--epochs", "2", "--jobs", "2", *(f"-o{o}" for o in QUICK)],
     )  # fmt: skip
     assert done.exit_code == 1, done.output
     assert "1 of 2 cells failed" in done.output
