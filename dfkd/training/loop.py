@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import torch
 
-from dfkd.errors import DfkdError
+from dfkd.errors import DfkdError, UsageError
 from dfkd.fileio import write_atomic
-from dfkd.training.runs import RunDir
+from dfkd.training.runs import START_OVER, RunDir
 from dfkd.weights import save_weights
 
 CHECKPOINT = "checkpoint.pt"
@@ -178,8 +178,12 @@ class Loop:
     def _restore(self, job: Job) -> tuple[int, float]:
         path = self.run.state_dir / CHECKPOINT
         if not path.exists():
+            self.run.truncate_metrics(0)  # rows of an epoch killed before its checkpoint
             return 0, -1.0
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: one line, not a trace
+            raise UsageError(f"Cannot resume: {path} is damaged. {START_OVER}") from exc
         for name, obj in job.stateful().items():
             target = self.accelerator.unwrap_model(obj) if isinstance(obj, torch.nn.Module) else obj
             target.load_state_dict(state["objects"][name])

@@ -1,0 +1,127 @@
+"""Nothing lost, nothing silent: trained teachers, busy and damaged runs, misleading messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dfkd import hookimpl
+from dfkd.errors import DfkdError
+from dfkd.models import build_model
+from dfkd.synthesis.options import DataFreeOptions
+from dfkd.testing import KillAfterEpoch, make_plugins
+from dfkd.training.runs import RunDir
+from dfkd.training.supervised import ScratchConfig, train_scratch
+from dfkd.weights import save_weights, sidecar_path
+
+
+def scratch(dataset: str = "tiny") -> tuple[str, ...]:
+    """`dfkd scratch` for one quick LeNet-5 epoch on ``dataset``."""
+    return ("scratch", "--model", "lenet5", "--dataset", dataset, "--epochs", "1", "--lr", "0.05")
+
+
+class QuietMethod:
+    """A method that is never built: the commands here stop before any synthesis."""
+
+    @hookimpl
+    def register_methods(self, register):
+        register("quiet", "dfkd.synthesis.base:Synthesizer", "never built", options=DataFreeOptions)
+
+
+@pytest.fixture
+def plugins():
+    """The test plugin set plus one method, so that `dfkd run` can be called."""
+    return make_plugins((QuietMethod(), "dfkd-plugin-quiet"))
+
+
+def scratch_config(**overrides) -> ScratchConfig:
+    values = dict(dataset="tiny", model="lenet5", epochs=1, batch_size=32, lr=0.05, out="runs/r")
+    return ScratchConfig(**(values | overrides))
+
+
+def one_line(done, exit_code: int, text: str) -> None:
+    assert done.exit_code == exit_code, done.output
+    assert text in done.output
+    assert done.output.strip().count("\n") == 0, done.output
+
+
+# 5. Damaged files and failed writes: one line, never a traceback
+
+
+@pytest.mark.parametrize("damage", ["truncated", "text", "sidecar"])
+@pytest.mark.parametrize("command", ["eval", "run"])
+def test_damaged_weights_are_one_line(cli, workdir, plugins, damage, command):
+    path = workdir / "w.safetensors"
+    save_weights(build_model("lenet5", 10, 1, plugins=plugins), path, {"model": "lenet5"})
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "text":
+        path.write_text("these are not weights\n")
+    else:
+        sidecar_path(path).write_text('{"model": "lenet5", "num_cl')
+    if command == "eval":
+        done = cli("eval", "--model", "lenet5", "--dataset", "tiny", "--weights", path)
+    else:
+        args = ("--teacher", "lenet5", "--student", "lenet5_half", "--dataset", "tiny")
+        done = cli("run", "quiet", *args, "--teacher-weights", path)
+    one_line(
+        done, 2, f"{sidecar_path(path)}, the description" if damage == "sidecar" else str(path)
+    )
+    assert not (workdir / "runs").exists()
+
+
+def test_out_naming_a_file_is_one_line(cli, workdir):
+    (workdir / "taken").write_text("a file\n")
+    one_line(cli(*scratch(), "--out", "taken"), 2, "taken is a file, not a run directory")
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(plugins, workdir, monkeypatch):
+    train_scratch(scratch_config(), plugins=plugins)
+    checkpoint = workdir / "runs/r/state/checkpoint.pt"
+    before = checkpoint.read_bytes()
+
+    def full_disk(obj, f, *args, **kwargs):  # what torch.save raises when the disk fills up
+        Path(f).write_bytes(b"the first few bytes")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr("torch.save", full_disk)
+    with pytest.raises(DfkdError, match=r"checkpoint.pt: RuntimeError: .*checkpoint.pt is intact"):
+        train_scratch(scratch_config(epochs=2), plugins=plugins, resume="runs/r")
+    assert checkpoint.read_bytes() == before
+    assert not list((workdir / "runs/r").rglob("*.tmp"))
+
+
+def test_a_failed_metrics_append_is_an_error_not_a_traceback(tmp_path):
+    run = RunDir(tmp_path)
+    run.metrics_file.mkdir()  # any OSError: a folder in the way, a full disk
+    with pytest.raises(DfkdError, match="Could not append to .*metrics.jsonl"):
+        run.append_metrics({"epoch": 1})
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "message"),
+    [
+        ("state/checkpoint.pt", lambda b: b[:300], "runs/r/state/checkpoint.pt is damaged"),
+        ("config.json", lambda b: b[:30], "runs/r/config.json is damaged"),
+        ("config.json", lambda b: b"[]", "runs/r/config.json holds no run options"),
+        ("metrics.jsonl", lambda b: b"{oops\n" + b, "runs/r/metrics.jsonl is damaged at line 1"),
+    ],
+)
+def test_a_damaged_run_stops_its_resume_in_one_line(cli, workdir, name, damage, message):
+    assert cli(*scratch(), "--out", "runs/r").exit_code == 0
+    file = workdir / "runs/r" / name
+    file.write_bytes(damage(file.read_bytes()))
+    done = cli("scratch", "--resume", "runs/r")
+    one_line(done, 2, message)
+    assert "--overwrite" in done.output
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(plugins, workdir):
+    with pytest.raises(KeyboardInterrupt):
+        train_scratch(scratch_config(epochs=2), plugins=plugins, reporter=KillAfterEpoch(1))
+    metrics = workdir / "runs/r/metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"epoch": 2, "top1": 4')  # killed mid-append
+    resumed = train_scratch(scratch_config(epochs=2), plugins=plugins, resume="runs/r")
+    assert [r["epoch"] for r in resumed.metrics] == [1, 2]
+    assert metrics.read_text().endswith("}\n")
