@@ -12,6 +12,11 @@ from typing import Any
 
 from dfkd.errors import DfkdError
 
+# Temporaries are ".<name>.<random>.dfkd.tmp": hidden, next to their target, and recognisable as
+# dfkd's own, so that a run opened for resume can remove those a killed process left behind
+# without touching anybody else's files.
+TEMPORARY_SUFFIX = ".dfkd.tmp"
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -23,7 +28,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent
+        )
         os.close(fd)
     except OSError as exc:
         raise DfkdError(f"Cannot write to {path.parent}: {exc.strerror or exc}.") from exc
@@ -48,6 +55,12 @@ def write_atomic(path: str | Path, writer: Callable[[Path], Any]) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
     write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete the temporaries that writers killed mid-write left anywhere under ``folder``."""
+    for leftover in folder.rglob(f".*{TEMPORARY_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
 
 
 def _reason(exc: BaseException) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,34 @@ def one_line(done, exit_code: int, text: str) -> None:
     assert done.exit_code == exit_code, done.output
     assert text in done.output
     assert done.output.strip().count("\n") == 0, done.output
+
+
+# 2. One writer per run directory
+
+
+def test_a_run_in_use_is_refused_and_a_dead_holder_leaves_no_lock(cli, workdir):
+    assert cli(*scratch(), "--out", "runs/r").exit_code == 0
+    code = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from dfkd.training.runs import RunDir\n"
+        "with RunDir(Path('runs/r')).lock():\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=workdir, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        busy = f"Run runs/r is in use by process {holder.pid}"
+        one_line(cli("scratch", "--resume", "runs/r"), 2, busy)
+        one_line(cli(*scratch(), "--out", "runs/r", "--overwrite"), 2, busy)
+        assert (workdir / "runs/r/model.safetensors").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli("scratch", "--resume", "runs/r").exit_code == 0
 
 
 # 5. Damaged files and failed writes: one line, never a traceback
@@ -125,3 +155,14 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(plugins, workdir):
     resumed = train_scratch(scratch_config(epochs=2), plugins=plugins, resume="runs/r")
     assert [r["epoch"] for r in resumed.metrics] == [1, 2]
     assert metrics.read_text().endswith("}\n")
+
+
+def test_resume_removes_the_temporaries_a_killed_writer_left(plugins, workdir):
+    train_scratch(scratch_config(), plugins=plugins)
+    run = workdir / "runs/r"
+    leftover = run / "state/.checkpoint.pt.k1ll3d_x.dfkd.tmp"  # as write_atomic names them
+    leftover.write_bytes(b"half a checkpoint")
+    mine = run / "notes.tmp"  # a user's file that merely looks temporary
+    mine.write_text("keep me\n")
+    train_scratch(scratch_config(epochs=2), plugins=plugins, resume="runs/r")
+    assert not leftover.exists() and mine.exists()

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import json
+import os
 import platform
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dfkd import __version__
 from dfkd.errors import DfkdError, UsageError
-from dfkd.fileio import write_atomic, write_json
+from dfkd.fileio import remove_temporaries, write_atomic, write_json
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 STATE = "state"
+LOCK = ".lock"
 START_OVER = (
     "Start the run over with its original command and --overwrite, or with --out in another "
     "directory."
@@ -86,6 +91,44 @@ class RunDir:
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
         write_atomic(self.metrics_file, lambda tmp: tmp.write_text(text))
 
+    @contextlib.contextmanager
+    def lock(self, accelerator: Any = None) -> Iterator[None]:
+        """Hold the run while this process writes it; another that tries gets a UsageError.
+
+        ``flock`` on RUN/.lock, with the holder's pid in the file for that message: the OS drops
+        the lock when its holder dies, so a killed run leaves no stale lock behind. Once the
+        lock is held nobody else writes here, so the temporaries of a writer killed mid-write
+        are removed. Given the run's accelerator, only the main process locks, and every
+        process waits until it holds the lock and has cleaned up before writing.
+        """
+        main = accelerator is None or accelerator.is_main_process
+        with self._hold() if main else contextlib.nullcontext():
+            if accelerator is not None:
+                accelerator.wait_for_everyone()
+            yield
+
+    @contextlib.contextmanager
+    def _hold(self) -> Iterator[None]:
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UsageError(f"Cannot write to run directory {self.path}: {exc.strerror}.") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+                raise UsageError(
+                    f"Run {self.path} is in use by process {holder}: wait for it to finish, or "
+                    "stop it first."
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            remove_temporaries(self.path)
+            yield
+        finally:
+            os.close(fd)  # closing the only descriptor releases the lock
+
 
 def default_run_path(command: str, model: str, dataset: str, root: Path = Path("runs")) -> Path:
     """``runs/<date>-<command>-<model>-<dataset>``, with a counter when that name is taken."""
@@ -98,7 +141,8 @@ def default_run_path(command: str, model: str, dataset: str, root: Path = Path("
 
 
 def create_run(path: Path, *, overwrite: bool) -> RunDir:
-    """A fresh run directory; an existing one is replaced only when the user said --overwrite."""
+    """A fresh run directory; an existing one is replaced only when the user said --overwrite,
+    and never while another process writes it."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path} is a file, not a run directory; choose another --out.")
     if path.exists() and any(path.iterdir()):
@@ -109,7 +153,8 @@ def create_run(path: Path, *, overwrite: bool) -> RunDir:
             )
         if not (path / CONFIG).exists():
             raise UsageError(f"Refusing to overwrite {path}: it is not a dfkd run directory.")
-        shutil.rmtree(path)
+        with RunDir(path).lock():
+            shutil.rmtree(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

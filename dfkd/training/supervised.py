@@ -204,7 +204,8 @@ def train_scratch(
         reporter=reporter or SilentReporter(),
         on_best=publish,
     )
-    outcome = loop.fit(job, resume=bool(resume))
+    with run.lock(accelerator):
+        outcome = loop.fit(job, resume=bool(resume))
     outcome.extras["checkpoint"] = target
     outcome.extras["run"] = run.path
     return outcome
@@ -277,7 +278,8 @@ def train_kd(
         weights_meta(s_spec, source, command="kd", teacher=cfg.teacher),
         reporter=reporter or SilentReporter(),
     )
-    outcome = loop.fit(job, resume=bool(resume))
+    with run.lock(accelerator):
+        outcome = loop.fit(job, resume=bool(resume))
     outcome.extras["run"] = run.path
     return outcome
 
