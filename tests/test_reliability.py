@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from dfkd import hookimpl
 from dfkd.errors import DfkdError
@@ -15,7 +17,7 @@ from dfkd.synthesis.options import DataFreeOptions
 from dfkd.testing import KillAfterEpoch, make_plugins
 from dfkd.training.runs import RunDir
 from dfkd.training.supervised import ScratchConfig, train_scratch
-from dfkd.weights import save_weights, sidecar_path
+from dfkd.weights import load_state_file, save_weights, sidecar_path
 
 
 def scratch(dataset: str = "tiny") -> tuple[str, ...]:
@@ -46,6 +48,63 @@ def one_line(done, exit_code: int, text: str) -> None:
     assert done.exit_code == exit_code, done.output
     assert text in done.output
     assert done.output.strip().count("\n") == 0, done.output
+
+
+def tensors_equal(a: Path, b: Path) -> bool:
+    x, y = load_state_file(a), load_state_file(b)
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+# 1. A trained teacher is never silently replaced
+
+
+def test_scratch_makes_only_the_first_teacher_the_default_unless_asked(cli, workdir):
+    default = workdir / "checkpoints/tiny-lenet5.safetensors"
+    first = cli(*scratch(), "--out", "runs/a")
+    assert "teacher checkpoint: checkpoints/tiny-lenet5.safetensors" in first.stdout
+    kept = default.read_bytes()
+
+    second = cli(*scratch(), "--seed", "1", "--out", "runs/b")
+    assert second.exit_code == 0, second.output
+    assert default.read_bytes() == kept
+    assert "teacher checkpoint: runs/b/model-best.safetensors" in second.stdout
+    promote = "import-weights runs/b/model-best.safetensors --model lenet5 --dataset tiny"
+    assert "The default teacher checkpoints/tiny-lenet5.safetensors is unchanged" in second.stderr
+    assert "--teacher-weights runs/b/model-best.safetensors" in second.stderr
+    assert f"'dfkd {promote} --set-default'" in second.stderr
+    # the first run made the default, and recorded it, so a resume of it keeps doing so
+    options = json.loads((workdir / "runs/a/config.json").read_text())["options"]
+    assert options["set_default"] is True
+    assert (
+        json.loads((workdir / "runs/b/config.json").read_text())["options"]["set_default"] is False
+    )
+
+    assert cli(*promote.split(), "--set-default").exit_code == 0  # the suggested command works
+    assert tensors_equal(default, workdir / "runs/b/model-best.safetensors")
+    third = cli(*scratch(), "--seed", "2", "--out", "runs/c", "--set-default")
+    assert "teacher checkpoint: checkpoints/tiny-lenet5.safetensors" in third.stdout
+    assert tensors_equal(default, workdir / "runs/c/model-best.safetensors")
+
+
+def test_import_weights_writes_beside_an_existing_default(cli, workdir, plugins):
+    default = workdir / "checkpoints/tiny-lenet5.safetensors"
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        torch.save(build_model("lenet5", 10, 1, plugins=plugins).state_dict(), f"{seed}.pth")
+    args = ("--model", "lenet5", "--dataset", "tiny")
+    assert cli("import-weights", "1.pth", *args).exit_code == 0
+    assert tensors_equal(default, Path("1.pth"))
+    second = cli("import-weights", "2.pth", *args)
+    assert second.exit_code == 0, second.output
+    assert "wrote checkpoints/tiny-lenet5-2.safetensors" in second.stdout
+    assert "The default teacher checkpoints/tiny-lenet5.safetensors is unchanged" in second.stderr
+    assert tensors_equal(default, Path("1.pth"))
+    assert tensors_equal(workdir / "checkpoints/tiny-lenet5-2.safetensors", Path("2.pth"))
+    assert "tiny-lenet5-3.safetensors" in cli("import-weights", "3.pth", *args).stdout
+    assert cli("import-weights", "3.pth", *args, "--set-default").exit_code == 0
+    assert tensors_equal(default, Path("3.pth"))
+    both = cli("import-weights", "2.pth", *args, "--set-default", "--out", "x.safetensors")
+    one_line(both, 2, "--set-default writes the default teacher checkpoint; drop --out.")
 
 
 # 2. One writer per run directory
