@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from dfkd import hookimpl
-from dfkd.errors import DfkdError
+from dfkd.data import open_dataset
+from dfkd.errors import DfkdError, UsageError
 from dfkd.models import build_model
 from dfkd.synthesis.options import DataFreeOptions
 from dfkd.testing import KillAfterEpoch, make_plugins
@@ -53,6 +56,12 @@ def one_line(done, exit_code: int, text: str) -> None:
 def tensors_equal(a: Path, b: Path) -> bool:
     x, y = load_state_file(a), load_state_file(b)
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def save_images(folder: Path, count: int = 2) -> None:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.new("L", (28, 28), 40 * i).save(folder / f"{i}.png")
 
 
 # 1. A trained teacher is never silently replaced
@@ -225,3 +234,51 @@ def test_resume_removes_the_temporaries_a_killed_writer_left(plugins, workdir):
     mine.write_text("keep me\n")
     train_scratch(scratch_config(epochs=2), plugins=plugins, resume="runs/r")
     assert not leftover.exists() and mine.exists()
+
+
+# 8. Messages that say what is wrong
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "--model", "wrn40_3", "--dataset", "tiny"],
+        ["kd", "--teacher", "wrn40_3", "--student", "lenet5_half", "--dataset", "tiny"],
+        ["run", "quiet", "--teacher", "wrn40_3", "--student", "lenet5_half", "--dataset", "tiny"],
+    ],
+)
+def test_a_misspelt_teacher_is_an_unknown_model_not_missing_weights(cli, args):
+    one_line(cli(*args), 2, "Unknown model 'wrn40_3'. Did you mean 'wrn40_2'")
+
+
+def test_a_folder_with_train_but_no_test_says_so(cli, workdir):
+    for label in ("a", "b"):
+        save_images(workdir / f"shapes/train/{label}")
+    done = cli(*scratch("folder:shapes"))
+    one_line(done, 2, "it has train/<class>/ folders but no test/ (or val/) beside them")
+
+
+def test_a_one_class_folder_is_refused(cli, workdir):
+    for split in ("train", "test"):
+        save_images(workdir / f"one/{split}/cat")
+    done = cli(*scratch("folder:one"))
+    one_line(done, 2, "Dataset folder:one has one class (cat); a classifier needs at least two.")
+    assert not (workdir / "checkpoints").exists()
+
+
+def test_a_data_root_that_does_not_exist_is_an_error(cli, workdir):
+    one_line(cli(*scratch(), "--data-root", "nowhere"), 2, "--data-root nowhere does not exist")
+    assert not (workdir / "runs").exists()
+
+
+def test_a_run_directory_is_not_an_image_folder(plugins, workdir):
+    run = workdir / "runs/dafl"
+    save_images(run / "images")  # what --keep-images keeps (as chunks; PNGs serve as well here)
+    Image.new("RGB", (64, 64)).save(run / "samples.png")
+    (run / "config.json").write_text("{}\n")
+    (run / "metrics.jsonl").write_text("")
+    with pytest.raises(UsageError, match="the images it kept are folder:runs/dafl/images"):
+        open_dataset("folder:runs/dafl", plugins=plugins)
+    shutil.rmtree(run / "images")
+    with pytest.raises(UsageError, match="kept no images .*--keep-images"):
+        open_dataset("folder:runs/dafl", plugins=plugins)
