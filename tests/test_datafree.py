@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,12 +12,14 @@ import torch
 from safetensors.torch import load_file
 
 from dfkd import hookimpl
+from dfkd.errors import UsageError
 from dfkd.options import option
 from dfkd.synthesis.base import SynthesisResult, Synthesizer
 from dfkd.synthesis.options import DataFreeOptions
 from dfkd.testing import checkpoint_objects, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 from dfkd.training.loop import SilentReporter
+from dfkd.training.runs import RunDir
 
 
 @dataclass
@@ -143,6 +146,18 @@ def test_resume_restores_the_synthesizer_and_matches(noise_plugins, workdir, tin
     state = checkpoint_objects(workdir / "runs/cut")
     assert state["synthesizer"]["rounds"] == 4
     assert state["counters"]["global_step"] == 8
+
+
+def test_a_run_in_use_is_not_resumed_or_overwritten(noise_plugins, workdir, tiny_teacher_weights):
+    run_datafree(noise_config(tiny_teacher_weights, overrides=["epochs=1"]), plugins=noise_plugins)
+    before = (workdir / "runs/n/metrics.jsonl").read_text()
+    busy = f"Run runs/n is in use by process {os.getpid()}"
+    with RunDir(Path("runs/n")).lock():
+        with pytest.raises(UsageError, match=busy):
+            run_datafree(None, resume="runs/n", plugins=noise_plugins)
+        with pytest.raises(UsageError, match=busy):
+            run_datafree(noise_config(tiny_teacher_weights, overwrite=True), plugins=noise_plugins)
+    assert (workdir / "runs/n/metrics.jsonl").read_text() == before
 
 
 def test_keep_images_makes_a_transfer_set(noise_plugins, workdir, tiny_teacher_weights):

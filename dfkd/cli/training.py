@@ -53,8 +53,15 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         overwrite: Overwrite = False,
         resume: Resume = None,
         quiet: Quiet = False,
+        set_default: Annotated[
+            bool,
+            typer.Option(
+                "--set-default",
+                help="Make the best weights the default teacher even if there is one already.",
+            ),
+        ] = False,
     ) -> None:
-        """Train a model from scratch; its best weights become the default teacher."""
+        """Train a model from scratch; the first of its kind becomes the default teacher."""
         from dfkd.training.supervised import ScratchConfig, load_config, train_scratch
 
         if resume:
@@ -64,7 +71,15 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             cfg = from_arguments(ScratchConfig, locals())
         outcome = train_scratch(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
         _summary(outcome, f"{cfg.model} on {cfg.dataset}")
-        console.print(f"teacher checkpoint: {outcome.extras['checkpoint']}", highlight=False)
+        best, default = outcome.extras["checkpoint"], outcome.extras["default"]
+        console.print(f"teacher checkpoint: {best}", highlight=False)
+        if best != default:
+            err_console.print(
+                f"The default teacher {default} is unchanged. Use these weights with "
+                f"--teacher-weights {best}, or make them the default with 'dfkd import-weights "
+                f"{best} --model {cfg.model} --dataset {cfg.dataset} --set-default'.",
+                highlight=False,
+            )
 
     @app.command(rich_help_panel=PANEL)
     @guarded

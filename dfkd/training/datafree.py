@@ -249,7 +249,8 @@ def run_datafree(
         weights_meta(s_spec, source, command="run", method=cfg.method, teacher=cfg.teacher),
         reporter=reporter or SilentReporter(),
     )
-    outcome = loop.fit(job, resume=bool(resume))
+    with run.lock(accelerator):
+        outcome = loop.fit(job, resume=bool(resume))
     outcome.extras.update(run=run.path, samples=run.path / "samples.png")
     if cfg.keep_images or synthesizer.uses_pool:
         outcome.extras["images"] = run.path / "images"

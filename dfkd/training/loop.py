@@ -19,7 +19,7 @@ import torch
 
 from dfkd.errors import DfkdError, UsageError
 from dfkd.fileio import write_atomic
-from dfkd.training.runs import RunDir
+from dfkd.training.runs import START_OVER, RunDir
 from dfkd.weights import save_weights
 
 CHECKPOINT = "checkpoint.pt"
@@ -200,7 +200,10 @@ class Loop:
             if self.accelerator.is_main_process:
                 self.run.truncate_metrics(0)
             return 0, -1.0
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: one line, not a trace
+            raise UsageError(f"Cannot resume: {path} is damaged. {START_OVER}") from exc
         recorded = state.get("num_processes", 1)
         if recorded != self.accelerator.num_processes:
             raise UsageError(

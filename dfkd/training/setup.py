@@ -65,7 +65,13 @@ def build(
 
     plugins = plugins or get_plugins()
     if not source.num_classes:
-        raise UsageError(f"Dataset {source.name} has no labels; it cannot size a classifier.")
+        why = f": {source.unlabelled_because}" if source.unlabelled_because else "."
+        raise UsageError(f"Dataset {source.name} has no labels to size a classifier{why}")
+    if source.num_classes < 2:
+        raise UsageError(
+            f"Dataset {source.name} has one class ({source.classes[0]}); a classifier needs at "
+            "least two."
+        )
     model = build_model(name, source.num_classes, source.channels, plugins=plugins)
     size = model_input_size(name, plugins=plugins)
     return model, ModelSpec(name, size, source.channels)
@@ -78,6 +84,7 @@ def load_teacher(
     plugins: Plugins | None = None,
 ) -> tuple[torch.nn.Module, ModelSpec, Path]:
     """The frozen teacher; a missing checkpoint says where it looked and how to make one."""
+    (plugins or get_plugins()).models.get(name)  # a misspelt name, not missing weights
     path = Path(weights) if weights else default_weights_path(source.name, name)
     if not path.exists():
         how = f"dfkd scratch --model {name} --dataset {source.name}"

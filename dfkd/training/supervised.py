@@ -57,6 +57,9 @@ class TrainConfig:
 @dataclass
 class ScratchConfig(TrainConfig):
     model: str = "lenet5"
+    # The best weights become the default teacher, checkpoints/<dataset>-<model>.safetensors.
+    # Set for the user when there is none yet; an existing teacher is replaced only on request.
+    set_default: bool = False
 
 
 @dataclass
@@ -173,13 +176,17 @@ def train_scratch(
     reporter: Reporter | None = None,
     plugins: Plugins | None = None,
 ) -> Outcome:
-    """Train ``cfg.model`` on the dataset's labels; the best weights become the default teacher."""
+    """Train ``cfg.model`` on the dataset's labels. The best weights become the default teacher
+    when there is none yet or ``cfg.set_default`` says so; otherwise they stay in the run."""
     plugins = plugins or get_plugins()
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
     model, spec = build(cfg.model, source, plugins)
     images, labels = source.load("train")
     test_images, test_labels = source.load("test")
+    target = default_weights_path(source.name, cfg.model)
+    if not resume and not target.exists():
+        cfg = dataclasses.replace(cfg, set_default=True)  # recorded, so a resume keeps to it
     accelerator, run = _prepare(cfg, "scratch", cfg.model, resume)
     fmt = InputFormat.of(source, spec.size)
 
@@ -189,7 +196,6 @@ def train_scratch(
     job = SupervisedJob(
         accelerator, model, cfg, images, labels, fmt, wants_augmentation(cfg, source), cross_entropy
     )
-    target = default_weights_path(source.name, cfg.model)
 
     def publish(best: Any, meta: dict[str, Any]) -> None:
         save_weights(accelerator.unwrap_model(job.model), target, meta)
@@ -202,10 +208,12 @@ def train_scratch(
         weights_meta(spec, source, command="scratch"),
         role="model",
         reporter=reporter or SilentReporter(),
-        on_best=publish,
+        on_best=publish if cfg.set_default else None,
     )
-    outcome = loop.fit(job, resume=bool(resume))
-    outcome.extras["checkpoint"] = target
+    with run.lock(accelerator):
+        outcome = loop.fit(job, resume=bool(resume))
+    outcome.extras["checkpoint"] = target if cfg.set_default else loop.best_path
+    outcome.extras["default"] = target
     outcome.extras["run"] = run.path
     return outcome
 
@@ -277,7 +285,8 @@ def train_kd(
         weights_meta(s_spec, source, command="kd", teacher=cfg.teacher),
         reporter=reporter or SilentReporter(),
     )
-    outcome = loop.fit(job, resume=bool(resume))
+    with run.lock(accelerator):
+        outcome = loop.fit(job, resume=bool(resume))
     outcome.extras["run"] = run.path
     return outcome
 
