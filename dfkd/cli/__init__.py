@@ -7,7 +7,7 @@ import sys
 import typer
 
 from dfkd import __version__
-from dfkd.cli import catalog, run, training, weights
+from dfkd.cli import catalog, export, run, training, weights
 from dfkd.cli.console import err_console
 from dfkd.errors import DfkdError
 from dfkd.plugins import Plugins, get_plugins
@@ -46,6 +46,7 @@ def make_app(plugins: Plugins | None = None) -> typer.Typer:
     training.add_commands(app, plugins)
     run.add_commands(app, plugins)
     weights.add_commands(app, plugins)
+    export.add_commands(app, plugins)
     plugins.pm.hook.register_commands(app=app, plugins=plugins)
     return app
 
