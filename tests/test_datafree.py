@@ -259,3 +259,67 @@ def test_cli_run_prints_where_the_samples_are(workdir, tiny_teacher_weights):
     assert done.exit_code == 0, done.output
     assert "samples: runs/cli/samples.png" in done.output
     assert "dfkd kd --transfer-set folder:runs/cli/images" in done.output
+
+
+def test_resume_keeps_the_recorded_options_when_the_plugin_changed(
+    noise_plugins, workdir, tiny_teacher_weights, monkeypatch
+):
+    """A plugin upgraded between a crash and the resume: the run goes on with what it recorded,
+    and a changed option set is refused in one line."""
+    with pytest.raises(KeyboardInterrupt):
+        run_datafree(
+            noise_config(tiny_teacher_weights, out="runs/cut"),
+            plugins=noise_plugins,
+            reporter=Recorder(stop_after=1),
+        )
+    monkeypatch.setattr(NoiseOptions, "__init__", _defaults_changed(NoiseOptions.__init__))
+    resumed = run_datafree(None, resume="runs/cut", plugins=noise_plugins)
+    assert resumed.last["epoch"] == 2
+    assert [row["lr"] for row in resumed.metrics] == pytest.approx([0.05, 0.0])
+
+    @dataclass
+    class Upgraded(NoiseOptions):
+        contrast: float = option(1.0, "A new option.")
+
+    class UpgradedPlugin:
+        @hookimpl
+        def register_methods(self, register):
+            register("noise", NoiseSynthesizer, "noise", options=Upgraded)
+
+    with pytest.raises(UsageError, match="differs in: contrast"):
+        run_datafree(
+            None, resume="runs/cut", plugins=make_plugins((UpgradedPlugin(), "dfkd-plugin-noise"))
+        )
+
+
+def _defaults_changed(init):
+    """An options class whose defaults moved: a resume that rebuilt its options would diverge."""
+
+    def changed(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "lr": 7.0} if "lr" not in kwargs else kwargs)
+
+    return changed
+
+
+def test_auto_precision_is_measured_once_and_recorded(
+    noise_plugins, workdir, tiny_teacher_weights, monkeypatch
+):
+    import dfkd.training.datafree as datafree
+
+    calls = []
+
+    def fake(requested, workload, cpu=False):
+        calls.append(requested)
+        return "no", {"requested": requested, "chosen": "no", "seconds": {"no": 1.0, "bf16": 2.0}}
+
+    monkeypatch.setattr(datafree, "resolve_precision", fake)
+    with pytest.raises(KeyboardInterrupt):
+        run_datafree(
+            noise_config(tiny_teacher_weights, mixed_precision="auto"),
+            plugins=noise_plugins,
+            reporter=Recorder(stop_after=1),
+        )
+    recorded = json.loads((workdir / "runs/n/config.json").read_text())["options"]
+    assert recorded["precision"]["chosen"] == "no" and recorded["mixed_precision"] == "auto"
+    run_datafree(None, resume="runs/n", plugins=noise_plugins)
+    assert calls == ["auto"]  # the resume reused the measured choice

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from dfkd import __version__
-from dfkd.cli import catalog, run, training, weights
+from dfkd.cli import catalog, export, run, training, weights
 from dfkd.cli.console import err_console, fail
 from dfkd.errors import DfkdError
 from dfkd.plugins import Plugins, get_plugins
@@ -53,6 +53,7 @@ def make_app(plugins: Plugins | None = None) -> typer.Typer:
     training.add_commands(app, plugins)
     run.add_commands(app, plugins)
     weights.add_commands(app, plugins)
+    export.add_commands(app, plugins)
     plugins.add_commands(app)
     return app
 
@@ -67,6 +68,8 @@ def main() -> None:
     try:
         app = make_app()
     except DfkdError as exc:
-        err_console.print(f"[red]Error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        try:
+            fail(exc)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
     app()

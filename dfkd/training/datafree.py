@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from dfkd.plugins import Plugins, get_plugins
 from dfkd.synthesis.base import SynthesisContext, SynthesisResult, Synthesizer
 from dfkd.training.inputs import InputFormat, evaluate
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
+from dfkd.training.precision import resolve_precision
 from dfkd.training.runs import RunDir
 from dfkd.training.setup import (
     build,
@@ -59,6 +61,69 @@ def method_options(plugins: Plugins, cfg: RunConfig) -> tuple[Any, Any]:
         raise UsageError(f"Method {cfg.method} has no preset '{cfg.preset}'. Presets: {known}.")
     preset = presets.get(cfg.preset, {}) if cfg.preset else {}
     return entry, build_options(entry.info["options"], preset, cfg.overrides)
+
+
+def _recorded_config(recorded: dict[str, Any], run_dir: str) -> RunConfig:
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(recorded) - names)
+    if unknown:
+        raise UsageError(
+            f"{run_dir}/config.json records settings this dfkd does not know "
+            f"({', '.join(unknown)}); resume it with the dfkd version that started it."
+        )
+    return RunConfig(**recorded)
+
+
+def recorded_options(
+    plugins: Plugins, cfg: RunConfig, resolved: dict[str, Any] | None, run_dir: str
+) -> tuple[Any, Any]:
+    """The method's options exactly as the run recorded them, not as the installed plugin would
+    build them today: a plugin upgraded between a crash and the resume must not change a
+    half-finished run's hyperparameters. A plugin whose option set changed is refused."""
+    entry = plugins.methods.get(cfg.method)
+    options_cls = entry.info["options"]
+    if resolved is None:  # a run directory from before options were recorded
+        return method_options(plugins, cfg)
+    fields = {f.name for f in dataclasses.fields(options_cls)}
+    if set(resolved) != fields:
+        changed = sorted(set(resolved) ^ fields)
+        raise UsageError(
+            f"The installed {entry.provider} {entry.version} has other options than the one "
+            f"that started {run_dir} (differs in: {', '.join(changed)}); reinstall the version "
+            "recorded in its config.json to resume it."
+        )
+    hints = typing.get_type_hints(options_cls)
+    values = {
+        k: tuple(v) if typing.get_origin(hints[k]) is tuple else v for k, v in resolved.items()
+    }
+    return entry, build_options(options_cls, values)
+
+
+def _precision_workload(
+    cfg: RunConfig, options: Any, teacher: Any, student: Any, source: Any, t_spec: Any, s_spec: Any
+) -> Any:
+    """What `--mixed-precision auto` times: one synthesis step and the student steps that follow
+    it, at the run's own shapes (a generator step for generator methods, pixels otherwise)."""
+    if cfg.mixed_precision != "auto":
+        return None
+    from dfkd.synthesis.generative import build_generator
+    from dfkd.synthesis.generative_options import GenerativeOptions
+    from dfkd.training.precision import distillation_workload
+
+    image_size = t_spec.size or source.image_size
+    generative = isinstance(options, GenerativeOptions)
+    return distillation_workload(
+        teacher,
+        student,
+        batch_size=options.batch_size,
+        synthesis_batch_size=options.syn_batch,
+        channels=source.channels,
+        image_size=image_size,
+        student_size=s_spec.size,
+        kd_steps=max(1, round(options.kd_steps / options.g_steps)),
+        generator=build_generator(options, source.channels, image_size) if generative else None,
+        nz=options.nz if generative else 0,
+    )
 
 
 class DataFreeJob(Job):
@@ -182,22 +247,34 @@ def run_datafree(
     from dfkd.synthesis.pool import ImagePool
 
     plugins = plugins or get_plugins()
+    chosen_precision = None  # what a resumed run measured for --mixed-precision auto
     if resume:
         recorded = resume_options(resume, "run")
-        recorded.pop("resolved_options", None)
-        cfg = RunConfig(**recorded)
-    entry, options = method_options(plugins, cfg)
+        resolved = recorded.pop("resolved_options", None)
+        chosen_precision = (recorded.pop("precision", None) or {}).get("chosen")
+        cfg = _recorded_config(recorded, resume)
+        entry, options = recorded_options(plugins, cfg, resolved, resume)
+    else:
+        entry, options = method_options(plugins, cfg)
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
     teacher, t_spec, teacher_path = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
     student, s_spec = build(cfg.student, source, plugins)
     test_images, test_labels = source.load("test")
-    accelerator = make_accelerator(cfg.mixed_precision, cfg.cpu)
+    if chosen_precision:
+        precision, precision_record = chosen_precision, None
+    else:
+        workload = _precision_workload(cfg, options, teacher, student, source, t_spec, s_spec)
+        precision, precision_record = resolve_precision(cfg.mixed_precision, workload, cpu=cfg.cpu)
+    accelerator = make_accelerator(precision, cfg.cpu)
     seed_everything(cfg.seed, accelerator.process_index)
     if resume:
         run = RunDir(Path(resume))
     else:
-        record = dataclasses.asdict(cfg) | {"resolved_options": dataclasses.asdict(options)}
+        record = dataclasses.asdict(cfg) | {
+            "resolved_options": dataclasses.asdict(options),
+            "precision": precision_record,
+        }
         run = open_run(
             accelerator,
             "run",

@@ -16,10 +16,14 @@ from dfkd.weights import load_weights, read_meta
 
 
 def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Any:
+    """The accelerator. ``auto`` precision is resolved here on a probe workload (see
+    `dfkd.training.precision`); a caller with a workload of its own, or one that records the
+    choice, resolves it first with `resolve_precision` and passes the result."""
     from accelerate import Accelerator
 
-    if mixed_precision not in ("no", "fp16", "bf16"):
-        raise UsageError(f"--mixed-precision must be no, fp16 or bf16, not '{mixed_precision}'.")
+    from dfkd.training.precision import resolve_precision
+
+    mixed_precision, _ = resolve_precision(mixed_precision, cpu=cpu)
     # Without cpu=True, accelerate only forms a CPU process group when asked to: under torchrun
     # on a machine without CUDA every process would run alone and write the same run directory.
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
