@@ -186,9 +186,15 @@ def from_arguments(config_cls: type, arguments: dict[str, Any]) -> Any:
 
 def _summary(outcome, what: str) -> None:
     last = outcome.last
+    scores = ", ".join(
+        f"last {name} {last[key]:.2f}%"
+        for key, name in (("top1", "top-1"), ("agree", "agreement"))
+        if key in last
+    )
+    chosen = "" if outcome.best_by == "top1" else f" (chosen by {outcome.best_by}: no test split)"
     err_console.print(
-        f"[bold]{what}[/]: last top-1 {last.get('top1', 0.0):.2f}%, best "
-        f"{outcome.best_top1:.2f}% after {last.get('epoch', 0)} epochs",
+        f"[bold]{what}[/]: {scores}; best {outcome.best_by} {outcome.best_score:.2f}%{chosen} "
+        f"after {last.get('epoch', 0)} epochs",
         highlight=False,
     )
     console.print(f"run: {outcome.extras.get('run')}", highlight=False)
