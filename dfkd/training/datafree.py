@@ -105,6 +105,7 @@ def _eval_data_scorer(
     s_fmt: InputFormat,
     valset: Any,
     teacher: Any,
+    teacher_size: int | None,
     accelerator: Any,
 ) -> Any:
     """Scores on the user's own images (``--eval-data``): accuracy where they are labelled with
@@ -125,7 +126,7 @@ def _eval_data_scorer(
             return {"eval_top1": evaluate(model, images, labels, fmt, accelerator)["top1"]}
 
         return labelled
-    t_fmt = InputFormat(tuple(source.mean), tuple(source.std), None)
+    t_fmt = InputFormat(tuple(source.mean), tuple(source.std), teacher_size)
     with torch.no_grad():
         t_logits = teacher(t_fmt.from_uint8(images).to(accelerator.device)).float().cpu()
     own = type(valset)(images.float().div(255), t_logits)
@@ -428,7 +429,11 @@ def run_datafree(
     if test is not None:
         scorers.insert(0, lambda m: evaluate(m, *test, s_fmt, accelerator))
     if cfg.eval_data:
-        scorers.append(_eval_data_scorer(cfg, plugins, source, s_fmt, valset, teacher, accelerator))
+        scorers.append(
+            _eval_data_scorer(
+                cfg, plugins, source, s_fmt, valset, teacher, t_spec.size, accelerator
+            )
+        )
     loop = Loop(
         accelerator,
         run,
