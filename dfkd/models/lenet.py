@@ -50,7 +50,7 @@ class LeNet5(FeatureClassifier, nn.Module):
             layers.append(nn.Conv2d(c_in, c_out, kernel_size=5, bias=not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(c_out))
-            layers += [nn.ReLU(), nn.MaxPool2d(kernel_size=2, stride=2)]
+            layers += [nn.ReLU(), MaxPool2x2()]
         self.features = nn.Sequential(*layers[:-1])  # no pool after the third convolution
         self.fc = nn.Sequential(nn.Linear(conv3, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
