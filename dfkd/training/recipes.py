@@ -30,9 +30,9 @@ SCRATCH_RECIPES = {
             "schedule": "cosine",
         },
     ),
-    # DataFree's train_scratch.py and its README command (methods.md §0.7), which trained the
-    # benchmark's published teachers. Its milestones 120/150/180 are 60/75/90 % of its 200 epochs,
-    # the `multistep` default, so they move with --epochs.
+    # DataFree's train_scratch.py and its README command, which trained the benchmark's published
+    # teachers. Its milestones 120/150/180 are 60/75/90 % of its 200 epochs, the `multistep`
+    # default, so they move with --epochs.
     "reference": Recipe(
         "the DataFree benchmark's train_scratch.py: SGD lr 0.1, momentum 0.9, weight decay "
         "1e-4, batch 256, 200 epochs, x0.1 at epochs 120/150/180 (60/75/90 %)",

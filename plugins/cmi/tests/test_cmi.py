@@ -215,7 +215,7 @@ def test_a_resnet_teacher_gives_the_inputs_of_its_four_stages(name):
 
 @pytest.mark.parametrize(
     "name, dim",
-    [("wrn40_2", 2704), ("vgg11", 2752), ("lenet5_bn", 6 + 16 + 120)],  # wrn40_2: methods.md §5
+    [("wrn40_2", 2704), ("vgg11", 2752), ("lenet5_bn", 6 + 16 + 120)],  # wrn40_2: the reference's D
 )
 def test_other_teachers_give_the_inputs_of_every_batchnorm(name, dim):
     from dfkd.models import build_model

@@ -34,7 +34,7 @@ from dfkd_plugin_cmi.options import CMIOptions
 def feature_layers(teacher: nn.Module) -> list[tuple[nn.Module, int]]:
     """The layers whose inputs give the contrastive features, with their channel counts.
 
-    The reference (methods.md §5 step 7) hooks the inputs of ``layer1``..``layer4`` of its
+    The reference (DataFree's datafree_kd.py) hooks the inputs of ``layer1``..``layer4`` of its
     ResNet-34 teacher and every BatchNorm2d of any other teacher (WRN, VGG, ...). Hooking every
     BN of a ResNet-34 instead would make an 8,512-dim feature where the reference has 512: a
     different contrastive objective, a 75 M-parameter head and a 2.8 GB memory bank. The
