@@ -28,8 +28,10 @@ from dfkd.cli.options import (
     WeightDecay,
 )
 from dfkd.plugins import Plugins
+from dfkd.training.recipes import recipes_help
 
 PANEL = "Training"
+FROM_RECIPE = " Default: the recipe's."
 
 
 def add_commands(app: typer.Typer, plugins: Plugins) -> None:
@@ -38,11 +40,28 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
     def scratch(
         model: Annotated[str, typer.Option("--model", "-m", help="Architecture to train.")] = None,
         dataset: Dataset = None,
-        epochs: Epochs = 200,
-        batch_size: BatchSize = 256,
-        lr: Lr = 0.1,
-        weight_decay: WeightDecay = 5e-4,
-        schedule: Schedule = "cosine",
+        recipe: Annotated[
+            str,
+            typer.Option(
+                help="Named values for the training options below that are not given (config.json "
+                f"records the recipe and the values used). {recipes_help()}."
+            ),
+        ] = "default",
+        epochs: Annotated[int, typer.Option(help="Training epochs." + FROM_RECIPE)] = None,
+        batch_size: Annotated[
+            int, typer.Option(help="Minibatch size (per process)." + FROM_RECIPE)
+        ] = None,
+        lr: Annotated[
+            float, typer.Option(help="Initial learning rate (SGD)." + FROM_RECIPE)
+        ] = None,
+        weight_decay: Annotated[float, typer.Option(help="SGD weight decay." + FROM_RECIPE)] = None,
+        schedule: Annotated[
+            str,
+            typer.Option(
+                help="cosine, multistep (x0.1 at 60/75/90% of the epochs) or constant."
+                + FROM_RECIPE
+            ),
+        ] = None,
         augment: Augment = "auto",
         seed: Seed = 0,
         mixed_precision: Precision = "no",

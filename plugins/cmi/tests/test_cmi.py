@@ -19,6 +19,7 @@ from dfkd.errors import UsageError
 from dfkd.options import build_options
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
+from dfkd.synthesis.bn_hooks import InstanceMeanHook
 from dfkd.testing import (
     KillAfterEpoch,
     MethodContract,
@@ -212,6 +213,38 @@ def test_teacher_without_batchnorm_warns_and_uses_conv_inputs():
     images = synthesizer.synthesize().images
     assert images.shape == (8, 1, 32, 32)
     assert synthesizer.bank.filled == 8 and len(synthesizer.pool) == 8
+
+
+@pytest.mark.parametrize("name", ["resnet34", "resnet18"])
+def test_a_resnet_teacher_gives_the_inputs_of_its_four_stages(name):
+    """The reference's ResNet-34 rule: 64 + 64 + 128 + 256 = 512 dims, not the 8,512 (resnet34)
+    or 4,800 (resnet18) of every BatchNorm2d's input."""
+    from dfkd.models import build_model
+
+    teacher = build_model(name, num_classes=10, in_channels=1)
+    synthesizer = CMISynthesizer(context(teacher), build_options(CMIOptions, {}, TINY))
+    stages = [teacher.layer1, teacher.layer2, teacher.layer3, teacher.layer4]
+    assert synthesizer.layers == stages
+    assert synthesizer.dim == 512
+    assert synthesizer.head.net[0].weight.shape == (512, 512)
+    assert synthesizer.bank.data.shape == (64, 2 * 512)
+    hooks = [InstanceMeanHook(m) for m in synthesizer.layers]
+    with torch.no_grad():
+        teacher(torch.randn(2, 1, 32, 32))
+    assert [h.features.shape[1] for h in hooks] == [64, 64, 128, 256]
+
+
+@pytest.mark.parametrize(
+    "name, dim",
+    [("wrn40_2", 2704), ("vgg11", 2752), ("lenet5_bn", 6 + 16 + 120)],  # wrn40_2: the reference's D
+)
+def test_other_teachers_give_the_inputs_of_every_batchnorm(name, dim):
+    from dfkd.models import build_model
+
+    teacher = build_model(name, num_classes=10, in_channels=1)
+    synthesizer = CMISynthesizer(context(teacher), build_options(CMIOptions, {}, TINY))
+    assert synthesizer.layers == [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert synthesizer.dim == dim
 
 
 def test_a_teacher_without_convolutions_is_refused():
