@@ -51,6 +51,17 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         class_names: Annotated[
             str, typer.Option(help="File with the teacher's class names, one per line.")
         ] = None,
+        val_size: Annotated[
+            int,
+            typer.Option(
+                help="Images of the synthetic validation set (inverted from the teacher once, "
+                "kept beside its weights) that scores agreement.",
+                min=1,
+            ),
+        ] = 500,
+        val_steps: Annotated[
+            int, typer.Option(help="Inversion steps of the validation set.", min=0)
+        ] = 60,
         eval_data: Annotated[
             str,
             typer.Option(

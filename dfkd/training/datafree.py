@@ -61,6 +61,9 @@ class RunConfig:
     class_names: str | None = None
     #: a few images of the user's own to score on: accuracy if labelled, agreement if not
     eval_data: str | None = None
+    #: the synthetic validation set: images inverted from the teacher, and Adam steps on them
+    val_size: int = 500
+    val_steps: int = 60
 
     def input_flags(self) -> InputFlags:
         return InputFlags(
@@ -424,6 +427,8 @@ def run_datafree(
         source.channels,
         ctx.image_size,
         run.state_dir,
+        cfg.val_size,
+        cfg.val_steps,
     )
     scorers = [lambda m: agreement(m, valset, s_fmt, accelerator)]
     if test is not None:

@@ -23,8 +23,8 @@ from dfkd.fileio import write_atomic
 from dfkd.training.inputs import InputFormat
 
 #: the set's recipe; a change makes every cached set stale (its key includes these)
-SIZE = 500
-STEPS = 60
+SIZE = 500  # default images (--val-size)
+STEPS = 60  # default Adam steps on them (--val-steps)
 LR = 0.1
 SEED = 20261201
 TV_WEIGHT = 1e-3
@@ -38,12 +38,12 @@ class ValidationSet:
     teacher_logits: torch.Tensor
 
 
-def _fingerprint(weights: Path) -> str:
+def _fingerprint(weights: Path, size: int = SIZE, steps: int = STEPS) -> str:
     digest = hashlib.sha256()
     with weights.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return f"{digest.hexdigest()[:16]}-{SIZE}-{STEPS}-{LR}-{SEED}-{TV_WEIGHT}"
+    return f"{digest.hexdigest()[:16]}-{size}-{steps}-{LR}-{SEED}-{TV_WEIGHT}"
 
 
 def cache_path(weights: Path) -> Path:
@@ -58,13 +58,17 @@ def validation_set(
     channels: int,
     image_size: int,
     fallback_dir: Path,
+    size: int = SIZE,
+    steps: int = STEPS,
 ) -> ValidationSet:
     """The teacher's validation set: read from beside its weights, else made and kept there (or in
-    ``fallback_dir`` when that folder cannot be written)."""
+    ``fallback_dir`` when that folder cannot be written). Runs compare on one set only when
+    they share ``size`` and ``steps`` (the defaults, unless a teacher is too costly to invert
+    on the machine at hand)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
-    key = _fingerprint(weights)
+    key = _fingerprint(weights, size, steps)
     for place in (cache_path(weights), fallback_dir / "valset.safetensors"):
         if place.is_file():
             try:
@@ -76,7 +80,7 @@ def validation_set(
                         return ValidationSet(tensors["images"], tensors["teacher_logits"])
             except (SafetensorError, OSError, KeyError):
                 pass  # damaged or foreign: made again below
-    made = make_validation_set(teacher, fmt, num_classes, channels, image_size)
+    made = make_validation_set(teacher, fmt, num_classes, channels, image_size, size, steps)
     tensors = {"images": made.images, "teacher_logits": made.teacher_logits}
     for place in (cache_path(weights), fallback_dir / "valset.safetensors"):
         try:
@@ -93,23 +97,25 @@ def make_validation_set(
     num_classes: int,
     channels: int,
     image_size: int,
+    size: int = SIZE,
+    steps: int = STEPS,
 ) -> ValidationSet:
-    """Invert the teacher into ``SIZE`` images, classes balanced, on the CPU from ``SEED``."""
+    """Invert the teacher into ``size`` images, classes balanced, from ``SEED`` on the CPU."""
     from dfkd.synthesis.bn_hooks import attach_bn_hooks
     from dfkd.synthesis.losses import bn_statistics, tv_l2
 
     device = next(teacher.parameters()).device
     rng = torch.Generator().manual_seed(SEED)
-    pixels = torch.rand(SIZE, channels, image_size, image_size, generator=rng).to(device)
+    pixels = torch.rand(size, channels, image_size, image_size, generator=rng).to(device)
     logit_pixels = torch.logit(pixels.clamp(0.02, 0.98)).requires_grad_(True)
-    targets = (torch.arange(SIZE) % num_classes).to(device)
+    targets = (torch.arange(size) % num_classes).to(device)
     optimizer = torch.optim.Adam([logit_pixels], lr=LR)
     hooks = attach_bn_hooks(teacher)
     was_training = teacher.training
     teacher.eval()
     try:
         with torch.enable_grad():
-            for _ in range(STEPS):
+            for _ in range(steps):
                 images = torch.sigmoid(logit_pixels)
                 x = fmt.from_pixels(images)
                 loss = F.cross_entropy(teacher(x).float(), targets) + TV_WEIGHT * tv_l2(x)

@@ -318,3 +318,31 @@ def test_init_images_seed_the_pool_without_copying_them(tiny_teacher_weights, wo
     assert sum(len(images) for images in written) == 16  # only synthesized images reach disk
     # a resume rebuilds the same pool: seed from the folder, then the chunks
     run_datafree(None, resume=str(workdir / "run"), plugins=cmi_plugins())
+
+
+def test_the_mission_example_runs_from_a_teacher_in_checkpoints(workdir, monkeypatch):
+    """`dfkd run cmi --teacher wrn40_2 --student wrn16_1`, typed as is, once a wrn40_2 teacher
+    was trained or imported: no dataset named, its inputs from the teacher's sidecar."""
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+    from dfkd.models import build_model
+    from dfkd.weights import save_weights
+
+    monkeypatch.setenv("DFKD_CHECKPOINTS", str(workdir / "checkpoints"))
+    meta = {"model": "wrn40_2", "dataset": "cifar10", "num_classes": 10, "channels": 3}
+    meta |= {"input_size": 32, "mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.243, 0.261]}
+    teacher = build_model("wrn40_2", 10, 3)
+    save_weights(teacher, workdir / "checkpoints" / "cifar10-wrn40_2.safetensors", meta)
+    budget = ["epochs=1", "ep_steps=2", "kd_steps=2", "g_steps=1", "batch_size=4", "ngf=8"]
+    budget += ["synthesis_batch_size=4", "nz=8", "head_dim=8", "bank_size=8", "n_negatives=4"]
+    app = make_app(cmi_plugins())
+    done = CliRunner().invoke(
+        app,
+        ["run", "cmi", "--teacher", "wrn40_2", "--student", "wrn16_1", "--val-size", "10"]
+        + ["--val-steps", "1", "-q", "--out", "mission"]
+        + [arg for option in budget for arg in ("-o", option)],
+    )
+    assert done.exit_code == 0, done.output
+    assert "checkpoints/cifar10-wrn40_2.safetensors" in done.output
+    assert (workdir / "mission" / "student.safetensors").is_file()
