@@ -31,6 +31,7 @@ from dfkd.plugins import Plugins
 from dfkd.training.recipes import recipes_help
 
 PANEL = "Training"
+EXPORTED_SUFFIXES = (".onnx", ".torchscript.pt")
 FROM_RECIPE = " Default: the recipe's."
 
 
@@ -148,7 +149,11 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         model: Annotated[str, typer.Option("--model", "-m", help="Architecture.")] = None,
         dataset: Dataset = None,
         weights: Annotated[
-            str, typer.Option(help="Weights file (default: checkpoints/<dataset>-<model>).")
+            str,
+            typer.Option(
+                help="Weights file (default: checkpoints/<dataset>-<model>), or a student "
+                "exported by 'dfkd export' (.onnx, .torchscript.pt), scored as a runtime runs it."
+            ),
         ] = None,
         batch_size: BatchSize = 1000,
         mixed_precision: Precision = "no",
@@ -162,15 +167,24 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         from dfkd.training.inputs import InputFormat, evaluate
         from dfkd.training.setup import load_teacher, make_accelerator
 
-        require_options(model=model, dataset=dataset)
+        exported = weights is not None and weights.endswith(EXPORTED_SUFFIXES)
+        require_options(model=model or exported or None, dataset=dataset)
         source = open_dataset(dataset, data_root, download, plugins=plugins)
-        net, spec, path = load_teacher(model, source, weights, plugins)
+        if exported:
+            from dfkd.export import ExportedModel
+
+            net, path = ExportedModel(weights), weights
+            model = net.meta.get("model", model)
+            pixels = (0.0,) * source.channels, (1.0,) * source.channels
+            mean, std = pixels if net.takes_pixels else (source.mean, source.std)
+            fmt = InputFormat(tuple(mean), tuple(std), net.meta.get("input_size"))
+        else:
+            net, spec, path = load_teacher(model, source, weights, plugins)
+            fmt = InputFormat.of(source, spec.size)
         accelerator = make_accelerator(mixed_precision, cpu)
         net.to(accelerator.device)
         images, labels = source.load("test")
-        scores = evaluate(
-            net, images, labels, InputFormat.of(source, spec.size), accelerator, batch_size
-        )
+        scores = evaluate(net, images, labels, fmt, accelerator, batch_size)
         result = {
             "model": model,
             "dataset": source.name,
