@@ -2,7 +2,7 @@
 
 Target on 2 CPU cores: at least 90.5 % (the published LeNet-5 teacher has 90.84 %) in under
 4 minutes. The weights land in checkpoints/fashion-mnist-<model>.safetensors, the teacher every
-data-free benchmark distils from.
+data-free benchmark distils from, unless a teacher is there already (then they stay in the run).
 
 Usage: python benchmarks/scratch_fmnist.py [--model lenet5] [--epochs 12] [--seed 0]
 """

@@ -12,14 +12,25 @@ from typing import Any
 
 from dfkd.errors import DfkdError
 
+# Temporaries are ".<name>.<random>.dfkd.tmp": hidden, next to their target, and recognisable as
+# dfkd's own, so that a run opened for resume can remove those a killed process left behind
+# without touching anybody else's files.
+TEMPORARY_SUFFIX = ".dfkd.tmp"
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path``, renamed over it only if the block succeeds."""
+    """A temporary path beside ``path``, renamed over it only if the block succeeds.
+
+    Any failure of the block counts as a failed write and becomes a `DfkdError`: torch reports a
+    full disk as a RuntimeError and safetensors as its own SafetensorError, not as OSError.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent
+        )
         os.close(fd)
     except OSError as exc:
         raise DfkdError(f"Cannot write to {path.parent}: {exc.strerror or exc}.") from exc
@@ -27,9 +38,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        kept = f"; the previous {path.name} is intact." if path.exists() else "."
         raise DfkdError(
-            f"Could not write {path}: {exc.strerror or exc}. Nothing was changed."
+            f"Could not write {path}: {_reason(exc)}. Nothing was changed{kept}"
         ) from exc
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -43,3 +55,17 @@ def write_atomic(path: str | Path, writer: Callable[[Path], Any]) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
     write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete the temporaries that writers killed mid-write left anywhere under ``folder``."""
+    for leftover in folder.rglob(f".*{TEMPORARY_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+
+
+def _reason(exc: BaseException) -> str:
+    """The cause of a failed write in a few words: the OS's wording, or the error's first line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -1,4 +1,8 @@
-"""The hook specifications: the contract between the dfkd core and its plugins."""
+"""The hook specifications: the contract between the dfkd core and its plugins.
+
+Each ``register`` takes only the keywords its hook's docstring shows: any other (a typo) fails
+the plugin's loading instead of being silently ignored.
+"""
 
 from pluggy import HookimplMarker, HookspecMarker
 
@@ -9,20 +13,22 @@ hookimpl = HookimplMarker("dfkd")
 @hookspec
 def register_methods(register):
     """Register data-free methods: ``register(name, synthesizer_factory, summary=, paper=,
-    options=<dataclass>, presets={name: {option: value}})``."""
+    options=<dataclass>, presets={name: {option: value}})``; ``options`` is required."""
 
 
 @hookspec
 def register_models(register):
-    """Register architectures: ``register(name, factory, summary=, input_size=)``; the factory
-    takes ``num_classes`` and ``in_channels``. A name ending in ':' is a prefix bridge
+    """Register architectures: ``register(name, factory, summary=, input_size=, family=)``; the
+    factory takes ``num_classes`` and ``in_channels``. A name ending in ':' is a prefix bridge
     (``timm:``) whose factory also receives the text after the colon as ``arg``."""
 
 
 @hookspec
 def register_datasets(register):
-    """Register datasets: ``register(name, factory, summary=)``; the factory takes ``root``,
-    ``download`` (and ``arg`` for a prefix such as ``folder:``) and returns a dataset source."""
+    """Register datasets: ``register(name, factory, summary=, num_classes=, channels=,
+    image_size=)`` (the last three for ``dfkd datasets``, when known without the data); the
+    factory takes ``root``, ``download`` (and ``arg`` for a prefix such as ``folder:``) and returns
+    a dataset source."""
 
 
 @hookspec

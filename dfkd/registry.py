@@ -6,7 +6,7 @@ import difflib
 import fnmatch
 import importlib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,8 +50,9 @@ def _natural_key(name: str) -> list[Any]:
 class Registry:
     """Entries of one kind (method, model, dataset, loss)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, not_loaded: Sequence[str] = ()) -> None:
         self.kind = kind
+        self.not_loaded = tuple(not_loaded)  # installed plugins DFKD_LOAD_PLUGINS leaves out
         self._entries: dict[str, Entry] = {}
 
     def add(self, entry: Entry) -> None:
@@ -104,6 +105,14 @@ class Registry:
             message += " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
         installed = ", ".join(self.names()) or "none"
         message += f" Installed: {installed}."
-        if self.kind == "method" and name in FIRST_PARTY_METHODS:
-            message += f" Install it with: pip install dfkd-plugin-{name}"
+        if self.not_loaded:
+            left_out = ", ".join(self.not_loaded)
+            message += f" Not loaded, as DFKD_LOAD_PLUGINS leaves them out: {left_out}."
+        distribution = f"dfkd-plugin-{name}"
+        if (
+            self.kind == "method"
+            and name in FIRST_PARTY_METHODS
+            and distribution not in self.not_loaded
+        ):
+            message += f" Install it with: pip install {distribution}"
         return message

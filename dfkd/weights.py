@@ -26,7 +26,18 @@ def save_weights(model: Any, path: str | Path, meta: dict[str, Any]) -> None:
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     side = sidecar_path(path)
-    return json.loads(side.read_text()) if side.exists() else {}
+    if not side.exists():
+        return {}
+    try:
+        meta = json.loads(side.read_text(errors="replace"))
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise UsageError(
+            f"{side}, the description of {Path(path).name}, is damaged; fix it, or delete it to "
+            "load the weights without their checks."
+        )
+    return meta
 
 
 def load_state_file(path: str | Path) -> dict[str, Any]:
@@ -37,9 +48,13 @@ def load_state_file(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise UsageError(f"Weights file {path} does not exist.")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise UsageError(f"Cannot read {path} as safetensors: {exc}.") from exc
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,12 +12,14 @@ import torch
 from safetensors.torch import load_file
 
 from dfkd import hookimpl
+from dfkd.errors import UsageError
 from dfkd.options import option
 from dfkd.synthesis.base import SynthesisResult, Synthesizer
 from dfkd.synthesis.options import DataFreeOptions
 from dfkd.testing import checkpoint_objects, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 from dfkd.training.loop import SilentReporter
+from dfkd.training.runs import RunDir
 
 
 @dataclass
@@ -145,6 +148,18 @@ def test_resume_restores_the_synthesizer_and_matches(noise_plugins, workdir, tin
     assert state["counters"]["global_step"] == 8
 
 
+def test_a_run_in_use_is_not_resumed_or_overwritten(noise_plugins, workdir, tiny_teacher_weights):
+    run_datafree(noise_config(tiny_teacher_weights, overrides=["epochs=1"]), plugins=noise_plugins)
+    before = (workdir / "runs/n/metrics.jsonl").read_text()
+    busy = f"Run runs/n is in use by process {os.getpid()}"
+    with RunDir(Path("runs/n")).lock():
+        with pytest.raises(UsageError, match=busy):
+            run_datafree(None, resume="runs/n", plugins=noise_plugins)
+        with pytest.raises(UsageError, match=busy):
+            run_datafree(noise_config(tiny_teacher_weights, overwrite=True), plugins=noise_plugins)
+    assert (workdir / "runs/n/metrics.jsonl").read_text() == before
+
+
 def test_keep_images_makes_a_transfer_set(noise_plugins, workdir, tiny_teacher_weights):
     outcome = run_datafree(
         noise_config(tiny_teacher_weights, keep_images=True), plugins=noise_plugins
@@ -244,3 +259,67 @@ def test_cli_run_prints_where_the_samples_are(workdir, tiny_teacher_weights):
     assert done.exit_code == 0, done.output
     assert "samples: runs/cli/samples.png" in done.output
     assert "dfkd kd --transfer-set folder:runs/cli/images" in done.output
+
+
+def test_resume_keeps_the_recorded_options_when_the_plugin_changed(
+    noise_plugins, workdir, tiny_teacher_weights, monkeypatch
+):
+    """A plugin upgraded between a crash and the resume: the run goes on with what it recorded,
+    and a changed option set is refused in one line."""
+    with pytest.raises(KeyboardInterrupt):
+        run_datafree(
+            noise_config(tiny_teacher_weights, out="runs/cut"),
+            plugins=noise_plugins,
+            reporter=Recorder(stop_after=1),
+        )
+    monkeypatch.setattr(NoiseOptions, "__init__", _defaults_changed(NoiseOptions.__init__))
+    resumed = run_datafree(None, resume="runs/cut", plugins=noise_plugins)
+    assert resumed.last["epoch"] == 2
+    assert [row["lr"] for row in resumed.metrics] == pytest.approx([0.05, 0.0])
+
+    @dataclass
+    class Upgraded(NoiseOptions):
+        contrast: float = option(1.0, "A new option.")
+
+    class UpgradedPlugin:
+        @hookimpl
+        def register_methods(self, register):
+            register("noise", NoiseSynthesizer, "noise", options=Upgraded)
+
+    with pytest.raises(UsageError, match="differs in: contrast"):
+        run_datafree(
+            None, resume="runs/cut", plugins=make_plugins((UpgradedPlugin(), "dfkd-plugin-noise"))
+        )
+
+
+def _defaults_changed(init):
+    """An options class whose defaults moved: a resume that rebuilt its options would diverge."""
+
+    def changed(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "lr": 7.0} if "lr" not in kwargs else kwargs)
+
+    return changed
+
+
+def test_auto_precision_is_measured_once_and_recorded(
+    noise_plugins, workdir, tiny_teacher_weights, monkeypatch
+):
+    import dfkd.training.datafree as datafree
+
+    calls = []
+
+    def fake(requested, workload, cpu=False):
+        calls.append(requested)
+        return "no", {"requested": requested, "chosen": "no", "seconds": {"no": 1.0, "bf16": 2.0}}
+
+    monkeypatch.setattr(datafree, "resolve_precision", fake)
+    with pytest.raises(KeyboardInterrupt):
+        run_datafree(
+            noise_config(tiny_teacher_weights, mixed_precision="auto"),
+            plugins=noise_plugins,
+            reporter=Recorder(stop_after=1),
+        )
+    recorded = json.loads((workdir / "runs/n/config.json").read_text())["options"]
+    assert recorded["precision"]["chosen"] == "no" and recorded["mixed_precision"] == "auto"
+    run_datafree(None, resume="runs/n", plugins=noise_plugins)
+    assert calls == ["auto"]  # the resume reused the measured choice

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.parser
 import inspect
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 from dfkd import hookimpl, hookspecs
 from dfkd.errors import PluginError, UsageError
 from dfkd.options import option
-from dfkd.plugins import Plugins
+from dfkd.plugins import REGISTRY_HOOKS, Plugins
 from dfkd.testing import make_plugins
 
 
@@ -46,7 +47,7 @@ class FakeEntryPoint:
         self.name, self.group, self._target = name, "dfkd", target
 
     def load(self):
-        if isinstance(self._target, Exception):
+        if isinstance(self._target, BaseException):
             raise self._target
         return self._target
 
@@ -306,3 +307,142 @@ def test_distribution_builds_without_warnings_and_with_complete_metadata(project
         core = [Requirement(r) for r in meta.get_all("Requires-Dist") if r.startswith("dfkd")]
         assert [r.specifier for r in core] == [SpecifierSet(">=0.1,<0.2")]
         assert core[0].specifier.contains(dfkd.__version__)
+
+
+# Plugins that fail are reported, never quietly missing.
+
+
+class RaisingMethods:
+    @hookimpl
+    def register_methods(self, register):
+        raise RuntimeError("boom")
+
+
+def test_a_register_hook_that_raises_shows_as_failed_and_warns():
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    lenient = Plugins(autoload=False, strict=False)
+    lenient.register(RaisingMethods(), "raising", dist="dfkd-plugin-raising")
+    result = CliRunner().invoke(make_app(lenient), ["plugins", "--json"])
+    row = next(r for r in json.loads(result.stdout) if r["name"] == "raising")
+    assert row["error"] == "register_methods: RuntimeError: boom"
+    assert "could not load plugin dfkd-plugin-raising (register_methods: RuntimeError: boom)" in (
+        result.stderr
+    )
+    with pytest.raises(PluginError, match="dfkd-plugin-raising .register_methods: .*boom"):
+        make_plugins((RaisingMethods(), "dfkd-plugin-raising")).methods  # noqa: B018
+
+
+def test_a_register_commands_hook_that_raises_is_a_load_failure():
+    from dfkd.cli import make_app
+
+    class RaisingCommands:
+        @hookimpl
+        def register_commands(self, app):
+            raise ValueError("no commands today")
+
+    lenient = Plugins(autoload=False, strict=False)
+    lenient.register(RaisingCommands(), "commands", dist="dfkd-plugin-commands")
+    make_app(lenient)
+    assert lenient.errors == {
+        "dfkd-plugin-commands": "register_commands: ValueError: no commands today"
+    }
+
+
+def test_a_plugin_calling_sys_exit_at_import_is_a_load_failure(installed, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    monkeypatch.delenv("DFKD_LOAD_PLUGINS", raising=False)
+    installed(
+        fake_distribution("dfkd-plugin-exits", FakeEntryPoint("exits", SystemExit(3))),
+        fake_distribution("dfkd-plugin-fake", FakeEntryPoint("fake", FakeMethod())),
+    )
+    plugins = Plugins(strict=False)
+    assert plugins.errors == {"dfkd-plugin-exits": "SystemExit: 3"}
+    assert "fake" in plugins.methods
+    shown = CliRunner().invoke(make_app(plugins), ["--help"])
+    assert shown.exit_code == 0 and "scratch" in shown.stdout
+    with pytest.raises(PluginError, match="dfkd-plugin-exits .SystemExit: 3"):
+        Plugins(strict=True)
+
+
+def test_load_plugins_env_takes_entry_point_names_and_warns_of_unknown_ones(installed, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    installed(fake_distribution("dfkd-plugin-fake", FakeEntryPoint("fake", FakeMethod())))
+    monkeypatch.setenv("DFKD_LOAD_PLUGINS", "fake")
+    assert "fake" in Plugins().methods
+    monkeypatch.setenv("DFKD_LOAD_PLUGINS", "dfkd_plugin_FAKE")  # spelt as pip would accept
+    assert "fake" in Plugins().methods
+    monkeypatch.setenv("DFKD_LOAD_PLUGINS", "dfkd-plugin-fkae")
+    plugins = Plugins()
+    assert plugins.warnings == [
+        "DFKD_LOAD_PLUGINS names dfkd-plugin-fkae, which no installed dfkd plugin is called (by "
+        "distribution or entry point). Installed: dfkd-plugin-fake (fake)."
+    ]
+    shown = CliRunner().invoke(make_app(plugins), ["list-methods"])
+    assert "Warning: DFKD_LOAD_PLUGINS names dfkd-plugin-fkae" in shown.stderr
+    assert "No methods loaded: DFKD_LOAD_PLUGINS leaves out the installed plugins " in shown.stdout
+    assert "dfkd-plugin-fake" in shown.stdout and "No methods installed" not in shown.stdout
+    with pytest.raises(UsageError, match="leaves them out: dfkd-plugin-fake") as err:
+        plugins.methods.get("fake")
+    assert "pip install" not in str(err.value)
+
+
+def test_strict_plugins_takes_the_usual_spellings(monkeypatch):
+    for value, strict in [("1", True), ("true", True), ("Yes", True), ("ON", True), ("off", False)]:
+        monkeypatch.setenv("DFKD_STRICT_PLUGINS", value)
+        assert Plugins(autoload=False).strict is strict, value
+
+
+def test_strict_plugins_garbage_is_one_line_and_exit_2():
+    done = subprocess.run(
+        [sys.executable, "-c", "from dfkd.cli import main; main()", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DFKD_STRICT_PLUGINS": "sure"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("Error: DFKD_STRICT_PLUGINS='sure' is neither on (1, true")
+    assert done.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "info", "problem"),
+    [
+        ("method", {"option": FakeOptions}, "unknown keyword 'option' (did you mean 'options'?)"),
+        ("method", {"options": FakeOptions, "preset": {}}, "unknown keyword 'preset'"),
+        ("method", {"paper": "Nobody 2026"}, "method 'm' needs options=<the dataclass"),
+        ("method", {"options": dict}, "method 'm' needs options=<the dataclass"),
+        (
+            "method",
+            {"options": FakeOptions, "presets": {"quick": {"stepz": 1}}},
+            "preset 'quick' sets unknown options stepz",
+        ),
+        ("model", {"input_sise": 32}, "unknown keyword 'input_sise' (did you mean 'input_size'?)"),
+        ("dataset", {"classes": 10}, "unknown keyword 'classes'"),
+        ("loss", {"temperature": 4}, "unknown keyword 'temperature'; it takes summary"),
+    ],
+)
+def test_registration_refuses_unknown_or_missing_keywords(kind, info, problem):
+    class Registering:
+        pass
+
+    def register_things(self, register):
+        register("m", "dfkd.synthesis.base:Synthesizer", "summary", **info)
+
+    setattr(Registering, REGISTRY_HOOKS[kind], hookimpl(register_things))
+    with pytest.raises(PluginError, match=f"dfkd-plugin-m .{REGISTRY_HOOKS[kind]}") as err:
+        make_plugins((Registering(), "dfkd-plugin-m")).registries  # noqa: B018
+    assert problem in str(err.value)
+    lenient = Plugins(autoload=False, strict=False)
+    lenient.register(Registering(), "m", dist="dfkd-plugin-m")
+    assert "m" not in lenient.registries[kind]
+    assert problem in lenient.errors["dfkd-plugin-m"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from dfkd import __version__
-from dfkd.cli import bench, catalog, plot, run, training, weights
-from dfkd.cli.console import err_console
+from dfkd.cli import bench, catalog, export, plot, run, training, weights
+from dfkd.cli.console import err_console, fail
 from dfkd.errors import DfkdError
 from dfkd.plugins import Plugins, get_plugins
 
@@ -35,20 +36,27 @@ def make_app(plugins: Plugins | None = None) -> typer.Typer:
             callback=_print_version,
         ),
     ) -> None:
+        try:
+            plugins.entries  # noqa: B018 - run the register hooks, so their failures show here
+        except DfkdError as exc:
+            fail(exc)
         for who, error in plugins.errors.items():
             err_console.print(
-                f"[yellow]Warning:[/] could not load plugin {who} ({error}). Disable it with "
-                f"DFKD_LOAD_PLUGINS or uninstall it: pip uninstall {who}",
+                f"[yellow]Warning:[/] could not load plugin {who} ({escape(error)}). Disable it "
+                f"with DFKD_LOAD_PLUGINS or uninstall it: pip uninstall {who}",
                 highlight=False,
             )
+        for warning in plugins.warnings:
+            err_console.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False)
 
     catalog.add_commands(app, plugins)
     training.add_commands(app, plugins)
     run.add_commands(app, plugins)
     weights.add_commands(app, plugins)
+    export.add_commands(app, plugins)
     bench.add_commands(app, plugins)
     plot.add_commands(app, plugins)
-    plugins.pm.hook.register_commands(app=app, plugins=plugins)
+    plugins.add_commands(app)
     return app
 
 
@@ -62,6 +70,8 @@ def main() -> None:
     try:
         app = make_app()
     except DfkdError as exc:
-        err_console.print(f"[red]Error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        try:
+            fail(exc)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
     app()

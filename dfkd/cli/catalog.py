@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from dfkd.cli.console import console, guarded
 from dfkd.options import describe
@@ -27,11 +28,20 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             return
         entries = plugins.methods.match(pattern)
         if not entries:
-            console.print(
-                "No methods installed"
-                + (f" matching '{pattern}'." if pattern else ".")
-                + " Install one, e.g. pip install dfkd-plugin-dafl"
-            )
+            matching = f" matching '{pattern}'" if pattern else ""
+            if plugins.not_loaded:
+                console.print(
+                    f"No methods loaded{matching}: DFKD_LOAD_PLUGINS leaves out the installed "
+                    f"plugins {', '.join(plugins.not_loaded)}. Name them in it (comma-separated), "
+                    "or unset it to load every plugin.",
+                    highlight=False,
+                )
+            else:
+                console.print(
+                    f"No methods installed{matching}. Install one, e.g. pip install "
+                    "dfkd-plugin-dafl",
+                    highlight=False,
+                )
             return
         for e in entries:  # a block per method: papers and summaries are too long for columns
             console.print(f"[bold]{e.name}[/]  {e.summary}", highlight=False)
@@ -82,7 +92,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             return
         table = _table("plugin", "distribution", "version", "hooks / error")
         for r in rows:
-            detail = ", ".join(r["hooks"]) if "hooks" in r else f"[red]{r['error']}[/]"
+            detail = f"[red]{escape(r['error'])}[/]" if "error" in r else ", ".join(r["hooks"])
             table.add_row(r["name"], r.get("distribution", r["name"]), r.get("version", ""), detail)
         console.print(table)
 

@@ -8,13 +8,15 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(soft_wrap=True)  # never break a path or a command line in two
 err_console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(exc: Exception) -> NoReturn:
-    err_console.print(f"[red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+    # escaped: a message such as "pip install 'dfkd[onnx]'" is text, not rich markup
+    err_console.print(f"[red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(getattr(exc, "exit_code", 1))
 
 

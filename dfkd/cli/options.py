@@ -17,7 +17,13 @@ Augment = Annotated[
     str, typer.Option(help="auto (crop+flip on colour 32 px data), crop-flip, none.")
 ]
 Seed = Annotated[int, typer.Option(help="Random seed; the same seed repeats a CPU run exactly.")]
-Precision = Annotated[str, typer.Option("--mixed-precision", help="no, fp16 or bf16.")]
+Precision = Annotated[
+    str,
+    typer.Option(
+        "--mixed-precision",
+        help="no, fp16, bf16, or auto: bf16 where it is measured faster (CPU) or supported (CUDA).",
+    ),
+]
 Cpu = Annotated[bool, typer.Option("--cpu", help="Stay on the CPU even when a GPU is present.")]
 DataRoot = Annotated[str, typer.Option(help="Folder that holds the datasets.")]
 Download = Annotated[bool, typer.Option("--download", help="Download the dataset if missing.")]

@@ -48,6 +48,7 @@ class ImageFolderSource(DataSource):
         path = Path(arg).expanduser()
         if not path.is_dir():
             raise UsageError(f"folder:{arg} needs a directory of images; {path} is not one.")
+        _refuse_run_directory(path, arg)
         self.name = f"folder:{arg}"
         self.location = path.resolve()
         self._splits: dict[str, tuple[list[Path], list[int] | None]] = {}
@@ -64,6 +65,13 @@ class ImageFolderSource(DataSource):
                 known = " ".join(sorted(IMAGE_EXTENSIONS))
                 raise UsageError(f"{self.name} holds no images (files ending {known}).")
             self.classes = []
+            self.unlabelled_because = (
+                "it has train/<class>/ folders but no test/ (or val/) beside them; a labelled "
+                "folder needs both, with the same class folders"
+                if train.is_dir() and any(d.is_dir() for d in train.iterdir())
+                else "it is a folder of images without class folders; lay it out as "
+                "train/<class>/ and test/<class>/ for labels"
+            )
             self._splits["train"] = (files, None)
             self.channels, self.image_size = _scan(files)
         self.mean = (0.5,) * self.channels
@@ -111,6 +119,7 @@ class ImageFolderSource(DataSource):
         self._tensor_files = files
         self.channels, self.image_size = shape[1], shape[2]
         self.classes = [str(i) for i in range(top_label + 1)]
+        self.unlabelled_because = "its images*.safetensors files hold no 'labels' tensor"
 
     def _read(self, split: Split) -> Arrays:
         if self._tensor_files and split == "train":
@@ -127,6 +136,21 @@ class ImageFolderSource(DataSource):
         files, labels = self._splits[split]
         images = _read_images(files, self.channels, self.image_size)
         return images, None if labels is None else torch.tensor(labels, dtype=torch.int64)
+
+
+def _refuse_run_directory(path: Path, arg: str) -> None:
+    """A dfkd run directory is not an image folder (read as one, its samples.png grid would be
+    the only image); point at the images the run kept instead."""
+    if not (path / "config.json").is_file() or not (path / "metrics.jsonl").is_file():
+        return
+    if (path / "images").is_dir():
+        raise UsageError(
+            f"{path} is a dfkd run directory; the images it kept are folder:{Path(arg) / 'images'}"
+        )
+    raise UsageError(
+        f"{path} is a dfkd run directory and kept no images (a data-free run keeps them with "
+        "--keep-images)."
+    )
 
 
 def _scan(files: list[Path]) -> tuple[int, int]:

@@ -28,6 +28,7 @@ class DataSource:
     name: str
     location: Path
     classes: list[str]  # empty for an unlabelled folder
+    unlabelled_because = ""  # why ``classes`` is empty and how to label it, for the error
     channels: int
     image_size: int  # images are square
     mean: tuple[float, ...]

@@ -19,7 +19,7 @@ import torch
 
 from dfkd.errors import DfkdError, UsageError
 from dfkd.fileio import write_atomic
-from dfkd.training.runs import RunDir
+from dfkd.training.runs import START_OVER, RunDir
 from dfkd.training.tracking import end_tracking, log_epoch, start_tracking
 from dfkd.weights import save_weights
 
@@ -83,6 +83,7 @@ class Outcome:
     best_weights: Path
     model: torch.nn.Module | None = None  # the trained network, in memory, in this process
     extras: dict[str, Any] = field(default_factory=dict)
+    best_by: str = "top1"  # the score that chose best_weights
 
     @property
     def last(self) -> dict[str, Any]:
@@ -91,6 +92,10 @@ class Outcome:
     @property
     def best_top1(self) -> float:
         return max((r.get("top1", 0.0) for r in self.metrics), default=0.0)
+
+    @property
+    def best_score(self) -> float:
+        return max((r.get(self.best_by, 0.0) for r in self.metrics), default=0.0)
 
 
 @dataclass
@@ -103,6 +108,9 @@ class Loop:
     role: str = "student"  # file stem of the saved weights: student.safetensors, model.safetensors
     reporter: Reporter = field(default_factory=SilentReporter)
     on_best: Callable[[Path, dict[str, Any]], None] | None = None
+    #: the score that chooses the best checkpoint: test accuracy where there is a test split,
+    #: agreement with the teacher on the synthetic validation set where there is none
+    criterion: str = "top1"
 
     @property
     def weights_path(self) -> Path:
@@ -125,7 +133,13 @@ class Loop:
             self.reporter.close()
             end_tracking(self.accelerator)
         model = self.accelerator.unwrap_model(job.model)
-        return Outcome(self.run.read_metrics(), self.weights_path, self.best_path, model)
+        return Outcome(
+            self.run.read_metrics(),
+            self.weights_path,
+            self.best_path,
+            model,
+            best_by=self.criterion,
+        )
 
     def _one_epoch(self, job: Job, epoch: int, best: float) -> float:
         started = time.perf_counter()
@@ -156,8 +170,9 @@ class Loop:
             **{k: v for k, v in extras.items() if isinstance(v, int | float | str)},
             "seconds": round(time.perf_counter() - started, 3),
         }
-        is_best = scores.get("top1", 0.0) > best
-        best = max(best, scores.get("top1", 0.0))
+        score = scores.get(self.criterion, 0.0)
+        is_best = score > best
+        best = max(best, score)
         if self.accelerator.is_main_process:
             if isinstance(extras.get("images"), torch.Tensor):
                 from dfkd.synthesis.grid import save_grid
@@ -165,7 +180,11 @@ class Loop:
                 save_grid(extras["images"].float().cpu(), self.run.path / "samples.png")
             self.run.append_metrics(row)
             log_epoch(self.accelerator, row, extras.get("images"))
-            meta = {**self.weights_meta, "top1": scores.get("top1"), "epoch": epoch + 1}
+            meta = {
+                **self.weights_meta,
+                **{k: scores[k] for k in ("top1", "agree") if k in scores},
+                "epoch": epoch + 1,
+            }
             save_weights(model, self.weights_path, meta)
             if is_best:
                 save_weights(model, self.best_path, meta)
@@ -173,7 +192,8 @@ class Loop:
                     self.on_best(self.best_path, meta)
         self._checkpoint(job, epoch + 1, best)
         self.accelerator.wait_for_everyone()
-        self.reporter.epoch_end(row | {"best_top1": best, "images": extras.get("images")})
+        shown = {"best": best, "best_by": self.criterion, "images": extras.get("images")}
+        self.reporter.epoch_end(row | shown)
         return best
 
     def _checkpoint(self, job: Job, epochs_done: int, best: float) -> None:
@@ -204,7 +224,10 @@ class Loop:
             if self.accelerator.is_main_process:
                 self.run.truncate_metrics(0)
             return 0, -1.0
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: one line, not a trace
+            raise UsageError(f"Cannot resume: {path} is damaged. {START_OVER}") from exc
         recorded = state.get("num_processes", 1)
         if recorded != self.accelerator.num_processes:
             raise UsageError(

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import json
+import os
 import platform
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dfkd import __version__
-from dfkd.errors import UsageError
-from dfkd.fileio import write_json
+from dfkd.errors import DfkdError, UsageError
+from dfkd.fileio import remove_temporaries, write_atomic, write_json
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 STATE = "state"
+LOCK = ".lock"
+START_OVER = (
+    "Start the run over with its original command and --overwrite, or with --out in another "
+    "directory."
+)
 
 
 @dataclass(frozen=True)
@@ -38,24 +47,87 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         if not self.config_file.exists():
             raise UsageError(f"{self.path} is not a dfkd run directory (no {CONFIG}).")
-        return json.loads(self.config_file.read_text())
+        try:
+            config = json.loads(self.config_file.read_text(errors="replace"))
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{self.config_file} is damaged ({exc}). {START_OVER}") from exc
+        if not isinstance(config, dict) or not isinstance(config.get("options"), dict):
+            raise UsageError(f"{self.config_file} holds no run options. {START_OVER}")
+        return config
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_json(self.config_file, config)
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        with self.metrics_file.open("a") as f:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
+        try:
+            with self.metrics_file.open("a") as f:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise DfkdError(
+                f"Could not append to {self.metrics_file}: {exc.strerror or exc}."
+            ) from exc
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The rows, one per epoch. A last line without its newline is the torn write of a killed
+        process: it is left out (and a resume rewrites the file without it)."""
         if not self.metrics_file.exists():
             return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
+        *lines, _torn_or_empty = self.metrics_file.read_text(errors="replace").split("\n")
+        rows = []
+        for number, line in enumerate(lines, 1):
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UsageError(
+                    f"{self.metrics_file} is damaged at line {number} ({exc.msg}). {START_OVER}"
+                ) from exc
+        return rows
 
     def truncate_metrics(self, epochs_done: int) -> None:
         """Drop metric rows of epochs that ran after the checkpoint a resume starts from."""
         kept = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs_done]
-        self.metrics_file.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+        write_atomic(self.metrics_file, lambda tmp: tmp.write_text(text))
+
+    @contextlib.contextmanager
+    def lock(self, accelerator: Any = None) -> Iterator[None]:
+        """Hold the run while this process writes it; another that tries gets a UsageError.
+
+        ``flock`` on RUN/.lock, with the holder's pid in the file for that message: the OS drops
+        the lock when its holder dies, so a killed run leaves no stale lock behind. Once the
+        lock is held nobody else writes here, so the temporaries of a writer killed mid-write
+        are removed. Given the run's accelerator, only the main process locks, and every
+        process waits until it holds the lock and has cleaned up before writing.
+        """
+        main = accelerator is None or accelerator.is_main_process
+        with self._hold() if main else contextlib.nullcontext():
+            if accelerator is not None:
+                accelerator.wait_for_everyone()
+            yield
+
+    @contextlib.contextmanager
+    def _hold(self) -> Iterator[None]:
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UsageError(f"Cannot write to run directory {self.path}: {exc.strerror}.") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+                raise UsageError(
+                    f"Run {self.path} is in use by process {holder}: wait for it to finish, or "
+                    "stop it first."
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            remove_temporaries(self.path)
+            yield
+        finally:
+            os.close(fd)  # closing the only descriptor releases the lock
 
 
 def default_run_path(command: str, model: str, dataset: str, root: Path = Path("runs")) -> Path:
@@ -69,7 +141,10 @@ def default_run_path(command: str, model: str, dataset: str, root: Path = Path("
 
 
 def create_run(path: Path, *, overwrite: bool) -> RunDir:
-    """A fresh run directory; an existing one is replaced only when the user said --overwrite."""
+    """A fresh run directory; an existing one is replaced only when the user said --overwrite,
+    and never while another process writes it."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path} is a file, not a run directory; choose another --out.")
     if path.exists() and any(path.iterdir()):
         if not overwrite:
             raise UsageError(
@@ -78,7 +153,8 @@ def create_run(path: Path, *, overwrite: bool) -> RunDir:
             )
         if not (path / CONFIG).exists():
             raise UsageError(f"Refusing to overwrite {path}: it is not a dfkd run directory.")
-        shutil.rmtree(path)
+        with RunDir(path).lock():
+            shutil.rmtree(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

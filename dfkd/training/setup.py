@@ -21,15 +21,17 @@ def make_accelerator(
     log_with: str | None = None,
     project_dir: str | Path | None = None,
 ) -> Any:
-    """The run's accelerator; ``log_with`` (``--log-with``) names trackers writing under
-    ``project_dir``, the run directory."""
+    """The accelerator. ``auto`` precision is resolved here on a probe workload (see
+    `dfkd.training.precision`); a caller with a workload of its own, or one that records the
+    choice, resolves it first with `resolve_precision` and passes the result. ``log_with``
+    (``--log-with``) names trackers writing under ``project_dir``, the run directory."""
     from accelerate import Accelerator
 
+    from dfkd.training.precision import resolve_precision
     from dfkd.training.tracking import tracker_names
 
     trackers = tracker_names(log_with)
-    if mixed_precision not in ("no", "fp16", "bf16"):
-        raise UsageError(f"--mixed-precision must be no, fp16 or bf16, not '{mixed_precision}'.")
+    mixed_precision, _ = resolve_precision(mixed_precision, cpu=cpu)
     # Without cpu=True, accelerate only forms a CPU process group when asked to: under torchrun
     # on a machine without CUDA every process would run alone and write the same run directory.
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
@@ -80,7 +82,13 @@ def build(
 
     plugins = plugins or get_plugins()
     if not source.num_classes:
-        raise UsageError(f"Dataset {source.name} has no labels; it cannot size a classifier.")
+        why = f": {source.unlabelled_because}" if source.unlabelled_because else "."
+        raise UsageError(f"Dataset {source.name} has no labels to size a classifier{why}")
+    if source.num_classes < 2:
+        raise UsageError(
+            f"Dataset {source.name} has one class ({source.classes[0]}); a classifier needs at "
+            "least two."
+        )
     model = build_model(name, source.num_classes, source.channels, plugins=plugins)
     size = model_input_size(name, plugins=plugins)
     return model, ModelSpec(name, size, source.channels)
@@ -93,6 +101,7 @@ def load_teacher(
     plugins: Plugins | None = None,
 ) -> tuple[torch.nn.Module, ModelSpec, Path]:
     """The frozen teacher; a missing checkpoint says where it looked and how to make one."""
+    (plugins or get_plugins()).models.get(name)  # a misspelt name, not missing weights
     path = Path(weights) if weights else default_weights_path(source.name, name)
     if not path.exists():
         how = f"dfkd scratch --model {name} --dataset {source.name}"
@@ -133,6 +142,7 @@ def weights_meta(spec: ModelSpec, source: Any, **extra: Any) -> dict[str, Any]:
         "input_size": spec.size,
         "mean": list(source.mean),
         "std": list(source.std),
+        "classes": list(source.classes),
         **extra,
     }
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from dfkd.data import open_dataset
 from dfkd.data.pipeline import BatchLoader, random_crop_flip
 from dfkd.errors import UsageError
-from dfkd.optim import make_optimizer, make_scheduler
+from dfkd.optim import default_milestones, make_optimizer, make_scheduler
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.training.inputs import InputFormat, evaluate
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
+from dfkd.training.recipes import scratch_recipe
 from dfkd.training.runs import RunDir
 from dfkd.training.setup import (
     ModelSpec,
@@ -44,7 +45,8 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | multistep (×0.1 at 60/75/90 % of the epochs) | constant
+    schedule: str = "cosine"  # cosine | multistep (×0.1 at each milestone) | constant
+    milestones: list[int] = field(default_factory=list)  # none: 60/75/90 % of the epochs
     augment: str = "auto"  # auto (crop+flip for colour 32 px data) | crop-flip | none
     seed: int = 0
     mixed_precision: str = "no"
@@ -58,7 +60,28 @@ class TrainConfig:
 
 @dataclass
 class ScratchConfig(TrainConfig):
+    """`dfkd scratch`'s options. The training options left at None take the values of the named
+    ``recipe`` (dfkd/training/recipes.py), so that a flag overrides its recipe and config.json
+    records the recipe together with every value the run actually used, milestones included."""
+
     model: str = "lenet5"
+    # The best weights become the default teacher, checkpoints/<dataset>-<model>.safetensors.
+    # Set for the user when there is none yet; an existing teacher is replaced only on request.
+    set_default: bool = False
+    recipe: str = "default"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in scratch_recipe(self.recipe).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.schedule == "multistep" and not self.milestones:
+            self.milestones = default_milestones(self.epochs)
 
 
 @dataclass
@@ -101,7 +124,7 @@ class SupervisedJob(Job):
         optimizer = make_optimizer(
             model.parameters(), "sgd", cfg.lr, cfg.momentum, cfg.weight_decay
         )
-        self.scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs)
+        self.scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs, cfg.milestones)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.loader = BatchLoader(
             images,
@@ -176,13 +199,17 @@ def train_scratch(
     reporter: Reporter | None = None,
     plugins: Plugins | None = None,
 ) -> Outcome:
-    """Train ``cfg.model`` on the dataset's labels; the best weights become the default teacher."""
+    """Train ``cfg.model`` on the dataset's labels. The best weights become the default teacher
+    when there is none yet or ``cfg.set_default`` says so; otherwise they stay in the run."""
     plugins = plugins or get_plugins()
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
     model, spec = build(cfg.model, source, plugins)
     images, labels = source.load("train")
     test_images, test_labels = source.load("test")
+    target = default_weights_path(source.name, cfg.model)
+    if not resume and not target.exists():
+        cfg = dataclasses.replace(cfg, set_default=True)  # recorded, so a resume keeps to it
     accelerator, run = _prepare(cfg, "scratch", cfg.model, resume)
     fmt = InputFormat.of(source, spec.size)
 
@@ -192,7 +219,6 @@ def train_scratch(
     job = SupervisedJob(
         accelerator, model, cfg, images, labels, fmt, wants_augmentation(cfg, source), cross_entropy
     )
-    target = default_weights_path(source.name, cfg.model)
 
     def publish(best: Any, meta: dict[str, Any]) -> None:
         save_weights(accelerator.unwrap_model(job.model), target, meta)
@@ -205,10 +231,12 @@ def train_scratch(
         weights_meta(spec, source, command="scratch"),
         role="model",
         reporter=reporter or SilentReporter(),
-        on_best=publish,
+        on_best=publish if cfg.set_default else None,
     )
-    outcome = loop.fit(job, resume=bool(resume))
-    outcome.extras["checkpoint"] = target
+    with run.lock(accelerator):
+        outcome = loop.fit(job, resume=bool(resume))
+    outcome.extras["checkpoint"] = target if cfg.set_default else loop.best_path
+    outcome.extras["default"] = target
     outcome.extras["run"] = run.path
     return outcome
 
@@ -280,7 +308,8 @@ def train_kd(
         weights_meta(s_spec, source, command="kd", teacher=cfg.teacher),
         reporter=reporter or SilentReporter(),
     )
-    outcome = loop.fit(job, resume=bool(resume))
+    with run.lock(accelerator):
+        outcome = loop.fit(job, resume=bool(resume))
     outcome.extras["run"] = run.path
     return outcome
 

@@ -1,0 +1,284 @@
+"""Nothing lost, nothing silent: trained teachers, busy and damaged runs, misleading messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from dfkd import hookimpl
+from dfkd.data import open_dataset
+from dfkd.errors import DfkdError, UsageError
+from dfkd.models import build_model
+from dfkd.synthesis.options import DataFreeOptions
+from dfkd.testing import KillAfterEpoch, make_plugins
+from dfkd.training.runs import RunDir
+from dfkd.training.supervised import ScratchConfig, train_scratch
+from dfkd.weights import load_state_file, save_weights, sidecar_path
+
+
+def scratch(dataset: str = "tiny") -> tuple[str, ...]:
+    """`dfkd scratch` for one quick LeNet-5 epoch on ``dataset``."""
+    return ("scratch", "--model", "lenet5", "--dataset", dataset, "--epochs", "1", "--lr", "0.05")
+
+
+class QuietMethod:
+    """A method that is never built: the commands here stop before any synthesis."""
+
+    @hookimpl
+    def register_methods(self, register):
+        register("quiet", "dfkd.synthesis.base:Synthesizer", "never built", options=DataFreeOptions)
+
+
+@pytest.fixture
+def plugins():
+    """The test plugin set plus one method, so that `dfkd run` can be called."""
+    return make_plugins((QuietMethod(), "dfkd-plugin-quiet"))
+
+
+def scratch_config(**overrides) -> ScratchConfig:
+    values = dict(dataset="tiny", model="lenet5", epochs=1, batch_size=32, lr=0.05, out="runs/r")
+    return ScratchConfig(**(values | overrides))
+
+
+def one_line(done, exit_code: int, text: str) -> None:
+    assert done.exit_code == exit_code, done.output
+    assert text in done.output
+    assert done.output.strip().count("\n") == 0, done.output
+
+
+def tensors_equal(a: Path, b: Path) -> bool:
+    x, y = load_state_file(a), load_state_file(b)
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def save_images(folder: Path, count: int = 2) -> None:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.new("L", (28, 28), 40 * i).save(folder / f"{i}.png")
+
+
+# 1. A trained teacher is never silently replaced
+
+
+def test_scratch_makes_only_the_first_teacher_the_default_unless_asked(cli, workdir):
+    default = workdir / "checkpoints/tiny-lenet5.safetensors"
+    first = cli(*scratch(), "--out", "runs/a")
+    assert "teacher checkpoint: checkpoints/tiny-lenet5.safetensors" in first.stdout
+    kept = default.read_bytes()
+
+    second = cli(*scratch(), "--seed", "1", "--out", "runs/b")
+    assert second.exit_code == 0, second.output
+    assert default.read_bytes() == kept
+    assert "teacher checkpoint: runs/b/model-best.safetensors" in second.stdout
+    promote = "import-weights runs/b/model-best.safetensors --model lenet5 --dataset tiny"
+    assert "The default teacher checkpoints/tiny-lenet5.safetensors is unchanged" in second.stderr
+    assert "--teacher-weights runs/b/model-best.safetensors" in second.stderr
+    assert f"'dfkd {promote} --set-default'" in second.stderr
+    # the first run made the default, and recorded it, so a resume of it keeps doing so
+    options = json.loads((workdir / "runs/a/config.json").read_text())["options"]
+    assert options["set_default"] is True
+    assert (
+        json.loads((workdir / "runs/b/config.json").read_text())["options"]["set_default"] is False
+    )
+
+    assert cli(*promote.split(), "--set-default").exit_code == 0  # the suggested command works
+    assert tensors_equal(default, workdir / "runs/b/model-best.safetensors")
+    third = cli(*scratch(), "--seed", "2", "--out", "runs/c", "--set-default")
+    assert "teacher checkpoint: checkpoints/tiny-lenet5.safetensors" in third.stdout
+    assert tensors_equal(default, workdir / "runs/c/model-best.safetensors")
+
+
+def test_import_weights_writes_beside_an_existing_default(cli, workdir, plugins):
+    default = workdir / "checkpoints/tiny-lenet5.safetensors"
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        torch.save(build_model("lenet5", 10, 1, plugins=plugins).state_dict(), f"{seed}.pth")
+    args = ("--model", "lenet5", "--dataset", "tiny")
+    assert cli("import-weights", "1.pth", *args).exit_code == 0
+    assert tensors_equal(default, Path("1.pth"))
+    second = cli("import-weights", "2.pth", *args)
+    assert second.exit_code == 0, second.output
+    assert "wrote checkpoints/tiny-lenet5-2.safetensors" in second.stdout
+    assert "The default teacher checkpoints/tiny-lenet5.safetensors is unchanged" in second.stderr
+    assert tensors_equal(default, Path("1.pth"))
+    assert tensors_equal(workdir / "checkpoints/tiny-lenet5-2.safetensors", Path("2.pth"))
+    assert "tiny-lenet5-3.safetensors" in cli("import-weights", "3.pth", *args).stdout
+    assert cli("import-weights", "3.pth", *args, "--set-default").exit_code == 0
+    assert tensors_equal(default, Path("3.pth"))
+    both = cli("import-weights", "2.pth", *args, "--set-default", "--out", "x.safetensors")
+    one_line(both, 2, "--set-default writes the default teacher checkpoint; drop --out.")
+
+
+# 2. One writer per run directory
+
+
+def test_a_run_in_use_is_refused_and_a_dead_holder_leaves_no_lock(cli, workdir):
+    assert cli(*scratch(), "--out", "runs/r").exit_code == 0
+    code = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from dfkd.training.runs import RunDir\n"
+        "with RunDir(Path('runs/r')).lock():\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=workdir, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        busy = f"Run runs/r is in use by process {holder.pid}"
+        one_line(cli("scratch", "--resume", "runs/r"), 2, busy)
+        one_line(cli(*scratch(), "--out", "runs/r", "--overwrite"), 2, busy)
+        assert (workdir / "runs/r/model.safetensors").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli("scratch", "--resume", "runs/r").exit_code == 0
+
+
+# 5. Damaged files and failed writes: one line, never a traceback
+
+
+@pytest.mark.parametrize("damage", ["truncated", "text", "sidecar"])
+@pytest.mark.parametrize("command", ["eval", "run"])
+def test_damaged_weights_are_one_line(cli, workdir, plugins, damage, command):
+    path = workdir / "w.safetensors"
+    save_weights(build_model("lenet5", 10, 1, plugins=plugins), path, {"model": "lenet5"})
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "text":
+        path.write_text("these are not weights\n")
+    else:
+        sidecar_path(path).write_text('{"model": "lenet5", "num_cl')
+    if command == "eval":
+        done = cli("eval", "--model", "lenet5", "--dataset", "tiny", "--weights", path)
+    else:
+        args = ("--teacher", "lenet5", "--student", "lenet5_half", "--dataset", "tiny")
+        done = cli("run", "quiet", *args, "--teacher-weights", path)
+    one_line(
+        done, 2, f"{sidecar_path(path)}, the description" if damage == "sidecar" else str(path)
+    )
+    assert not (workdir / "runs").exists()
+
+
+def test_out_naming_a_file_is_one_line(cli, workdir):
+    (workdir / "taken").write_text("a file\n")
+    one_line(cli(*scratch(), "--out", "taken"), 2, "taken is a file, not a run directory")
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(plugins, workdir, monkeypatch):
+    train_scratch(scratch_config(), plugins=plugins)
+    checkpoint = workdir / "runs/r/state/checkpoint.pt"
+    before = checkpoint.read_bytes()
+
+    def full_disk(obj, f, *args, **kwargs):  # what torch.save raises when the disk fills up
+        Path(f).write_bytes(b"the first few bytes")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr("torch.save", full_disk)
+    with pytest.raises(DfkdError, match=r"checkpoint.pt: RuntimeError: .*checkpoint.pt is intact"):
+        train_scratch(scratch_config(epochs=2), plugins=plugins, resume="runs/r")
+    assert checkpoint.read_bytes() == before
+    assert not list((workdir / "runs/r").rglob("*.tmp"))
+
+
+def test_a_failed_metrics_append_is_an_error_not_a_traceback(tmp_path):
+    run = RunDir(tmp_path)
+    run.metrics_file.mkdir()  # any OSError: a folder in the way, a full disk
+    with pytest.raises(DfkdError, match="Could not append to .*metrics.jsonl"):
+        run.append_metrics({"epoch": 1})
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "message"),
+    [
+        ("state/checkpoint.pt", lambda b: b[:300], "runs/r/state/checkpoint.pt is damaged"),
+        ("config.json", lambda b: b[:30], "runs/r/config.json is damaged"),
+        ("config.json", lambda b: b"[]", "runs/r/config.json holds no run options"),
+        ("metrics.jsonl", lambda b: b"{oops\n" + b, "runs/r/metrics.jsonl is damaged at line 1"),
+    ],
+)
+def test_a_damaged_run_stops_its_resume_in_one_line(cli, workdir, name, damage, message):
+    assert cli(*scratch(), "--out", "runs/r").exit_code == 0
+    file = workdir / "runs/r" / name
+    file.write_bytes(damage(file.read_bytes()))
+    done = cli("scratch", "--resume", "runs/r")
+    one_line(done, 2, message)
+    assert "--overwrite" in done.output
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(plugins, workdir):
+    with pytest.raises(KeyboardInterrupt):
+        train_scratch(scratch_config(epochs=2), plugins=plugins, reporter=KillAfterEpoch(1))
+    metrics = workdir / "runs/r/metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"epoch": 2, "top1": 4')  # killed mid-append
+    resumed = train_scratch(scratch_config(epochs=2), plugins=plugins, resume="runs/r")
+    assert [r["epoch"] for r in resumed.metrics] == [1, 2]
+    assert metrics.read_text().endswith("}\n")
+
+
+def test_resume_removes_the_temporaries_a_killed_writer_left(plugins, workdir):
+    train_scratch(scratch_config(), plugins=plugins)
+    run = workdir / "runs/r"
+    leftover = run / "state/.checkpoint.pt.k1ll3d_x.dfkd.tmp"  # as write_atomic names them
+    leftover.write_bytes(b"half a checkpoint")
+    mine = run / "notes.tmp"  # a user's file that merely looks temporary
+    mine.write_text("keep me\n")
+    train_scratch(scratch_config(epochs=2), plugins=plugins, resume="runs/r")
+    assert not leftover.exists() and mine.exists()
+
+
+# 8. Messages that say what is wrong
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "--model", "wrn40_3", "--dataset", "tiny"],
+        ["kd", "--teacher", "wrn40_3", "--student", "lenet5_half", "--dataset", "tiny"],
+        ["run", "quiet", "--teacher", "wrn40_3", "--student", "lenet5_half", "--dataset", "tiny"],
+    ],
+)
+def test_a_misspelt_teacher_is_an_unknown_model_not_missing_weights(cli, args):
+    one_line(cli(*args), 2, "Unknown model 'wrn40_3'. Did you mean 'wrn40_2'")
+
+
+def test_a_folder_with_train_but_no_test_says_so(cli, workdir):
+    for label in ("a", "b"):
+        save_images(workdir / f"shapes/train/{label}")
+    done = cli(*scratch("folder:shapes"))
+    one_line(done, 2, "it has train/<class>/ folders but no test/ (or val/) beside them")
+
+
+def test_a_one_class_folder_is_refused(cli, workdir):
+    for split in ("train", "test"):
+        save_images(workdir / f"one/{split}/cat")
+    done = cli(*scratch("folder:one"))
+    one_line(done, 2, "Dataset folder:one has one class (cat); a classifier needs at least two.")
+    assert not (workdir / "checkpoints").exists()
+
+
+def test_a_data_root_that_does_not_exist_is_an_error(cli, workdir):
+    one_line(cli(*scratch(), "--data-root", "nowhere"), 2, "--data-root nowhere does not exist")
+    assert not (workdir / "runs").exists()
+
+
+def test_a_run_directory_is_not_an_image_folder(plugins, workdir):
+    run = workdir / "runs/dafl"
+    save_images(run / "images")  # what --keep-images keeps (as chunks; PNGs serve as well here)
+    Image.new("RGB", (64, 64)).save(run / "samples.png")
+    (run / "config.json").write_text("{}\n")
+    (run / "metrics.jsonl").write_text("")
+    with pytest.raises(UsageError, match="the images it kept are folder:runs/dafl/images"):
+        open_dataset("folder:runs/dafl", plugins=plugins)
+    shutil.rmtree(run / "images")
+    with pytest.raises(UsageError, match="kept no images .*--keep-images"):
+        open_dataset("folder:runs/dafl", plugins=plugins)
