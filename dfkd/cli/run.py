@@ -57,7 +57,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             cfg = None
         else:
             require_options(method=method, teacher=teacher, student=student, dataset=dataset)
-            overrides = list(option or []) + ([f"epochs={epochs}"] if epochs else [])
+            overrides = list(option or []) + ([f"epochs={epochs}"] if epochs is not None else [])
             cfg = from_arguments(RunConfig, locals())
             method_options(plugins, cfg)  # fail on a bad name or option before any work
         outcome = run_datafree(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
