@@ -196,7 +196,12 @@ class Loop:
     def _restore(self, job: Job) -> tuple[int, float]:
         path = self.run.state_dir / CHECKPOINT
         if not path.exists():
-            # killed before the first checkpoint: whatever rows were written are redone
+            # Killed before the first checkpoint: the run starts over. Its rows are redone, and
+            # each process's fresh objects are loaded with their own state, as from a checkpoint
+            # of epoch 0: an image pool then drops the chunks the killed run wrote instead of
+            # refusing to write beside them.
+            for obj in job.process_stateful().values():
+                obj.load_state_dict(_state_of(self.accelerator, obj))
             if self.accelerator.is_main_process:
                 self.run.truncate_metrics(0)
             return 0, -1.0
