@@ -201,6 +201,11 @@ def test_a_failed_metrics_append_is_an_error_not_a_traceback(tmp_path):
     ("name", "damage", "message"),
     [
         ("state/checkpoint.pt", lambda b: b[:300], "runs/r/state/checkpoint.pt is damaged"),
+        (  # readable, but a key is gone
+            "state/checkpoint.pt",
+            lambda b: b.replace(b"best_top1", b"\0est_top1"),
+            "runs/r/state/checkpoint.pt is damaged or does not fit the run (KeyError: 'best_top1')",
+        ),
         ("config.json", lambda b: b[:30], "runs/r/config.json is damaged"),
         ("config.json", lambda b: b"[]", "runs/r/config.json holds no run options"),
         ("metrics.jsonl", lambda b: b"{oops\n" + b, "runs/r/metrics.jsonl is damaged at line 1"),
