@@ -355,6 +355,11 @@ def test_kd_refuses_out_of_range_loss_flags(cli, workdir, args, message):
     assert not (workdir / "runs").exists()
 
 
+def test_eval_refuses_a_batch_size_below_one(cli):
+    done = cli("eval", "--model", "lenet5", "--dataset", "tiny", "--batch-size", "0")
+    one_line(done, 2, "--batch-size must be >= 1, not 0.")
+
+
 def test_every_shipped_preset_satisfies_the_range_checks():
     """What `dfkd list-methods` lists, built as `dfkd run --preset` builds it."""
     import importlib
