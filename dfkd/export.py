@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -350,3 +351,32 @@ def _reason(exc: BaseException) -> str:
     line = next((part.strip() for part in text.splitlines() if part.strip()), "")
     line = line if len(line) <= 300 else line[:297] + "..."
     return f"{type(cause).__name__}: {line}" if line else type(cause).__name__
+
+
+class ExportedModel(nn.Module):
+    """An exported student (ONNX or TorchScript file) behind the nn.Module interface that
+    evaluation uses, so `dfkd eval` scores the very file a runtime will load."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        path = Path(path)
+        sidecar = exported_sidecar(path)
+        if not path.is_file() or not sidecar.is_file():
+            raise UsageError(f"{path} is not an exported student with its sidecar {sidecar.name}.")
+        try:
+            self.meta = json.loads(sidecar.read_text())
+            fmt = self.meta["format"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UsageError(f"{sidecar} is damaged; export the student again.") from None
+        if fmt == "onnx":
+            _require_onnx()
+        runner = {"onnx": _onnx_runner, "torchscript": _torchscript_runner}[fmt]
+        self._runner = runner(path.read_bytes())
+
+    @property
+    def takes_pixels(self) -> bool:
+        """True when the graph normalises [0, 1] pixels itself (--include-normalization)."""
+        return bool(self.meta.get("includes_normalization"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._runner(x.float().cpu()).to(x.device)

@@ -42,10 +42,14 @@ def make_scheduler(
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
     if schedule == "multistep":
-        steps = sorted(milestones) or sorted(
-            {max(1, int(epochs * f)) for f in DEFAULT_MILESTONE_FRACTIONS}
-        )
+        steps = sorted(milestones) or default_milestones(epochs)
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, steps, gamma=0.1)
     if schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     raise UsageError(f"schedule must be {', '.join(SCHEDULES)}, not '{schedule}'.")
+
+
+def default_milestones(epochs: int) -> list[int]:
+    """The epochs at which `multistep` without milestones drops the rate: 60/75/90 % of
+    ``epochs``, which for 200 epochs are the DataFree recipe's 120/150/180."""
+    return sorted({max(1, int(epochs * f)) for f in DEFAULT_MILESTONE_FRACTIONS})

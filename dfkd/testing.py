@@ -366,6 +366,19 @@ class MethodContract:
         run_datafree(cfg, plugins=self.contract_plugins())
         assert_complete_run(workdir / "mlp", epochs=1)
 
+    def test_contract_runs_from_the_teachers_weights_alone(
+        self, tiny_teacher_weights: dict[str, Path], workdir: Path
+    ) -> None:
+        """No dataset named: the inputs come from the teacher's sidecar, agreement on the
+        synthetic validation set scores the student and chooses the best checkpoint."""
+        from dfkd.training.datafree import run_datafree
+
+        cfg = self.contract_config(tiny_teacher_weights, workdir / "alone", ["epochs=1"])
+        cfg.dataset = None
+        outcome = run_datafree(cfg, plugins=self.contract_plugins())
+        assert_complete_run(workdir / "alone", epochs=1)
+        assert outcome.best_by == "agree" and "top1" not in outcome.last
+
     @pytest.mark.slow
     def test_contract_student_learns(
         self, tiny_teacher_weights: dict[str, Path], workdir: Path

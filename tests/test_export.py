@@ -233,3 +233,23 @@ def test_a_file_that_fails_verification_is_not_written(export_cli, workdir, fmt,
     line = one_error_line(export_cli("export", weights, "--format", fmt), 1)
     assert message in line and line.endswith("Nothing was written.")
     assert files_under(workdir) == before
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("onnx", ".onnx"), ("torchscript", ".torchscript.pt")])
+@pytest.mark.parametrize("baked", [False, True])
+def test_eval_scores_the_exported_file_as_pytorch_scores_the_weights(
+    export_cli, tiny_teacher_weights, workdir, fmt, suffix, baked
+):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    weights = workdir / "t.safetensors"
+    shutil.copy(tiny_teacher_weights["lenet5"], weights)
+    shutil.copy(tiny_teacher_weights["lenet5"].with_suffix(".json"), weights.with_suffix(".json"))
+    extra = ["--include-normalization"] if baked else []
+    assert export_cli("export", weights, "-f", fmt, *extra).exit_code == 0
+    scored = {}
+    for scored_file, model in ((weights, ["--model", "lenet5"]), (workdir / f"t{suffix}", [])):
+        done = export_cli("eval", "--weights", scored_file, *model, "--dataset", "tiny", "--json")
+        assert done.exit_code == 0, done.output
+        scored[scored_file.suffix] = json.loads(done.output)["top1"]
+    assert len(set(scored.values())) == 1 and scored[".safetensors"] > 50

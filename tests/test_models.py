@@ -214,6 +214,56 @@ def test_lenet_pooling_with_autograd_is_max_pool2d() -> None:
     assert x.grad.max() == 1
 
 
+def _with_max_pool2d(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a LeNet that pools with nn.MaxPool2d, as LeNets were built before MaxPool2x2."""
+    import copy
+
+    from dfkd.models.lenet import MaxPool2x2
+
+    plain = copy.deepcopy(model)
+    for i, layer in enumerate(plain.features):
+        if isinstance(layer, MaxPool2x2):
+            plain.features[i] = torch.nn.MaxPool2d(kernel_size=2, stride=2)
+    return plain
+
+
+@pytest.mark.parametrize("name", ["lenet5", "lenet5_half", "lenet5_bn"])
+def test_every_lenet_pools_with_maxpool2x2_and_loads_checkpoints_of_max_pool2d(name: str) -> None:
+    from dfkd.models.lenet import MaxPool2x2
+
+    torch.manual_seed(0)
+    model = build_model(name, 10, 1)
+    pools = [type(m) for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert pools == [MaxPool2x2, MaxPool2x2]
+    plain = _with_max_pool2d(model)
+    assert plain.state_dict().keys() == model.state_dict().keys()
+    model.load_state_dict(plain.state_dict(), strict=True)
+    x = torch.randn(8, 1, 32, 32)
+    model.eval()
+    plain.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), plain(x))
+    assert torch.equal(model(x), plain(x))
+
+
+def test_a_lenet_teacher_pools_without_max_pool2d_only_where_no_gradient_flows(monkeypatch) -> None:
+    calls: list[bool] = []
+    max_pool2d = torch.nn.functional.max_pool2d
+
+    def counting(*args, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return max_pool2d(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "max_pool2d", counting)
+    teacher = build_model("lenet5", 10, 1).eval().requires_grad_(False)
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        teacher(x)
+    assert calls == []
+    teacher(x.requires_grad_())  # a generator step: the gradient reaches the images
+    assert calls == [True, True]
+
+
 def test_wrn_widening_shortcut_takes_the_preactivated_input() -> None:
     """The reference's quirk: a block that widens projects BN-ReLU(x), not x; a reference
     checkpoint computes something else if this differs."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import pytest
 import torch
 
 from dfkd.errors import UsageError
+from dfkd.testing import run_two_processes
 from dfkd.training import precision
 from dfkd.training.precision import choose_precision, distillation_workload, resolve_precision
 
@@ -118,10 +120,20 @@ def test_auto_on_cuda_follows_bf16_support(monkeypatch):
     assert resolve_precision("auto", clock.workload, cpu=True)[1]["device"] == "cpu"
 
 
-def test_auto_refuses_a_multi_process_cpu_run(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(UsageError, match="multi-process"):
-        resolve_precision("auto", lambda: None, cpu=True)
+@pytest.mark.slow
+def test_the_processes_of_a_cpu_run_take_process_0s_measured_choice(tmp_path):
+    script = tmp_path / "auto.py"
+    script.write_text(
+        "import json\n"
+        "import torch.distributed as dist\n"
+        "from dfkd.training.precision import resolve_precision\n"
+        "chosen, record = resolve_precision('auto', cpu=True)\n"
+        "rank = dist.get_rank()\n"
+        "json.dump([chosen, record], open(f'auto-{rank}.json', 'w'))\n"
+    )
+    run_two_processes(script)
+    first, second = (json.loads((tmp_path / f"auto-{r}.json").read_text()) for r in (0, 1))
+    assert first == second and first[1]["decided_by"] == "process 0" and first[1]["measured"]
 
 
 @pytest.fixture

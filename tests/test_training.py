@@ -94,6 +94,65 @@ def test_unwritable_output_is_one_clear_error(plugins, workdir):
         train_scratch(scratch_config(out=str(blocker / "run")), plugins=plugins)
 
 
+def test_scratch_recipes_fill_the_options_that_are_not_given():
+    default = ScratchConfig(dataset="tiny")
+    assert (default.recipe, default.weight_decay, default.schedule) == ("default", 5e-4, "cosine")
+    assert (default.epochs, default.batch_size, default.lr, default.momentum) == (
+        200,
+        256,
+        0.1,
+        0.9,
+    )
+    assert default.milestones == []
+    reference = ScratchConfig(dataset="tiny", recipe="reference")
+    assert (reference.weight_decay, reference.schedule) == (1e-4, "multistep")
+    assert (reference.epochs, reference.batch_size, reference.lr, reference.momentum) == (
+        200,
+        256,
+        0.1,
+        0.9,
+    )
+    assert reference.milestones == [120, 150, 180]  # DataFree's train_scratch.py
+    shorter = ScratchConfig(dataset="tiny", recipe="reference", epochs=20, weight_decay=5e-4)
+    assert (shorter.epochs, shorter.weight_decay, shorter.milestones) == (20, 5e-4, [12, 15, 18])
+    given = ScratchConfig(dataset="tiny", recipe="reference", milestones=[5])
+    assert given.milestones == [5]
+    with pytest.raises(
+        UsageError, match="Unknown recipe 'fast'. Known recipes: default, reference"
+    ):
+        ScratchConfig(dataset="tiny", recipe="fast")
+
+
+def test_cli_scratch_recipe_is_recorded_and_its_schedule_is_used(cli, workdir):
+    done = cli(
+        "scratch",
+        "--model",
+        "lenet5_half",
+        "--dataset",
+        "tiny",
+        "--recipe",
+        "reference",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--weight-decay",
+        "3e-4",
+        "--out",
+        "runs/reference",
+        "--quiet",
+    )
+    assert done.exit_code == 0, done.output
+    run = workdir / "runs/reference"
+    options = json.loads((run / "config.json").read_text())["options"]
+    assert options["recipe"] == "reference"
+    expected = dict(epochs=3, batch_size=32, lr=0.1, momentum=0.9, weight_decay=3e-4)
+    assert {k: options[k] for k in expected} == expected
+    assert (options["schedule"], options["milestones"]) == ("multistep", [1, 2])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.001, 0.001])
+
+
 def test_kd_distils_on_each_kind_of_transfer_set(plugins, workdir, tiny_teacher_weights):
     teacher = str(tiny_teacher_weights["lenet5"])
     base = dict(
@@ -250,6 +309,10 @@ def test_cli_scratch_eval_and_kd(cli, workdir):
         (
             ["scratch", "--model", "lenet5", "--dataset", "tiny", "--schedule", "zigzag"],
             "schedule must be",
+        ),
+        (
+            ["scratch", "--model", "lenet5", "--dataset", "tiny", "--recipe", "fast"],
+            "Unknown recipe 'fast'. Known recipes: default, reference.",
         ),
     ],
 )

@@ -57,17 +57,22 @@ class ProgressReporter:
             self.progress.update(self.task, advance=1, loss=f"{logs['loss']:.4f}")
 
     def epoch_end(self, row: dict[str, Any]) -> None:
-        self.last_acc = f"{row.get('top1', 0.0):.2f}%"
+        """One line per epoch: test accuracy where there is a test split, the agreement with the
+        teacher on the synthetic validation set, the best so far (and by which score)."""
+        by = row.get("best_by", "top1")
+        self.last_acc = f"{row.get(by, 0.0):.2f}%"
         if self.enabled:
+            shown = [f"{k} {row[k]:.2f}%" for k in ("top1", "agree") if k in row]
             extra = "".join(
                 f"  {k} {row[k]:.4g}"
                 for k in row
-                if k not in {"epoch", "top1", "top5", "seconds", "best_top1", "images", "lr"}
+                if k not in {"epoch", "top1", "top5", "agree", "seconds", "best", "images", "lr"}
                 and isinstance(row[k], float)
             )
+            best = f"best {row.get('best', 0.0):.2f}%" + ("" if by == "top1" else f" (by {by})")
             err_console.print(
-                f"epoch {row['epoch']}/{self.epochs}  top1 {row.get('top1', 0.0):.2f}%  "
-                f"best {row.get('best_top1', 0.0):.2f}%{extra}  {row.get('seconds', 0):.1f}s",
+                f"epoch {row['epoch']}/{self.epochs}  {'  '.join(shown)}  {best}{extra}  "
+                f"{row.get('seconds', 0):.1f}s",
                 highlight=False,
             )
 

@@ -26,7 +26,49 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             list[str], typer.Option("--option", "-o", help="Method option as key=value.")
         ] = None,
         epochs: Annotated[int, typer.Option(help="Shortcut for -o epochs=N.")] = None,
-        teacher_weights: Annotated[str, typer.Option(help="Teacher weights file.")] = None,
+        teacher_weights: Annotated[
+            str,
+            typer.Option(
+                help="Teacher weights file (default: checkpoints/<dataset>-<teacher>, or the one "
+                "checkpoints/*-<teacher> without --dataset)."
+            ),
+        ] = None,
+        classes: Annotated[
+            int, typer.Option(help="Teacher's class count, when its sidecar does not say.")
+        ] = None,
+        channels: Annotated[
+            int, typer.Option(help="Teacher's input channels, when its sidecar does not say.")
+        ] = None,
+        image_size: Annotated[
+            int, typer.Option(help="Teacher's input size in pixels, when its sidecar does not say.")
+        ] = None,
+        mean: Annotated[
+            str, typer.Option(help="Teacher's normalisation mean per channel, e.g. 0.5,0.5,0.5.")
+        ] = None,
+        std: Annotated[
+            str, typer.Option(help="Teacher's normalisation std per channel, e.g. 0.25,0.25,0.25.")
+        ] = None,
+        class_names: Annotated[
+            str, typer.Option(help="File with the teacher's class names, one per line.")
+        ] = None,
+        val_size: Annotated[
+            int,
+            typer.Option(
+                help="Images of the synthetic validation set (inverted from the teacher once, "
+                "kept beside its weights) that scores agreement.",
+                min=1,
+            ),
+        ] = 500,
+        val_steps: Annotated[
+            int, typer.Option(help="Inversion steps of the validation set.", min=0)
+        ] = 60,
+        eval_data: Annotated[
+            str,
+            typer.Option(
+                help="Your own images to score on (folder:PATH): accuracy if labelled by class "
+                "folders, agreement with the teacher if not."
+            ),
+        ] = None,
         keep_images: Annotated[
             bool, typer.Option("--keep-images", help="Keep synthesized images in RUN/images.")
         ] = False,
@@ -56,10 +98,13 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         if resume:
             cfg = None
         else:
-            require_options(method=method, teacher=teacher, student=student, dataset=dataset)
+            require_options(method=method, teacher=teacher, student=student)
             overrides = list(option or []) + ([f"epochs={epochs}"] if epochs is not None else [])
+            mean, std = _floats("mean", mean), _floats("std", std)
             cfg = from_arguments(RunConfig, locals())
             method_options(plugins, cfg)  # fail on a bad name or option before any work
+            if not dataset and not teacher_weights:
+                cfg.teacher_weights = str(_found_teacher(teacher, plugins))
         outcome = run_datafree(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
         _summary(outcome, "student")
         console.print(f"samples: {outcome.extras['samples']}", highlight=False)
@@ -69,3 +114,25 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
                 f"(reuse: dfkd kd --transfer-set folder:{outcome.extras['images']})",
                 highlight=False,
             )
+
+
+def _floats(flag: str, text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        from dfkd.errors import UsageError
+
+        raise UsageError(f"--{flag} takes numbers separated by commas, not '{text}'.") from None
+
+
+def _found_teacher(teacher: str, plugins: Plugins) -> str:
+    """Without --dataset and --teacher-weights: the one checkpoints/*-TEACHER, said aloud."""
+    from dfkd.training.setup import checkpoints_dir
+    from dfkd.training.teacher_inputs import find_teacher_weights
+
+    plugins.models.get(teacher)  # a misspelt name, not a missing checkpoint
+    path = find_teacher_weights(teacher, checkpoints_dir())
+    err_console.print(f"teacher weights: {path} (the only {teacher} in {path.parent})")
+    return str(path)

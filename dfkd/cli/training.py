@@ -28,8 +28,11 @@ from dfkd.cli.options import (
     WeightDecay,
 )
 from dfkd.plugins import Plugins
+from dfkd.training.recipes import recipes_help
 
 PANEL = "Training"
+EXPORTED_SUFFIXES = (".onnx", ".torchscript.pt")
+FROM_RECIPE = " Default: the recipe's."
 
 
 def add_commands(app: typer.Typer, plugins: Plugins) -> None:
@@ -38,11 +41,28 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
     def scratch(
         model: Annotated[str, typer.Option("--model", "-m", help="Architecture to train.")] = None,
         dataset: Dataset = None,
-        epochs: Epochs = 200,
-        batch_size: BatchSize = 256,
-        lr: Lr = 0.1,
-        weight_decay: WeightDecay = 5e-4,
-        schedule: Schedule = "cosine",
+        recipe: Annotated[
+            str,
+            typer.Option(
+                help="Named values for the training options below that are not given (config.json "
+                f"records the recipe and the values used). {recipes_help()}."
+            ),
+        ] = "default",
+        epochs: Annotated[int, typer.Option(help="Training epochs." + FROM_RECIPE)] = None,
+        batch_size: Annotated[
+            int, typer.Option(help="Minibatch size (per process)." + FROM_RECIPE)
+        ] = None,
+        lr: Annotated[
+            float, typer.Option(help="Initial learning rate (SGD)." + FROM_RECIPE)
+        ] = None,
+        weight_decay: Annotated[float, typer.Option(help="SGD weight decay." + FROM_RECIPE)] = None,
+        schedule: Annotated[
+            str,
+            typer.Option(
+                help="cosine, multistep (x0.1 at 60/75/90% of the epochs) or constant."
+                + FROM_RECIPE
+            ),
+        ] = None,
         augment: Augment = "auto",
         seed: Seed = 0,
         mixed_precision: Precision = "no",
@@ -129,7 +149,11 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         model: Annotated[str, typer.Option("--model", "-m", help="Architecture.")] = None,
         dataset: Dataset = None,
         weights: Annotated[
-            str, typer.Option(help="Weights file (default: checkpoints/<dataset>-<model>).")
+            str,
+            typer.Option(
+                help="Weights file (default: checkpoints/<dataset>-<model>), or a student "
+                "exported by 'dfkd export' (.onnx, .torchscript.pt), scored as a runtime runs it."
+            ),
         ] = None,
         batch_size: BatchSize = 1000,
         mixed_precision: Precision = "no",
@@ -144,16 +168,25 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         from dfkd.training.inputs import InputFormat, evaluate
         from dfkd.training.setup import load_teacher, make_accelerator
 
-        require_options(model=model, dataset=dataset)
+        exported = weights is not None and weights.endswith(EXPORTED_SUFFIXES)
+        require_options(model=model or exported or None, dataset=dataset)
         check_range("--batch-size", batch_size, ge=1)
         source = open_dataset(dataset, data_root, download, plugins=plugins)
-        net, spec, path = load_teacher(model, source, weights, plugins)
+        if exported:
+            from dfkd.export import ExportedModel
+
+            net, path = ExportedModel(weights), weights
+            model = net.meta.get("model", model)
+            pixels = (0.0,) * source.channels, (1.0,) * source.channels
+            mean, std = pixels if net.takes_pixels else (source.mean, source.std)
+            fmt = InputFormat(tuple(mean), tuple(std), net.meta.get("input_size"))
+        else:
+            net, spec, path = load_teacher(model, source, weights, plugins)
+            fmt = InputFormat.of(source, spec.size)
         accelerator = make_accelerator(mixed_precision, cpu)
         net.to(accelerator.device)
         images, labels = source.load("test")
-        scores = evaluate(
-            net, images, labels, InputFormat.of(source, spec.size), accelerator, batch_size
-        )
+        scores = evaluate(net, images, labels, fmt, accelerator, batch_size)
         result = {
             "model": model,
             "dataset": source.name,
@@ -188,9 +221,15 @@ def from_arguments(config_cls: type, arguments: dict[str, Any]) -> Any:
 
 def _summary(outcome, what: str) -> None:
     last = outcome.last
+    scores = ", ".join(
+        f"last {name} {last[key]:.2f}%"
+        for key, name in (("top1", "top-1"), ("agree", "agreement"))
+        if key in last
+    )
+    chosen = "" if outcome.best_by == "top1" else f" (chosen by {outcome.best_by}: no test split)"
     err_console.print(
-        f"[bold]{what}[/]: last top-1 {last.get('top1', 0.0):.2f}%, best "
-        f"{outcome.best_top1:.2f}% after {last.get('epoch', 0)} epochs",
+        f"[bold]{what}[/]: {scores}; best {outcome.best_by} {outcome.best_score:.2f}%{chosen} "
+        f"after {last.get('epoch', 0)} epochs",
         highlight=False,
     )
     console.print(f"run: {outcome.extras.get('run')}", highlight=False)

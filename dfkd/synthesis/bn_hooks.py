@@ -116,8 +116,9 @@ def attach_bn_hooks(model: nn.Module, momentum: float | None = None) -> list[BNS
 class InstanceMeanHook:
     """Per-instance channel means of a module's input, shape (N, C), kept in the graph.
 
-    CMI concatenates these over the teacher's BN layers as the features of its contrastive loss
-    (docs/methods/cmi.md#objective), so gradients must flow back through them to the generator.
+    CMI concatenates these over the teacher's BN layers (a ResNet's: its stages) as the features
+    of its contrastive loss (docs/methods/cmi.md#objective), so gradients must flow back through
+    them to the generator.
     """
 
     def __init__(self, module: nn.Module) -> None:

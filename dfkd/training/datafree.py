@@ -29,6 +29,8 @@ from dfkd.training.setup import (
     seed_everything,
     weights_meta,
 )
+from dfkd.training.teacher_inputs import InputFlags, TeacherInputs, describe_inputs
+from dfkd.training.validation import agreement, validation_set
 
 
 @dataclass
@@ -38,7 +40,7 @@ class RunConfig:
     method: str
     teacher: str
     student: str
-    dataset: str
+    dataset: str | None = None  # None: the teacher-only flow; the inputs come from its sidecar
     preset: str | None = None
     overrides: list[str] = field(default_factory=list)
     teacher_weights: str | None = None
@@ -50,6 +52,23 @@ class RunConfig:
     download: bool = False
     out: str | None = None
     overwrite: bool = False
+    # what the teacher's inputs look like, where neither its sidecar nor its model says
+    classes: int | None = None
+    channels: int | None = None
+    image_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    class_names: str | None = None
+    #: a few images of the user's own to score on: accuracy if labelled, agreement if not
+    eval_data: str | None = None
+    #: the synthetic validation set: images inverted from the teacher, and Adam steps on them
+    val_size: int = 500
+    val_steps: int = 60
+
+    def input_flags(self) -> InputFlags:
+        return InputFlags(
+            self.classes, self.channels, self.image_size, self.mean, self.std, self.class_names
+        )
 
 
 def method_options(plugins: Plugins, cfg: RunConfig) -> tuple[Any, Any]:
@@ -61,6 +80,88 @@ def method_options(plugins: Plugins, cfg: RunConfig) -> tuple[Any, Any]:
         raise UsageError(f"Method {cfg.method} has no preset '{cfg.preset}'. Presets: {known}.")
     preset = presets.get(cfg.preset, {}) if cfg.preset else {}
     return entry, build_options(entry.info["options"], preset, cfg.overrides)
+
+
+def _inputs(cfg: RunConfig, plugins: Plugins) -> Any:
+    """The dataset when one is named (its test split scores the student); otherwise the format
+    of the teacher's inputs, from its sidecar, its model's configuration or the flags."""
+    if cfg.dataset:
+        given = [*cfg.input_flags().given(), *(["class_names"] if cfg.class_names else [])]
+        if given:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+            raise UsageError(
+                f"{flags} describe the teacher's inputs when no --dataset is named; "
+                f"{cfg.dataset} already says what they are. Drop one or the other."
+            )
+        return open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
+    if not cfg.teacher_weights:
+        raise UsageError("Without --dataset, name the teacher's weights with --teacher-weights.")
+    if cfg.data_root and not Path(cfg.data_root).expanduser().is_dir():
+        raise UsageError(f"--data-root {cfg.data_root} does not exist.")
+    return describe_inputs(cfg.teacher, Path(cfg.teacher_weights), cfg.input_flags(), plugins)
+
+
+def _eval_data_scorer(
+    cfg: RunConfig,
+    plugins: Plugins,
+    source: Any,
+    s_fmt: InputFormat,
+    valset: Any,
+    teacher: Any,
+    teacher_size: int | None,
+    accelerator: Any,
+) -> Any:
+    """Scores on the user's own images (``--eval-data``): accuracy where they are labelled with
+    the teacher's classes, agreement with the teacher where they are not."""
+    eval_source = open_dataset(cfg.eval_data, cfg.data_root, False, plugins=plugins)
+    split = "test" if _has_split(eval_source, "test") else "train"
+    images, labels = eval_source.load(split)
+    if images.shape[1] != source.channels:
+        raise UsageError(
+            f"--eval-data {cfg.eval_data} has {images.shape[1]}-channel images; the teacher "
+            f"takes {source.channels}."
+        )
+    fmt = InputFormat(tuple(source.mean), tuple(source.std), s_fmt.size)
+    if labels is not None:
+        labels = _as_teacher_labels(labels, eval_source.classes, source.classes, cfg.eval_data)
+
+        def labelled(model: Any) -> dict[str, float]:
+            return {"eval_top1": evaluate(model, images, labels, fmt, accelerator)["top1"]}
+
+        return labelled
+    t_fmt = InputFormat(tuple(source.mean), tuple(source.std), teacher_size)
+    with torch.no_grad():
+        t_logits = teacher(t_fmt.from_uint8(images).to(accelerator.device)).float().cpu()
+    own = type(valset)(images.float().div(255), t_logits)
+
+    def unlabelled(model: Any) -> dict[str, float]:
+        return {"eval_agree": agreement(model, own, fmt, accelerator)["agree"]}
+
+    return unlabelled
+
+
+def _has_split(source: Any, split: str) -> bool:
+    try:
+        source.load(split)
+    except UsageError:
+        return False
+    return True
+
+
+def _as_teacher_labels(
+    labels: Any, folder_classes: list[str], classes: list[str], name: str
+) -> Any:
+    """Folder labels are indices into the folder's sorted class names: map them by name onto the
+    teacher's classes where it has names, or take them as the teacher's indices."""
+    if set(folder_classes) <= set(classes):
+        index = torch.tensor([classes.index(c) for c in folder_classes])
+        return index[labels]
+    if len(folder_classes) > len(classes):
+        raise UsageError(
+            f"--eval-data {name} has {len(folder_classes)} classes; the teacher has "
+            f"{len(classes)}. Name its class folders after the teacher's classes."
+        )
+    return labels
 
 
 def _recorded_config(recorded: dict[str, Any], run_dir: str) -> RunConfig:
@@ -257,10 +358,10 @@ def run_datafree(
     else:
         entry, options = method_options(plugins, cfg)
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
-    source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
+    source = _inputs(cfg, plugins)
     teacher, t_spec, teacher_path = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
     student, s_spec = build(cfg.student, source, plugins)
-    test_images, test_labels = source.load("test")
+    test = None if isinstance(source, TeacherInputs) else source.load("test")
     if chosen_precision:
         precision, precision_record = chosen_precision, None
     else:
@@ -280,7 +381,7 @@ def run_datafree(
             "run",
             record,
             model=f"{cfg.method}-{cfg.student}",
-            dataset=cfg.dataset,
+            dataset=source.name,
             out=cfg.out,
             overwrite=cfg.overwrite,
             plugin_versions={entry.provider: entry.version},
@@ -318,13 +419,34 @@ def run_datafree(
     if cfg.keep_images and not synthesizer.uses_pool:
         kept = ImagePool(run.path / "images", shard=accelerator.process_index)
     job = DataFreeJob(accelerator, student, synthesizer, options, s_fmt, t_fmt, kept)
+    valset = validation_set(
+        teacher,
+        teacher_path,
+        InputFormat.of(source, t_spec.size),
+        source.num_classes,
+        source.channels,
+        ctx.image_size,
+        run.state_dir,
+        cfg.val_size,
+        cfg.val_steps,
+    )
+    scorers = [lambda m: agreement(m, valset, s_fmt, accelerator)]
+    if test is not None:
+        scorers.insert(0, lambda m: evaluate(m, *test, s_fmt, accelerator))
+    if cfg.eval_data:
+        scorers.append(
+            _eval_data_scorer(
+                cfg, plugins, source, s_fmt, valset, teacher, t_spec.size, accelerator
+            )
+        )
     loop = Loop(
         accelerator,
         run,
         options.epochs,
-        lambda m: evaluate(m, test_images, test_labels, s_fmt, accelerator),
+        lambda m: {k: v for score in scorers for k, v in score(m).items()},
         weights_meta(s_spec, source, command="run", method=cfg.method, teacher=cfg.teacher),
         reporter=reporter or SilentReporter(),
+        criterion="top1" if test is not None else "agree",
     )
     with run.lock(accelerator):
         outcome = loop.fit(job, resume=bool(resume))

@@ -82,6 +82,7 @@ class Outcome:
     best_weights: Path
     model: torch.nn.Module | None = None  # the trained network, in memory, in this process
     extras: dict[str, Any] = field(default_factory=dict)
+    best_by: str = "top1"  # the score that chose best_weights
 
     @property
     def last(self) -> dict[str, Any]:
@@ -90,6 +91,10 @@ class Outcome:
     @property
     def best_top1(self) -> float:
         return max((r.get("top1", 0.0) for r in self.metrics), default=0.0)
+
+    @property
+    def best_score(self) -> float:
+        return max((r.get(self.best_by, 0.0) for r in self.metrics), default=0.0)
 
 
 @dataclass
@@ -102,6 +107,9 @@ class Loop:
     role: str = "student"  # file stem of the saved weights: student.safetensors, model.safetensors
     reporter: Reporter = field(default_factory=SilentReporter)
     on_best: Callable[[Path, dict[str, Any]], None] | None = None
+    #: the score that chooses the best checkpoint: test accuracy where there is a test split,
+    #: agreement with the teacher on the synthetic validation set where there is none
+    criterion: str = "top1"
 
     @property
     def weights_path(self) -> Path:
@@ -122,7 +130,13 @@ class Loop:
         finally:
             self.reporter.close()
         model = self.accelerator.unwrap_model(job.model)
-        return Outcome(self.run.read_metrics(), self.weights_path, self.best_path, model)
+        return Outcome(
+            self.run.read_metrics(),
+            self.weights_path,
+            self.best_path,
+            model,
+            best_by=self.criterion,
+        )
 
     def _one_epoch(self, job: Job, epoch: int, best: float) -> float:
         started = time.perf_counter()
@@ -153,15 +167,20 @@ class Loop:
             **{k: v for k, v in extras.items() if isinstance(v, int | float | str)},
             "seconds": round(time.perf_counter() - started, 3),
         }
-        is_best = scores.get("top1", 0.0) > best
-        best = max(best, scores.get("top1", 0.0))
+        score = scores.get(self.criterion, 0.0)
+        is_best = score > best
+        best = max(best, score)
         if self.accelerator.is_main_process:
             if isinstance(extras.get("images"), torch.Tensor):
                 from dfkd.synthesis.grid import save_grid
 
                 save_grid(extras["images"].float().cpu(), self.run.path / "samples.png")
             self.run.append_metrics(row)
-            meta = {**self.weights_meta, "top1": scores.get("top1"), "epoch": epoch + 1}
+            meta = {
+                **self.weights_meta,
+                **{k: scores[k] for k in ("top1", "agree") if k in scores},
+                "epoch": epoch + 1,
+            }
             save_weights(model, self.weights_path, meta)
             if is_best:
                 save_weights(model, self.best_path, meta)
@@ -169,7 +188,8 @@ class Loop:
                     self.on_best(self.best_path, meta)
         self._checkpoint(job, epoch + 1, best)
         self.accelerator.wait_for_everyone()
-        self.reporter.epoch_end(row | {"best_top1": best, "images": extras.get("images")})
+        shown = {"best": best, "best_by": self.criterion, "images": extras.get("images")}
+        self.reporter.epoch_end(row | shown)
         return best
 
     def _checkpoint(self, job: Job, epochs_done: int, best: float) -> None:

@@ -103,10 +103,7 @@ def resolve_precision(
         chosen = "bf16" if torch.cuda.is_bf16_supported() else "no"
         return chosen, {**record, "chosen": chosen, "device": "cuda", "measured": False}
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UsageError(
-            "--mixed-precision auto times one process, and processes could choose differently; "
-            "give a multi-process CPU run no or bf16."
-        )
+        return _decided_by_main_process(lambda: resolve_precision(requested, workload, cpu=True))
     choice = choose_precision(workload or probe_workload())
     seconds = {name: round(value, 6) for name, value in choice.seconds.items()}
     record.update(
@@ -120,6 +117,34 @@ def resolve_precision(
         threads=torch.get_num_threads(),
     )
     return choice.precision, record
+
+
+def _decided_by_main_process(
+    decide: Callable[[], tuple[str, dict[str, Any]]],
+) -> tuple[str, dict[str, Any]]:
+    """In a multi-process CPU run every process must use one precision: process 0 measures
+    (with the others waiting, as a one-process run would) and hands its choice to all."""
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    state = PartialState(cpu=True)
+    decided = [None]
+    if state.is_main_process:
+        with _single_process():
+            decided = [decide()]
+    dist.broadcast_object_list(decided, src=0)
+    precision, record = decided[0]
+    return precision, {**record, "decided_by": "process 0"}
+
+
+@contextlib.contextmanager
+def _single_process() -> Any:
+    """Hide the process group from a nested resolve, so it measures instead of recursing."""
+    saved = os.environ.pop("WORLD_SIZE")
+    try:
+        yield
+    finally:
+        os.environ["WORLD_SIZE"] = saved
 
 
 def distillation_workload(

@@ -129,6 +129,7 @@ def weights_meta(spec: ModelSpec, source: Any, **extra: Any) -> dict[str, Any]:
         "input_size": spec.size,
         "mean": list(source.mean),
         "std": list(source.std),
+        "classes": list(source.classes),
         **extra,
     }
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from dfkd.data import open_dataset
 from dfkd.data.pipeline import BatchLoader, random_crop_flip
 from dfkd.errors import UsageError
-from dfkd.optim import make_optimizer, make_scheduler
+from dfkd.optim import default_milestones, make_optimizer, make_scheduler
 from dfkd.options import check_range
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.training.inputs import InputFormat, evaluate
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
+from dfkd.training.recipes import scratch_recipe
 from dfkd.training.runs import RunDir
 from dfkd.training.setup import (
     ModelSpec,
@@ -44,7 +45,8 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | multistep (×0.1 at 60/75/90 % of the epochs) | constant
+    schedule: str = "cosine"  # cosine | multistep (×0.1 at each milestone) | constant
+    milestones: list[int] = field(default_factory=list)  # none: 60/75/90 % of the epochs
     augment: str = "auto"  # auto (crop+flip for colour 32 px data) | crop-flip | none
     seed: int = 0
     mixed_precision: str = "no"
@@ -73,10 +75,29 @@ class TrainConfig:
 
 @dataclass
 class ScratchConfig(TrainConfig):
+    """`dfkd scratch`'s options. The training options left at None take the values of the named
+    ``recipe`` (dfkd/training/recipes.py), so that a flag overrides its recipe and config.json
+    records the recipe together with every value the run actually used, milestones included."""
+
     model: str = "lenet5"
     # The best weights become the default teacher, checkpoints/<dataset>-<model>.safetensors.
     # Set for the user when there is none yet; an existing teacher is replaced only on request.
     set_default: bool = False
+    recipe: str = "default"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in scratch_recipe(self.recipe).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        super().__post_init__()  # the ranges hold for the recipe's values as for the flags
+        if self.schedule == "multistep" and not self.milestones:
+            self.milestones = default_milestones(self.epochs)
 
 
 @dataclass
@@ -127,7 +148,7 @@ class SupervisedJob(Job):
         optimizer = make_optimizer(
             model.parameters(), "sgd", cfg.lr, cfg.momentum, cfg.weight_decay
         )
-        self.scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs)
+        self.scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs, cfg.milestones)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.loader = BatchLoader(
             images,

@@ -19,6 +19,7 @@ from dfkd.errors import UsageError
 from dfkd.options import build_options
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
+from dfkd.synthesis.bn_hooks import InstanceMeanHook
 from dfkd.testing import (
     KillAfterEpoch,
     MethodContract,
@@ -214,6 +215,38 @@ def test_teacher_without_batchnorm_warns_and_uses_conv_inputs():
     assert synthesizer.bank.filled == 8 and len(synthesizer.pool) == 8
 
 
+@pytest.mark.parametrize("name", ["resnet34", "resnet18"])
+def test_a_resnet_teacher_gives_the_inputs_of_its_four_stages(name):
+    """The reference's ResNet-34 rule: 64 + 64 + 128 + 256 = 512 dims, not the 8,512 (resnet34)
+    or 4,800 (resnet18) of every BatchNorm2d's input."""
+    from dfkd.models import build_model
+
+    teacher = build_model(name, num_classes=10, in_channels=1)
+    synthesizer = CMISynthesizer(context(teacher), build_options(CMIOptions, {}, TINY))
+    stages = [teacher.layer1, teacher.layer2, teacher.layer3, teacher.layer4]
+    assert synthesizer.layers == stages
+    assert synthesizer.dim == 512
+    assert synthesizer.head.net[0].weight.shape == (512, 512)
+    assert synthesizer.bank.data.shape == (64, 2 * 512)
+    hooks = [InstanceMeanHook(m) for m in synthesizer.layers]
+    with torch.no_grad():
+        teacher(torch.randn(2, 1, 32, 32))
+    assert [h.features.shape[1] for h in hooks] == [64, 64, 128, 256]
+
+
+@pytest.mark.parametrize(
+    "name, dim",
+    [("wrn40_2", 2704), ("vgg11", 2752), ("lenet5_bn", 6 + 16 + 120)],  # wrn40_2: the reference's D
+)
+def test_other_teachers_give_the_inputs_of_every_batchnorm(name, dim):
+    from dfkd.models import build_model
+
+    teacher = build_model(name, num_classes=10, in_channels=1)
+    synthesizer = CMISynthesizer(context(teacher), build_options(CMIOptions, {}, TINY))
+    assert synthesizer.layers == [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert synthesizer.dim == dim
+
+
 def test_a_teacher_without_convolutions_is_refused():
     teacher = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10))
     with pytest.raises(UsageError, match="convolutional teacher"):
@@ -282,3 +315,31 @@ def test_init_images_seed_the_pool_without_copying_them(tiny_teacher_weights, wo
     assert sum(len(images) for images in written) == 16  # only synthesized images reach disk
     # a resume rebuilds the same pool: seed from the folder, then the chunks
     run_datafree(None, resume=str(workdir / "run"), plugins=cmi_plugins())
+
+
+def test_the_mission_example_runs_from_a_teacher_in_checkpoints(workdir, monkeypatch):
+    """`dfkd run cmi --teacher wrn40_2 --student wrn16_1`, typed as is, once a wrn40_2 teacher
+    was trained or imported: no dataset named, its inputs from the teacher's sidecar."""
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+    from dfkd.models import build_model
+    from dfkd.weights import save_weights
+
+    monkeypatch.setenv("DFKD_CHECKPOINTS", str(workdir / "checkpoints"))
+    meta = {"model": "wrn40_2", "dataset": "cifar10", "num_classes": 10, "channels": 3}
+    meta |= {"input_size": 32, "mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.243, 0.261]}
+    teacher = build_model("wrn40_2", 10, 3)
+    save_weights(teacher, workdir / "checkpoints" / "cifar10-wrn40_2.safetensors", meta)
+    budget = ["epochs=1", "ep_steps=2", "kd_steps=2", "g_steps=1", "batch_size=4", "ngf=8"]
+    budget += ["synthesis_batch_size=4", "nz=8", "head_dim=8", "bank_size=8", "n_negatives=4"]
+    app = make_app(cmi_plugins())
+    done = CliRunner().invoke(
+        app,
+        ["run", "cmi", "--teacher", "wrn40_2", "--student", "wrn16_1", "--val-size", "10"]
+        + ["--val-steps", "1", "-q", "--out", "mission"]
+        + [arg for option in budget for arg in ("-o", option)],
+    )
+    assert done.exit_code == 0, done.output
+    assert "checkpoints/cifar10-wrn40_2.safetensors" in done.output
+    assert (workdir / "mission" / "student.safetensors").is_file()

@@ -55,6 +55,25 @@ def test_short_run_writes_a_complete_run_directory(tiny_teacher_weights, workdir
     assert all(r["g_adv"] < 0 and math.isfinite(r["loss"]) for r in rows)
 
 
+def test_lenet_pools_without_max_pool2d_wherever_a_run_needs_no_gradient(
+    tiny_teacher_weights, workdir, monkeypatch
+):
+    """The teacher's forwards in the student steps and every evaluation take MaxPool2x2's strided
+    maximum; only forwards that backpropagate (the student, the generator step) pay for
+    max_pool2d's indices. benchmarks/dfad_step.py times what that saves."""
+    grad_enabled: list[bool] = []
+    max_pool2d = torch.nn.functional.max_pool2d
+
+    def recording(*args, **kwargs):
+        grad_enabled.append(torch.is_grad_enabled())
+        return max_pool2d(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "max_pool2d", recording)
+    out = workdir / "run"
+    run_datafree(config(tiny_teacher_weights["lenet5"], out, TINY_BUDGET), plugins=dfad_plugins())
+    assert grad_enabled and all(grad_enabled)
+
+
 class Fixed(nn.Module):
     """Fixed logits whatever the input (``0·x`` keeps the input in the graph); records the
     mode it was called in."""

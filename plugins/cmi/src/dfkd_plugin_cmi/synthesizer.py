@@ -44,14 +44,30 @@ from dfkd_plugin_cmi.options import CMIOptions
 def feature_layers(teacher: nn.Module) -> list[tuple[nn.Module, int]]:
     """The layers whose inputs give the contrastive features, with their channel counts.
 
-    The reference hooks every BatchNorm2d. A teacher without one would leave CMI without features
-    at all, so then the inputs of its Conv2d layers stand in: the same kind of per-channel
-    summary of what each stage sees.
+    The reference (DataFree's datafree_kd.py) hooks the inputs of ``layer1``..``layer4`` of its
+    ResNet-34 teacher and every BatchNorm2d of any other teacher (WRN, VGG, ...). Hooking every
+    BN of a ResNet-34 instead would make an 8,512-dim feature where the reference has 512: a
+    different contrastive objective, a 75 M-parameter head and a 2.8 GB memory bank. The
+    reference decides by the teacher's name; here the structure decides, so any ResNet-style
+    teacher with four stages ``layer1``..``layer4`` gets its stage inputs, each as wide as the
+    stage's first convolution reads. A teacher without a BatchNorm2d would leave CMI without
+    features at all, so then the inputs of its Conv2d layers stand in: the same kind of
+    per-channel summary of what each stage sees.
     """
+    stages = [getattr(teacher, f"layer{i}", None) for i in range(1, 5)]
+    if all(isinstance(stage, nn.Module) for stage in stages):
+        widths = [_input_channels(stage) for stage in stages]
+        if None not in widths:
+            return list(zip(stages, widths, strict=True))
     found = [(m, m.num_features) for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
     if not found:
         found = [(m, m.in_channels) for m in teacher.modules() if isinstance(m, nn.Conv2d)]
     return found
+
+
+def _input_channels(stage: nn.Module) -> int | None:
+    """The channels a ResNet stage takes in: those its first block's first convolution reads."""
+    return next((m.in_channels for m in stage.modules() if isinstance(m, nn.Conv2d)), None)
 
 
 class CMISynthesizer(Synthesizer):

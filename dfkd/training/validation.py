@@ -1,0 +1,158 @@
+"""Judging a student without data: its agreement with the teacher on a fixed synthetic set.
+
+The set is made once per teacher, from a fixed seed, by inverting the teacher (DeepInversion's
+priors: each image optimised from noise so the teacher calls it its assigned class, with the
+teacher's BatchNorm statistics matched where it has any, and a little smoothness), and kept beside
+the teacher's weights. Every method distilled from that teacher is then scored on the same images,
+which none of them trains on: top-1 agreement with the teacher and the mean KL(teacher || student).
+docs/architecture.md says why inverted images rather than a method's own samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dfkd.errors import DfkdError
+from dfkd.fileio import write_atomic
+from dfkd.training.inputs import InputFormat
+
+#: the set's recipe; a change makes every cached set stale (its key includes these)
+SIZE = 500  # default images (--val-size)
+STEPS = 60  # default Adam steps on them (--val-steps)
+LR = 0.1
+SEED = 20261201
+TV_WEIGHT = 1e-3
+
+
+@dataclass
+class ValidationSet:
+    """Images in [0, 1] at the teacher's size and the teacher's logits on them."""
+
+    images: torch.Tensor
+    teacher_logits: torch.Tensor
+
+
+def _fingerprint(weights: Path, size: int = SIZE, steps: int = STEPS) -> str:
+    digest = hashlib.sha256()
+    with weights.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{digest.hexdigest()[:16]}-{size}-{steps}-{LR}-{SEED}-{TV_WEIGHT}"
+
+
+def cache_path(weights: Path) -> Path:
+    return weights.with_name(weights.name.removesuffix(".safetensors") + ".valset.safetensors")
+
+
+def validation_set(
+    teacher: torch.nn.Module,
+    weights: Path,
+    fmt: InputFormat,
+    num_classes: int,
+    channels: int,
+    image_size: int,
+    fallback_dir: Path,
+    size: int = SIZE,
+    steps: int = STEPS,
+) -> ValidationSet:
+    """The teacher's validation set: read from beside its weights, else made and kept there (or in
+    ``fallback_dir`` when that folder cannot be written). Runs compare on one set only when
+    they share ``size`` and ``steps`` (the defaults, unless a teacher is too costly to invert
+    on the machine at hand)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+
+    key = _fingerprint(weights, size, steps)
+    for place in (cache_path(weights), fallback_dir / "valset.safetensors"):
+        if place.is_file():
+            try:
+                from safetensors import safe_open
+
+                with safe_open(str(place), "pt") as f:
+                    if (f.metadata() or {}).get("key") == key:
+                        tensors = load_file(str(place))
+                        return ValidationSet(tensors["images"], tensors["teacher_logits"])
+            except (SafetensorError, OSError, KeyError):
+                pass  # damaged or foreign: made again below
+    made = make_validation_set(teacher, fmt, num_classes, channels, image_size, size, steps)
+    tensors = {"images": made.images, "teacher_logits": made.teacher_logits}
+    for place in (cache_path(weights), fallback_dir / "valset.safetensors"):
+        try:
+            write_atomic(place, lambda tmp: save_file(tensors, str(tmp), metadata={"key": key}))
+            break
+        except (DfkdError, OSError):
+            continue
+    return made
+
+
+def make_validation_set(
+    teacher: torch.nn.Module,
+    fmt: InputFormat,
+    num_classes: int,
+    channels: int,
+    image_size: int,
+    size: int = SIZE,
+    steps: int = STEPS,
+) -> ValidationSet:
+    """Invert the teacher into ``size`` images, classes balanced, from ``SEED`` on the CPU."""
+    from dfkd.synthesis.bn_hooks import attach_bn_hooks
+    from dfkd.synthesis.losses import bn_statistics, tv_l2
+
+    device = next(teacher.parameters()).device
+    rng = torch.Generator().manual_seed(SEED)
+    pixels = torch.rand(size, channels, image_size, image_size, generator=rng).to(device)
+    logit_pixels = torch.logit(pixels.clamp(0.02, 0.98)).requires_grad_(True)
+    targets = (torch.arange(size) % num_classes).to(device)
+    optimizer = torch.optim.Adam([logit_pixels], lr=LR)
+    hooks = attach_bn_hooks(teacher)
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with torch.enable_grad():
+            for _ in range(steps):
+                images = torch.sigmoid(logit_pixels)
+                x = fmt.from_pixels(images)
+                loss = F.cross_entropy(teacher(x).float(), targets) + TV_WEIGHT * tv_l2(x)
+                if hooks:
+                    loss = loss + bn_statistics(hooks)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward(inputs=[logit_pixels])
+                optimizer.step()
+    finally:
+        for hook in hooks:
+            hook.remove()
+        teacher.train(was_training)
+    images = torch.sigmoid(logit_pixels.detach()).cpu()
+    with torch.no_grad():
+        logits = teacher(fmt.from_pixels(images.to(device))).float().cpu()
+    return ValidationSet(images, logits)
+
+
+@torch.no_grad()
+def agreement(
+    model: torch.nn.Module,
+    valset: ValidationSet,
+    fmt: InputFormat,
+    accelerator: Any,
+    batch_size: int = 500,
+) -> dict[str, float]:
+    """Top-1 agreement with the teacher (%) and mean KL(teacher || model) on the set."""
+    was_training = model.training
+    model.eval()
+    agree, kl, total = 0.0, 0.0, 0
+    for start in range(0, len(valset.images), batch_size):
+        x = fmt.from_pixels(valset.images[start : start + batch_size]).to(accelerator.device)
+        t = valset.teacher_logits[start : start + batch_size].to(accelerator.device)
+        with accelerator.autocast():
+            s = model(x).float()
+        agree += (s.argmax(1) == t.argmax(1)).sum().item()
+        kl += F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), log_target=True, reduction="sum")
+        total += len(x)
+    model.train(was_training)
+    return {"agree": 100.0 * agree / total, "val_kl": float(kl) / total}

@@ -1,0 +1,196 @@
+"""Teacher in, student out: runs with no dataset, the synthetic validation set that judges them,
+and the errors of the flow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import dfkd_plugin_dafl
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dfkd.errors import UsageError
+from dfkd.testing import make_plugins, tiny_run_config
+from dfkd.training.datafree import run_datafree
+from dfkd.training.teacher_inputs import InputFlags, describe_inputs, find_teacher_weights
+from dfkd.training.validation import cache_path
+
+BUDGET = ["epochs=2", "ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
+
+
+def plugins():
+    return make_plugins((dfkd_plugin_dafl, "dfkd-plugin-dafl"))
+
+
+@pytest.fixture
+def teacher(tiny_teacher_weights, workdir) -> Path:
+    """The tiny LeNet-5 teacher of the session (its validation set is made once, beside it)."""
+    return tiny_teacher_weights["lenet5"]
+
+
+@pytest.fixture
+def teacher_copy(teacher, workdir) -> Path:
+    """A private copy of the teacher and its sidecar, for tests that change them."""
+    dest = workdir / "teacher" / "tiny-lenet5.safetensors"
+    dest.parent.mkdir()
+    shutil.copy(teacher, dest)
+    shutil.copy(teacher.with_suffix(".json"), dest.with_suffix(".json"))
+    return dest
+
+
+def no_data_config(weights: Path, out: str, **fields):
+    cfg = tiny_run_config("dafl", "lenet5", weights, out, BUDGET)
+    cfg.dataset = None
+    for key, value in fields.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def test_a_run_needs_only_the_teachers_weights(teacher, workdir, monkeypatch):
+    def no_dataset(*args, **kwargs):
+        raise AssertionError("a dataset was opened")
+
+    monkeypatch.setattr("dfkd.training.datafree.open_dataset", no_dataset)
+    empty = workdir / "empty"
+    empty.mkdir()
+    outcome = run_datafree(
+        no_data_config(teacher, "runs/alone", data_root=str(empty)), plugins=plugins()
+    )
+    rows = outcome.metrics
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all("top1" not in r and 0 <= r["agree"] <= 100 and r["val_kl"] >= 0 for r in rows)
+    assert outcome.best_by == "agree"
+    best = json.loads((workdir / "runs/alone/student-best.json").read_text())
+    assert best["agree"] == max(r["agree"] for r in rows)
+    assert best["classes"] == [str(i) for i in range(10)] and best["dataset"] == "none"
+    recorded = json.loads((workdir / "runs/alone/config.json").read_text())["options"]
+    assert recorded["dataset"] is None and recorded["teacher_weights"] == str(teacher)
+
+
+def test_with_a_test_split_both_scores_are_reported_and_top1_chooses(tiny_teacher_weights, workdir):
+    cfg = tiny_run_config("dafl", "lenet5", tiny_teacher_weights["lenet5"], "runs/both", BUDGET)
+    outcome = run_datafree(cfg, plugins=plugins())
+    assert {"top1", "agree", "val_kl"} <= set(outcome.last) and outcome.best_by == "top1"
+
+
+def test_the_validation_set_is_made_once_per_teacher_and_shared(teacher, workdir):
+    from dfkd.training import validation
+
+    run_datafree(no_data_config(teacher, "runs/a"), plugins=plugins())
+    cached = cache_path(teacher)
+    made = cached.stat().st_mtime_ns
+    assert _metadata(cached)["key"] == validation._fingerprint(teacher)
+    cfg = no_data_config(teacher, "runs/b", seed=1)
+    assert run_datafree(cfg, plugins=plugins()).last["agree"] >= 0
+    assert cached.stat().st_mtime_ns == made  # read, not made again
+
+
+def _metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()
+
+
+@pytest.mark.slow
+def test_the_validation_set_is_reproducible(teacher):
+    from dfkd.models.lenet import lenet5
+    from dfkd.training.inputs import InputFormat
+    from dfkd.training.validation import make_validation_set
+    from dfkd.weights import load_weights
+
+    net = load_weights(lenet5(10, 1), teacher).eval()
+    fmt = InputFormat((0.2,), (0.3,), 32)
+    a, b = (make_validation_set(net, fmt, 10, 1, 32) for _ in range(2))
+    assert torch.equal(a.images, b.images) and torch.equal(a.teacher_logits, b.teacher_logits)
+    assert a.images.shape == (500, 1, 32, 32) and 0 <= a.images.min() <= a.images.max() <= 1
+    # classes balanced by construction; the teacher calls most images what they were made to be
+    hits = (a.teacher_logits.argmax(1) == torch.arange(500) % 10).float().mean()
+    assert hits > 0.5
+
+
+def test_inputs_come_from_the_sidecar_then_flags(teacher_copy):
+    inputs = describe_inputs("lenet5", teacher_copy, InputFlags(), make_plugins())
+    assert (inputs.num_classes, inputs.channels, inputs.image_size) == (10, 1, 32)
+    assert inputs.mean == (0.2,) and inputs.std == (0.3,)
+    teacher_copy.with_suffix(".json").unlink()
+    with pytest.raises(UsageError, match="--classes --channels --image-size --mean --std"):
+        describe_inputs("lenet5", teacher_copy, InputFlags(), make_plugins())
+    flags = InputFlags(classes=10, channels=1, image_size=32, mean=(0.5,), std=(0.5,))
+    assert describe_inputs("lenet5", teacher_copy, flags, make_plugins()).mean == (0.5,)
+
+
+def test_flags_that_contradict_the_sidecar_are_refused(teacher):
+    with pytest.raises(UsageError, match="--classes 7 contradicts the teacher's sidecar"):
+        describe_inputs("lenet5", teacher, InputFlags(classes=7), make_plugins())
+
+
+def test_class_names_file_must_match_the_class_count(teacher, workdir):
+    names = workdir / "names.txt"
+    names.write_text("a\nb\nc\n")
+    with pytest.raises(UsageError, match="lists 3 classes; the teacher has 10"):
+        describe_inputs("lenet5", teacher, InputFlags(class_names=str(names)), make_plugins())
+    names.write_text("".join(f"c{i}\n" for i in range(10)))
+    inputs = describe_inputs("lenet5", teacher, InputFlags(class_names=str(names)), make_plugins())
+    assert inputs.classes[3] == "c3"
+
+
+def test_a_timm_teacher_brings_its_own_input_format():
+    from dfkd.training.teacher_inputs import _model_config
+
+    config = _model_config("timm:resnet18")
+    assert config["image_size"] == 224 and config["channels"] == 3 and config["classes"] == 1000
+    assert len(config["mean"]) == 3
+
+
+def test_the_teacher_is_found_in_checkpoints(workdir):
+    folder = workdir / "checkpoints"
+    folder.mkdir()
+    with pytest.raises(UsageError, match="dfkd scratch.*dfkd import-weights.*--teacher-weights"):
+        find_teacher_weights("wrn40_2", folder)
+    (folder / "cifar10-wrn40_2.safetensors").touch()
+    assert find_teacher_weights("wrn40_2", folder) == folder / "cifar10-wrn40_2.safetensors"
+    (folder / "cifar100-wrn40_2.safetensors").touch()
+    with pytest.raises(UsageError, match="Several teachers wrn40_2.*--teacher-weights"):
+        find_teacher_weights("wrn40_2", folder)
+
+
+def test_the_cli_runs_without_a_dataset_and_says_which_teacher(teacher, workdir, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    checkpoints = workdir / "checkpoints"
+    checkpoints.mkdir()
+    for suffix in (".safetensors", ".json", ".valset.safetensors"):  # the set, if made already
+        src = teacher.with_name(teacher.name.removesuffix(".safetensors") + suffix)
+        if src.exists():
+            shutil.copy(src, checkpoints / f"tiny-lenet5{suffix}")
+    teacher = checkpoints / "tiny-lenet5.safetensors"
+    monkeypatch.setenv("DFKD_CHECKPOINTS", str(checkpoints))
+    app = make_app(plugins())
+    args = ["run", "dafl", "--teacher", "lenet5", "--student", "lenet5_half", "-q"]
+    done = CliRunner().invoke(app, [*args, *sum((["-o", o] for o in BUDGET), []), "--out", "r"])
+    assert done.exit_code == 0, done.output
+    assert f"teacher weights: {teacher}" in done.output
+    assert "chosen by agree" in done.output
+    bad = CliRunner().invoke(app, [*args, "--dataset", "tiny", "--classes", "10"])
+    assert bad.exit_code == 2 and "--classes describe the teacher's inputs" in bad.output
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_eval_data_scores_the_users_own_images(teacher, workdir, labelled):
+    from dfkd.testing import make_tiny_images
+
+    images, labels = make_tiny_images(40, seed=5)
+    folder = workdir / "mine"
+    folder.mkdir()
+    tensors = {"images": images} | ({"labels": labels} if labelled else {})
+    save_file(tensors, str(folder / "images.safetensors"))
+    cfg = no_data_config(teacher, "runs/own", eval_data=f"folder:{folder}")
+    last = run_datafree(cfg, plugins=plugins()).last
+    key = "eval_top1" if labelled else "eval_agree"
+    assert 0 <= last[key] <= 100 and ({"eval_top1", "eval_agree"} - {key}).isdisjoint(last)
