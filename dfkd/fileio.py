@@ -41,7 +41,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except Exception as exc:  # noqa: BLE001 - see the docstring
         kept = f"; the previous {path.name} is intact." if path.exists() else "."
         raise DfkdError(
-            f"Could not write {path}: {_reason(exc)}. Nothing was changed{kept}"
+            f"Could not write {path}: {error_reason(exc)}. Nothing was changed{kept}"
         ) from exc
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -63,7 +63,7 @@ def remove_temporaries(folder: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
     """The cause of a failed write in a few words: the OS's wording, or the error's first line."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -11,9 +12,21 @@ from typing import Any
 from dfkd.errors import UsageError
 
 
-def option(default: Any, help: str) -> Any:
-    """A dataclass field that carries its help text, so the CLI can list it."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def option(
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A dataclass field that carries its help text, so the CLI can list it, and the range its
+    value must lie in (``ge``: >=, ``gt``: >, ``le``: <=, ``lt``: <), so that `build_options`
+    refuses a value that cannot work before a run writes anything. A float is always refused
+    when it is NaN or infinite; a tuple's bounds hold for each element."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    return dataclasses.field(default=default, metadata={"help": help, "bounds": bounds})
 
 
 def describe(options_cls: type) -> list[dict[str, str]]:
@@ -53,7 +66,47 @@ def build_options(
         raise UsageError(f"Preset sets unknown options: {', '.join(sorted(unknown))}.")
     for key, value in values.items():
         _check_choice(key, value, hints[key])
-    return options_cls(**values)
+    bounds = _bounds(options_cls)
+    for key, value in values.items():
+        for element in value if isinstance(value, tuple | list) else (value,):
+            check_range(f"Option '{key}'", element, **bounds.get(key, {}))
+    options = options_cls(**values)
+    check = getattr(options, "check", None)
+    if check is not None:
+        check()  # rules between fields: raises UsageError
+    return options
+
+
+_OPERATORS = {
+    "ge": (">=", lambda v, b: v >= b),
+    "gt": (">", lambda v, b: v > b),
+    "le": ("<=", lambda v, b: v <= b),
+    "lt": ("<", lambda v, b: v < b),
+}
+
+
+def check_range(label: str, value: Any, **bounds: float) -> None:
+    """Refuse a number outside ``bounds`` (ge, gt, le, lt) and a float that is NaN or infinite,
+    as one line that names ``label`` and what it must be: "Option 'lr' must be > 0, not -1.0."
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{label} must be a finite number, not {value}.")
+    if not all(_OPERATORS[k][1](value, b) for k, b in bounds.items()):
+        rule = " and ".join(f"{_OPERATORS[k][0]} {b}" for k, b in bounds.items())
+        raise UsageError(f"{label} must be {rule}, not {value!r}.")
+
+
+def _bounds(options_cls: type) -> dict[str, dict[str, float]]:
+    """Each field's bounds; a field a subclass declares again without bounds keeps its base's,
+    so a plugin that changes a default (CMI's ``epochs``) cannot drop a range by accident."""
+    found: dict[str, dict[str, float]] = {}
+    for cls in reversed(options_cls.__mro__):
+        for f in getattr(cls, "__dataclass_fields__", {}).values():
+            if f.metadata.get("bounds"):
+                found[f.name] = f.metadata["bounds"]
+    return found
 
 
 def _check_choice(key: str, value: Any, hint: Any) -> None:
@@ -78,6 +131,9 @@ def parse_value(key: str, text: str, hint: Any) -> Any:
     if origin in (tuple, list):
         parts = [p for p in text.replace(" ", "").strip("()[]").split(",") if p]
         elem = args[0] if args else str
+        fixed = origin is tuple and len(args) > 1 and args[-1] is not Ellipsis
+        if fixed and len(parts) != len(args):
+            raise UsageError(f"Option '{key}' must be {len(args)} values, not '{text}'.")
         return origin(parse_value(key, p, elem) for p in parts)
     if hint is bool:
         lowered = text.lower()

@@ -201,6 +201,11 @@ def test_a_failed_metrics_append_is_an_error_not_a_traceback(tmp_path):
     ("name", "damage", "message"),
     [
         ("state/checkpoint.pt", lambda b: b[:300], "runs/r/state/checkpoint.pt is damaged"),
+        (  # readable, but a key is gone
+            "state/checkpoint.pt",
+            lambda b: b.replace(b"best_top1", b"\0est_top1"),
+            "runs/r/state/checkpoint.pt is damaged or does not fit the run (KeyError: 'best_top1')",
+        ),
         ("config.json", lambda b: b[:30], "runs/r/config.json is damaged"),
         ("config.json", lambda b: b"[]", "runs/r/config.json holds no run options"),
         ("metrics.jsonl", lambda b: b"{oops\n" + b, "runs/r/metrics.jsonl is damaged at line 1"),
@@ -282,3 +287,97 @@ def test_a_run_directory_is_not_an_image_folder(plugins, workdir):
     shutil.rmtree(run / "images")
     with pytest.raises(UsageError, match="kept no images .*--keep-images"):
         open_dataset("folder:runs/dafl", plugins=plugins)
+
+
+# 9. Budgets and coefficients are range-checked before anything is written
+
+RUN = ("run", "quiet", "--teacher", "lenet5", "--student", "lenet5_half", "--dataset", "tiny")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "Option 'epochs' must be >= 1, not 0."),
+        (["-o", "epochs=-3"], "Option 'epochs' must be >= 1, not -3."),
+        (["-o", "batch_size=0"], "Option 'batch_size' must be >= 1, not 0."),
+        (["-o", "lr=nan"], "Option 'lr' must be a finite number, not nan."),
+        (["-o", "lr=-1"], "Option 'lr' must be > 0, not -1.0."),
+        (["-o", "T=0"], "Option 'T' must be > 0, not 0.0."),
+        (["-o", "momentum=1"], "Option 'momentum' must be >= 0 and < 1, not 1.0."),
+        (["-o", "kd_steps=0"], "Option 'kd_steps' must be >= 1, not 0."),
+        (["-o", "milestones=1,-2"], "Option 'milestones' must be >= 1, not -2."),
+        (
+            ["-o", "ep_steps=10", "-o", "kd_steps=3"],
+            "Option 'ep_steps' (10) must be a multiple of 'kd_steps' (3): an epoch is whole "
+            "synthesis rounds; e.g. ep_steps=9.",
+        ),
+        (["-o", "warmup=2", "--epochs", "2"], "Option 'warmup' (2) must be below 'epochs' (2)"),
+        (
+            ["-o", "schedule=multistep", "-o", "milestones=5", "--epochs", "5"],
+            "Option 'milestones' must be below 5, the epochs after warm-up",
+        ),
+    ],
+)
+def test_run_refuses_out_of_range_options_before_writing(cli, workdir, args, message):
+    one_line(cli(*RUN, "--teacher-weights", "nowhere.safetensors", *args), 2, message)
+    assert not (workdir / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size must be >= 1, not 0."),
+        (["--epochs", "0"], "--epochs must be >= 1, not 0."),
+        (["--lr", "nan"], "--lr must be a finite number, not nan."),
+        (["--lr", "-0.1"], "--lr must be > 0, not -0.1."),
+        (["--weight-decay", "-1"], "--weight-decay must be >= 0, not -1.0."),
+    ],
+)
+@pytest.mark.parametrize("command", ["scratch", "kd"])
+def test_scratch_and_kd_refuse_out_of_range_flags_before_writing(
+    cli, workdir, command, args, message
+):
+    base = scratch() if command == "scratch" else ("kd", *RUN[2:])
+    one_line(cli(*base, *args), 2, message)
+    assert not (workdir / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-T", "0"], "--temperature must be > 0, not 0.0."),
+        (["--alpha", "-1"], "--alpha must be >= 0, not -1.0."),
+        (["--beta", "inf"], "--beta must be a finite number, not inf."),
+    ],
+)
+def test_kd_refuses_out_of_range_loss_flags(cli, workdir, args, message):
+    one_line(cli("kd", *RUN[2:], *args), 2, message)
+    assert not (workdir / "runs").exists()
+
+
+def test_eval_refuses_a_batch_size_below_one(cli):
+    done = cli("eval", "--model", "lenet5", "--dataset", "tiny", "--batch-size", "0")
+    one_line(done, 2, "--batch-size must be >= 1, not 0.")
+
+
+def test_every_shipped_preset_satisfies_the_range_checks():
+    """What `dfkd list-methods` lists, built as `dfkd run --preset` builds it."""
+    import importlib
+
+    from dfkd.options import build_options
+
+    names = ["cmi", "cudfkd", "dafl", "deepinv", "dfad", "dfq", "lopes", "zskt"]
+    modules = [(importlib.import_module(f"dfkd_plugin_{n}"), f"dfkd-plugin-{n}") for n in names]
+    methods = make_plugins(*modules).methods
+    built = 0
+    for name in names:
+        entry = methods.get(name)
+        for preset in entry.info["presets"].values():
+            build_options(entry.info["options"], preset)
+            built += 1
+    assert built == 19
+
+    from dfkd_plugin_deepinv.invert_options import PRESETS, build_config
+
+    for preset in PRESETS:
+        build_config(preset, {"model": "resnet34", "dataset": "cifar10"})

@@ -15,8 +15,10 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(exc: Exception) -> NoReturn:
-    # escaped: a message such as "pip install 'dfkd[onnx]'" is text, not rich markup
-    err_console.print(f"[red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    # escaped: a message such as "pip install 'dfkd[onnx]'" is text, not rich markup; and a line
+    # break the user typed (a key, a value, a path quoted back) is shown as \n, not made
+    message = "\\n".join(str(exc).splitlines())
+    err_console.print(f"[red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(getattr(exc, "exit_code", 1))
 
 

@@ -100,7 +100,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             cfg = None
         else:
             require_options(method=method, teacher=teacher, student=student)
-            overrides = list(option or []) + ([f"epochs={epochs}"] if epochs else [])
+            overrides = list(option or []) + ([f"epochs={epochs}"] if epochs is not None else [])
             mean, std = _floats("mean", mean), _floats("std", std)
             cfg = from_arguments(RunConfig, locals())
             method_options(plugins, cfg)  # fail on a bad name or option before any work

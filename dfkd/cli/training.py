@@ -167,11 +167,13 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
     ) -> None:
         """Top-1 (and top-5 past ten classes) accuracy on the test split."""
         from dfkd.data import open_dataset
+        from dfkd.options import check_range
         from dfkd.training.inputs import InputFormat, evaluate
         from dfkd.training.setup import load_teacher, make_accelerator
 
         exported = weights is not None and weights.endswith(EXPORTED_SUFFIXES)
         require_options(model=model or exported or None, dataset=dataset)
+        check_range("--batch-size", batch_size, ge=1)
         source = open_dataset(dataset, data_root, download, plugins=plugins)
         if exported:
             from dfkd.export import ExportedModel

@@ -23,18 +23,18 @@ class GenerativeOptions(DataFreeOptions):
         "'base' (Generator, 2·ngf; CMI's) or 'a' (GeneratorA: Tanh + non-affine BatchNorm "
         "output fed to the networks unnormalised; DFAD's).",
     )
-    nz: int = option(256, "Latent size of the generator.")
-    ngf: int = option(64, "Generator width: channels of its last hidden layer.")
-    lr_g: float = option(1e-3, "Generator learning rate (Adam; see schedule_g).")
+    nz: int = option(256, "Latent size of the generator.", ge=1)
+    ngf: int = option(64, "Generator width: channels of its last hidden layer.", ge=1)
+    lr_g: float = option(1e-3, "Generator learning rate (Adam; see schedule_g).", gt=0)
     schedule_g: bool = option(
         False,
         "The generator's rate follows the student's schedule (DFAD's reference decays both); "
         "off, it stays at lr_g.",
     )
-    beta1: float = option(0.5, "Adam's first-moment decay for the generator.")
-    beta2: float = option(0.999, "Adam's second-moment decay for the generator.")
-    oh: float = option(0.0, "Weight of the one-hot loss CE(t, argmax t).")
-    act: float = option(0.0, "Weight of the activation loss −mean|f_T| (teacher features).")
-    balance: float = option(0.0, "Weight of the class-balance loss Σ p̄ log p̄ (−entropy).")
-    bn: float = option(0.0, "Weight of the teacher BatchNorm-statistics loss.")
-    adv: float = option(0.0, "Weight of the adversarial loss −KL(t‖s; T=1) (−L1 for DFAD).")
+    beta1: float = option(0.5, "Adam's first-moment decay for the generator.", ge=0, lt=1)
+    beta2: float = option(0.999, "Adam's second-moment decay for the generator.", ge=0, lt=1)
+    oh: float = option(0.0, "Weight of the one-hot loss CE(t, argmax t).", ge=0)
+    act: float = option(0.0, "Weight of the activation loss −mean|f_T| (teacher features).", ge=0)
+    balance: float = option(0.0, "Weight of the class-balance loss Σ p̄ log p̄ (−entropy).", ge=0)
+    bn: float = option(0.0, "Weight of the teacher BatchNorm-statistics loss.", ge=0)
+    adv: float = option(0.0, "Weight of the adversarial loss −KL(t‖s; T=1) (−L1 for DFAD).", ge=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from dfkd.errors import UsageError
 from dfkd.options import option
 
 Schedule = Literal["cosine", "multistep", "constant"]
@@ -17,16 +18,18 @@ Optimizer = Literal["sgd", "adam"]
 
 @dataclass
 class DataFreeOptions:
-    epochs: int = option(200, "Training epochs; test accuracy is measured after each.")
-    ep_steps: int = option(400, "Student steps per epoch.")
-    kd_steps: int = option(400, "Student steps after each synthesis round.")
-    g_steps: int = option(1, "Generator or pixel optimisation steps per synthesis round.")
-    batch_size: int = option(256, "Student batch size (per process).")
-    synthesis_batch_size: int = option(0, "Images per synthesis round (0: same as batch_size).")
+    epochs: int = option(200, "Training epochs; test accuracy is measured after each.", ge=1)
+    ep_steps: int = option(400, "Student steps per epoch; a multiple of kd_steps.", ge=1)
+    kd_steps: int = option(400, "Student steps after each synthesis round.", ge=1)
+    g_steps: int = option(1, "Generator or pixel optimisation steps per synthesis round.", ge=1)
+    batch_size: int = option(256, "Student batch size (per process).", ge=1)
+    synthesis_batch_size: int = option(
+        0, "Images per synthesis round (0: same as batch_size).", ge=0
+    )
     optimizer: Optimizer = option(
         "sgd", "Student optimiser: sgd (with momentum; DataFree) or adam (the original ZSKT code)."
     )
-    lr: float = option(0.1, "Student learning rate (see schedule).")
+    lr: float = option(0.1, "Student learning rate (see schedule).", gt=0)
     schedule: Schedule = option(
         "cosine",
         "Student learning-rate schedule over the epochs after warm-up: cosine to zero, "
@@ -36,17 +39,45 @@ class DataFreeOptions:
         (),
         "Epochs of multistep's ×0.1 drops, e.g. 100,200, counted after warm-up "
         "(empty: 60/75/90 % of the epochs).",
+        ge=1,
     )
-    momentum: float = option(0.9, "Student SGD momentum.")
-    weight_decay: float = option(1e-4, "Student weight decay.")
+    momentum: float = option(0.9, "Student SGD momentum.", ge=0, lt=1)
+    weight_decay: float = option(1e-4, "Student weight decay.", ge=0)
     grad_clip: float = option(
         0.0,
         "Largest gradient norm of a student (and generator) step; 0: no clipping "
         "(the original ZSKT code clips at 5).",
+        ge=0,
     )
-    T: float = option(1.0, "Temperature of the student's KD loss.")
-    warmup: int = option(0, "Epochs of synthesis only, before the student trains.")
+    T: float = option(1.0, "Temperature of the student's KD loss.", gt=0)
+    warmup: int = option(0, "Epochs of synthesis only, before the student trains.", ge=0)
 
     @property
     def syn_batch(self) -> int:
         return self.synthesis_batch_size or self.batch_size
+
+    def check(self) -> None:
+        """Rules between fields, checked by `build_options` before a run writes anything. An
+        epoch is whole synthesis rounds, so ep_steps must be a multiple of kd_steps (it used to
+        be rounded down without a word); the student's schedule spans the epochs after warm-up,
+        so there must be some, and a multistep milestone must fall inside them to take effect."""
+        if self.ep_steps % self.kd_steps:
+            nearest = max(1, round(self.ep_steps / self.kd_steps)) * self.kd_steps
+            raise UsageError(
+                f"Option 'ep_steps' ({self.ep_steps}) must be a multiple of 'kd_steps' "
+                f"({self.kd_steps}): an epoch is whole synthesis rounds; e.g. ep_steps={nearest}."
+            )
+        if self.warmup >= self.epochs:
+            raise UsageError(
+                f"Option 'warmup' ({self.warmup}) must be below 'epochs' ({self.epochs}): the "
+                "student trains only after the warm-up epochs."
+            )
+        trained = self.epochs - self.warmup
+        late = [m for m in self.milestones if m >= trained]
+        if late and self.schedule == "multistep":  # other schedules ignore milestones
+            raise UsageError(
+                f"Option 'milestones' must be below {trained}, the epochs after warm-up "
+                f"(epochs {self.epochs} - warmup {self.warmup}), not {late[0]}: a drop there "
+                "never takes effect. Set them with -o milestones=A,B (empty: 60/75/90 % of "
+                "the epochs)."
+            )

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import torch
 
 from dfkd.errors import DfkdError, UsageError
-from dfkd.fileio import write_atomic
+from dfkd.fileio import error_reason, write_atomic
 from dfkd.training.runs import START_OVER, RunDir
 from dfkd.training.tracking import end_tracking, log_epoch, start_tracking
 from dfkd.weights import save_weights
@@ -220,7 +220,12 @@ class Loop:
     def _restore(self, job: Job) -> tuple[int, float]:
         path = self.run.state_dir / CHECKPOINT
         if not path.exists():
-            # killed before the first checkpoint: whatever rows were written are redone
+            # Killed before the first checkpoint: the run starts over. Its rows are redone, and
+            # each process's fresh objects are loaded with their own state, as from a checkpoint
+            # of epoch 0: an image pool then drops the chunks the killed run wrote instead of
+            # refusing to write beside them.
+            for obj in job.process_stateful().values():
+                obj.load_state_dict(_state_of(self.accelerator, obj))
             if self.accelerator.is_main_process:
                 self.run.truncate_metrics(0)
             return 0, -1.0
@@ -228,6 +233,20 @@ class Loop:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: one line, not a trace
             raise UsageError(f"Cannot resume: {path} is damaged. {START_OVER}") from exc
+        try:
+            return self._load(job, state)
+        except DfkdError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - readable, but not a checkpoint of this run
+            raise UsageError(
+                f"Cannot resume: {path} is damaged or does not fit the run ({error_reason(exc)}). "
+                f"{START_OVER}"
+            ) from exc
+
+    def _load(self, job: Job, state: dict[str, Any]) -> tuple[int, float]:
+        """Put every object, random stream and the metrics back as ``state`` has them. A key
+        that is missing or a tensor of the wrong shape raises: a damaged file, or a run whose
+        recorded options were edited since."""
         recorded = state.get("num_processes", 1)
         if recorded != self.accelerator.num_processes:
             raise UsageError(

@@ -14,6 +14,7 @@ from dfkd.data import open_dataset
 from dfkd.data.pipeline import BatchLoader, random_crop_flip
 from dfkd.errors import UsageError
 from dfkd.optim import default_milestones, make_optimizer, make_scheduler
+from dfkd.options import check_range
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.training.inputs import InputFormat, evaluate
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
@@ -57,6 +58,22 @@ class TrainConfig:
     overwrite: bool = False
     log_with: str | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse values that cannot train, as one line naming the flag, when the config is made:
+        before the run directory exists (a zero batch size used to end in a traceback, a NaN
+        rate in "loss became nan")."""
+        for flag, value, bounds in self._ranges():
+            check_range(flag, value, **bounds)
+
+    def _ranges(self) -> list[tuple[str, Any, dict[str, float]]]:
+        return [
+            ("--epochs", self.epochs, {"ge": 1}),
+            ("--batch-size", self.batch_size, {"ge": 1}),
+            ("--lr", self.lr, {"gt": 0}),
+            ("momentum", self.momentum, {"ge": 0, "lt": 1}),
+            ("--weight-decay", self.weight_decay, {"ge": 0}),
+        ]
+
 
 @dataclass
 class ScratchConfig(TrainConfig):
@@ -80,6 +97,7 @@ class ScratchConfig(TrainConfig):
         for name, value in scratch_recipe(self.recipe).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        super().__post_init__()  # the ranges hold for the recipe's values as for the flags
         if self.schedule == "multistep" and not self.milestones:
             self.milestones = default_milestones(self.epochs)
 
@@ -95,6 +113,14 @@ class KDConfig(TrainConfig):
     temperature: float = 1.0  # the reference vanilla_kd.py default; T^2 scales the gradient
     weight_decay: float = 1e-4
     kd_loss: str = "kd_kl"
+
+    def _ranges(self) -> list[tuple[str, Any, dict[str, float]]]:
+        return [
+            *super()._ranges(),
+            ("--temperature", self.temperature, {"gt": 0}),
+            ("--alpha", self.alpha, {"ge": 0}),
+            ("--beta", self.beta, {"ge": 0}),
+        ]
 
 
 def wants_augmentation(cfg: TrainConfig, source: Any) -> bool:

@@ -263,11 +263,8 @@ def test_a_teacher_without_convolutions_is_refused():
     ],
 )
 def test_bad_options_are_rejected_before_any_work(option, message):
-    from dfkd.models.lenet import lenet5_bn
-
-    options = build_options(CMIOptions, {}, [*TINY, option])
     with pytest.raises(UsageError, match=message):
-        CMISynthesizer(context(lenet5_bn(10, 1)), options)
+        build_options(CMIOptions, {}, [*TINY, option])
 
 
 def test_resume_restores_head_optimiser_bank_and_pool(tiny_teacher_weights, workdir):

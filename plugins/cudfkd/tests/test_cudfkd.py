@@ -18,6 +18,7 @@ from torch import nn
 
 from dfkd.errors import UsageError
 from dfkd.models.lenet import lenet5_bn, lenet5_half
+from dfkd.options import build_options
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.losses import js_divergence
@@ -281,7 +282,7 @@ def test_state_round_trip_restores_generator_optimiser_and_adv_weight():
 
 def test_rejects_a_window_that_ends_before_it_begins():
     with pytest.raises(UsageError, match="end_fraction"):
-        make_synth(begin_fraction=0.6, end_fraction=0.4)
+        build_options(CuDFKDOptions, {}, ["begin_fraction=0.6", "end_fraction=0.4"])
 
 
 # --- whole runs --------------------------------------------------------------------------------
@@ -339,8 +340,6 @@ def test_resume_restores_generator_adv_weight_and_pace(tiny_teacher_weights, wor
 
 
 def test_presets_build_valid_options():
-    from dfkd.options import build_options
-
     presets = {"cifar10", "cifar10-r34-r18", "fashion-mnist"}
     entry = cudfkd_plugins().methods.get("cudfkd")
     assert set(entry.info["presets"]) == presets

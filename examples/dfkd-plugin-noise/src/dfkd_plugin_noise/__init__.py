@@ -15,7 +15,7 @@ class NoiseOptions(DataFreeOptions):
 
     kd_steps: int = option(10, "Student steps on each synthesized batch.")
     g_steps: int = option(20, "Adam steps that push each noise batch towards its target classes.")
-    lr_g: float = option(0.1, "Adam learning rate of the pixels.")
+    lr_g: float = option(0.1, "Adam learning rate of the pixels.", gt=0)
 
 
 @hookimpl

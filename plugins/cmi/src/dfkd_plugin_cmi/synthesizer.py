@@ -77,7 +77,6 @@ class CMISynthesizer(Synthesizer):
 
     def __init__(self, ctx: SynthesisContext, options: CMIOptions) -> None:
         super().__init__(ctx, options)
-        _check(options)
         layers = feature_layers(ctx.teacher)
         if not layers:
             raise UsageError(
@@ -234,23 +233,3 @@ class CMISynthesizer(Synthesizer):
 def _features(hooks: list[InstanceMeanHook]) -> Tensor:
     """The concatenated per-instance channel means from the teacher's last forward, float32."""
     return torch.cat([hook.features.float() for hook in hooks], dim=1)
-
-
-def _check(o: CMIOptions) -> None:
-    """Reject option values that would fail deep inside a run, or silently do nothing."""
-    low, high = o.local_scale
-    problems = [
-        (o.g_steps < 1, f"g_steps must be at least 1, got {o.g_steps}"),
-        (o.syn_batch < 2, "the contrastive loss needs a synthesis batch of at least 2 images"),
-        (o.bank_size < 1, f"bank_size must be at least 1, got {o.bank_size}"),
-        (o.n_negatives < 0, f"n_negatives must be >= 0, got {o.n_negatives}"),
-        (o.cr_T <= 0, f"cr_T must be positive, got {o.cr_T}"),
-        (o.pad < 0, f"pad must be >= 0, got {o.pad}"),
-        (
-            not 0 < low <= high <= 1,
-            f"local_scale must satisfy 0 < low <= high <= 1, got {low, high}",
-        ),
-    ]
-    for bad, message in problems:
-        if bad:
-            raise UsageError(f"cmi: {message}.")

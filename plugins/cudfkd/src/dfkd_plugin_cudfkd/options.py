@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dfkd.api import GenerativeOptions, option
+from dfkd.api import GenerativeOptions, UsageError, option
 
 
 @dataclass
@@ -43,7 +43,7 @@ class CuDFKDOptions(GenerativeOptions):
         "With adv_type 'kl', count only samples on which student and teacher agree (CMI's mask, "
         "as at 2f6f4ae); false drops the mask, as the reference's HEAD does.",
     )
-    adv_T: float = option(3.0, "Temperature of the adversarial divergence.")
+    adv_T: float = option(3.0, "Temperature of the adversarial divergence.", gt=0)
     loss: Literal["kl", "l1"] = option(
         "kl",
         "Per-sample student loss: 'kl' = Σ_c KL_ic(t‖s; T)·T²; "
@@ -54,11 +54,14 @@ class CuDFKDOptions(GenerativeOptions):
         "Self-paced sample weights v(ℓ, λ): 'log' = (1 + e^−λ)/(1 + e^(ℓ−λ)); "
         "'hard' = 1[ℓ < λ]; 'soft' = 1[ℓ < λ]·(1 − ℓ/λ).",
     )
-    lambda_0: float = option(2.0, "Starting pace λ₀: the loss below which a sample counts as easy.")
+    lambda_0: float = option(
+        2.0, "Starting pace λ₀: the loss below which a sample counts as easy.", gt=0
+    )
     pace: float = option(
         2e-5,
         "Growth α of the pace per student step, λ(k) = λ₀ + α·k. The reference hard-codes 1e-4 "
         "for CIFAR-10 and 2e-5 for every other dataset.",
+        ge=0,
     )
     adv_schedule: Literal["constant", "linear"] = option(
         "constant",
@@ -66,10 +69,25 @@ class CuDFKDOptions(GenerativeOptions):
         "'linear' adds grad_adv per epoch between begin_fraction and end_fraction of the epochs "
         "(the reference from 2022-11 on).",
     )
-    grad_adv: float = option(0.05, "Increase of the adversarial weight per epoch ('linear').")
+    grad_adv: float = option(0.05, "Increase of the adversarial weight per epoch ('linear').", ge=0)
     begin_fraction: float = option(
-        0.25, "Fraction of the epochs after which the adversarial weight starts to grow."
+        0.25,
+        "Fraction of the epochs after which the adversarial weight starts to grow.",
+        ge=0,
+        le=1,
     )
     end_fraction: float = option(
-        0.75, "Fraction of the epochs after which the adversarial weight stays constant."
+        0.75,
+        "Fraction of the epochs after which the adversarial weight stays constant.",
+        ge=0,
+        le=1,
     )
+
+    def check(self) -> None:
+        """The adversarial weight's window must not end before it begins."""
+        super().check()
+        if self.end_fraction < self.begin_fraction:
+            raise UsageError(
+                f"CuDFKD: end_fraction ({self.end_fraction}) must not be below "
+                f"begin_fraction ({self.begin_fraction})."
+            )

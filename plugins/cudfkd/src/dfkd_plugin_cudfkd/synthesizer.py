@@ -13,7 +13,6 @@ from dfkd.api import (
     GenerativeSynthesizer,
     Generator,
     SynthesisContext,
-    UsageError,
     adversarial_kl,
     agreement_mask,
     entropy,
@@ -33,11 +32,6 @@ class CuDFKDSynthesizer(GenerativeSynthesizer):
     method = "CuDFKD"
 
     def __init__(self, ctx: SynthesisContext, options: CuDFKDOptions) -> None:
-        if options.end_fraction < options.begin_fraction:
-            raise UsageError(
-                f"CuDFKD: end_fraction ({options.end_fraction}) must not be below "
-                f"begin_fraction ({options.begin_fraction})."
-            )
         super().__init__(ctx, options)
         self._set_adv(options.adv)
 

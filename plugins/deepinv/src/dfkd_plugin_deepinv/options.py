@@ -15,14 +15,18 @@ from dfkd.api import DataFreeOptions, option
 @dataclass
 class DeepInvOptions(DataFreeOptions):
     g_steps: int = option(1000, "Pixel optimisation steps per synthesized batch.")
-    lr_g: float = option(0.1, "Adam learning rate of the pixels (betas 0.5, 0.99).")
-    bn: float = option(10.0, "Weight of the BatchNorm-statistics term sum_l r_l.")
-    oh: float = option(1.0, "Weight of the cross-entropy of the teacher against the targets.")
-    adv: float = option(1.0, "Weight of the competition term -JS(student, teacher; T=3) (ADI).")
-    adv_T: float = option(3.0, "Temperature of the Jensen-Shannon competition term.")
-    tv: float = option(0.001, "Weight of the L1 total variation of the pixels.")
-    l2: float = option(0.0, "Weight of the L2 norm of the whole pixel batch.")
-    jitter: int | None = option(None, "Largest random roll in pixels (None: image size // 8).")
+    lr_g: float = option(0.1, "Adam learning rate of the pixels (betas 0.5, 0.99).", gt=0)
+    bn: float = option(10.0, "Weight of the BatchNorm-statistics term sum_l r_l.", ge=0)
+    oh: float = option(1.0, "Weight of the cross-entropy of the teacher against the targets.", ge=0)
+    adv: float = option(
+        1.0, "Weight of the competition term -JS(student, teacher; T=3) (ADI).", ge=0
+    )
+    adv_T: float = option(3.0, "Temperature of the Jensen-Shannon competition term.", gt=0)
+    tv: float = option(0.001, "Weight of the L1 total variation of the pixels.", ge=0)
+    l2: float = option(0.0, "Weight of the L2 norm of the whole pixel batch.", ge=0)
+    jitter: int | None = option(
+        None, "Largest random roll in pixels (None: image size // 8).", ge=0
+    )
     flip: bool = option(True, "Randomly mirror the batch at each pixel step.")
     keep_best: bool = option(
         True,

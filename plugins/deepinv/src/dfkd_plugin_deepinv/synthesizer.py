@@ -21,7 +21,6 @@ from dfkd.api import (
     SynthesisContext,
     SynthesisResult,
     Synthesizer,
-    UsageError,
     attach_bn_hooks,
     bn_statistics,
     clip_to_pixel_range,
@@ -57,8 +56,6 @@ class DeepInvSynthesizer(Synthesizer):
 
     def __init__(self, ctx: SynthesisContext, options: DeepInvOptions) -> None:
         super().__init__(ctx, options)
-        if options.g_steps < 1:
-            raise UsageError(f"deepinv needs g_steps >= 1, got {options.g_steps}.")
         warn_without_batchnorm(ctx.teacher, "deepinv", options.bn)
         self.hooks = attach_bn_hooks(ctx.teacher)
         self.pool = ctx.image_pool()

@@ -69,8 +69,6 @@ class LopesSynthesizer(Synthesizer):
                 "lopes reconstructs its inputs from the teacher's activation records: pass "
                 "-o records=FILE, made by 'dfkd lopes record --teacher T --dataset D'."
             )
-        if options.g_steps < 1:
-            raise UsageError("lopes needs g_steps ≥ 1 Adam steps per reconstructed batch.")
         records = load_records(options.records)
         teacher, dataset = ctx.run_info.get("teacher"), ctx.run_info.get("dataset")
         check_records(

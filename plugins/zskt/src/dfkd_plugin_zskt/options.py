@@ -24,4 +24,5 @@ class ZSKTOptions(GenerativeOptions):
         0.0,
         "Weight β of the paper's attention-transfer term on the student loss "
         "(0: off, as in DataFree). See the README for the maps it pairs.",
+        ge=0,
     )
