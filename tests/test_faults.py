@@ -106,7 +106,9 @@ def assert_same_run(run_dir: Path, reference_dir: Path) -> None:
     _assert_same_process_state(*checkpoints, where="checkpoint")
 
     def scores(d: Path) -> list[dict[str, Any]]:
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in clean_metrics(d)]
+        return [
+            {k: v for k, v in r.items() if not k.startswith("seconds")} for r in clean_metrics(d)
+        ]
 
     assert scores(run_dir) == scores(reference_dir)
     assert not list(run_dir.rglob(f"*{TEMPORARY_SUFFIX}"))
