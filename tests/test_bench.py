@@ -146,6 +146,15 @@ options = ["lrr=0.1"]
     )  # fmt: skip
     assert twice.exit_code == 2
     assert "cell dafl-lenet5-lenet5_half-seed0 appears 2 times" in twice.output
+    teachers = bench_cli(
+        "bench", "--methods", "dafl", "--dataset", "tiny", "--out", "b",
+        "--pairs", "lenet5:lenet5_half@a.safetensors,lenet5_bn:lenet5_half@b.safetensors",
+    )  # fmt: skip
+    assert teachers.exit_code == 2
+    lines = teachers.output.strip().splitlines()
+    assert [line.split(": ")[:2] for line in lines] == [["Error", "lenet5"], ["Error", "lenet5_bn"]]
+    assert "no teacher weights at a.safetensors" in lines[0]
+    assert not (workdir / "b").exists()
 
 
 @pytest.mark.parametrize(("file", "pairs"), [("fashion-mnist", 2), ("cifar10", 5), ("cifar100", 5)])

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from dfkd.cli import options as opts
-from dfkd.cli.console import console, err_console, guarded
+from dfkd.cli.console import console, err_console, guarded, require_options
 from dfkd.plugins import Plugins
 
 PANEL = "Results"
@@ -91,8 +92,6 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             matrix = load_matrix(Path(file))
             default_out = Path("runs") / f"bench-{Path(file).stem}"
         else:
-            from dfkd.cli.console import require_options
-
             require_options(methods=methods, pairs=pairs, dataset=dataset)
             matrix = Matrix(
                 dataset=dataset,
@@ -115,17 +114,34 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             matrix.data_root = data_root
         cells, errors = resolve(matrix, plugins)
         if errors:
-            for line in errors:
-                err_console.print(f"[red]Error:[/] {line}", highlight=False)
-            raise typer.Exit(2)
+            _refuse(errors)
         bench_dir = Path(out) if out else default_out
         missing = _missing_teachers(matrix)
+        if missing and not dry_run:
+            _refuse(missing)
+        steps = _steps(cells, bench_dir)
         if dry_run:
-            _list_cells(cells, bench_dir, missing)
+            _list_cells(cells, steps, bench_dir, missing)
             return
-        if missing:
-            raise UsageError("\n".join(missing))
-        _run(cells, bench_dir, jobs, threads_per_job)
+        _run(cells, steps, bench_dir, jobs, threads_per_job)
+
+
+def _refuse(lines: list[str]) -> None:
+    """Every problem, one line each, then exit 2: a bench file is fixed in one go."""
+    for line in lines:
+        err_console.print(f"[red]Error:[/] {escape(line)}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _steps(cells, bench_dir: Path) -> dict[str, str]:
+    """What each cell needs next (runner.plan), or one line per cell directory in the way."""
+    from dfkd.bench.runner import plan
+    from dfkd.errors import UsageError
+
+    try:
+        return plan(cells, bench_dir)
+    except UsageError as exc:
+        _refuse(str(exc).splitlines())
 
 
 def _missing_teachers(matrix) -> list[str]:
@@ -144,13 +160,12 @@ def _missing_teachers(matrix) -> list[str]:
     return list(lines.values())
 
 
-def _list_cells(cells, bench_dir: Path, missing: list[str]) -> None:
-    from dfkd.bench.runner import cell_dir, plan
+def _list_cells(cells, steps: dict[str, str], bench_dir: Path, missing: list[str]) -> None:
+    from dfkd.bench.runner import cell_dir
 
-    steps = plan(cells, bench_dir) if bench_dir.is_dir() else {}
     for cell in cells:
         args = cell.run_arguments(cell_dir(bench_dir, cell))
-        step = steps.get(cell.name, "start")
+        step = steps[cell.name]
         console.print(f"{cell.name} ({step}): dfkd {shlex.join(args)}", markup=False)
     groups = len({c.group for c in cells})
     err_console.print(
@@ -159,7 +174,7 @@ def _list_cells(cells, bench_dir: Path, missing: list[str]) -> None:
         highlight=False,
     )
     for line in missing:
-        err_console.print(f"[yellow]Warning:[/] {line}", highlight=False)
+        err_console.print(f"[yellow]Warning:[/] {escape(line)}", highlight=False)
 
 
 @contextlib.contextmanager
@@ -178,12 +193,11 @@ def _stopping_on_signals() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def _run(cells, bench_dir: Path, jobs: int, threads: int) -> None:
+def _run(cells, steps: dict[str, str], bench_dir: Path, jobs: int, threads: int) -> None:
     from dfkd.bench.report import write_report
-    from dfkd.bench.runner import SubprocessRunner, plan, run_bench
+    from dfkd.bench.runner import SubprocessRunner, run_bench
     from dfkd.errors import DfkdError
 
-    steps = plan(cells, bench_dir)
     counts = {s: sum(1 for v in steps.values() if v == s) for s in ("done", "resume", "start")}
     err_console.print(
         f"{len(cells)} cells: {counts['done']} done, {counts['resume']} to resume, "
@@ -199,7 +213,9 @@ def _run(cells, bench_dir: Path, jobs: int, threads: int) -> None:
         where = f"[{ended}/{len(cells) - counts['done']}] {record['cell']}"
         if record["status"] != "done":
             failed.append(record["cell"])
-            err_console.print(f"{where}: [red]failed[/]: {record['error']}", highlight=False)
+            err_console.print(
+                f"{where}: [red]failed[/]: {escape(record['error'])}", highlight=False
+            )
             return
         err_console.print(
             f"{where}: last top-1 {record['last_top1']:.2f}% (best epoch "
