@@ -435,7 +435,7 @@ def run_datafree(
     valset = validation_set(
         teacher,
         teacher_path,
-        InputFormat.of(source, t_spec.size),
+        t_fmt,
         source.num_classes,
         source.channels,
         ctx.image_size,
