@@ -193,12 +193,28 @@ def tiny_run_config(
     )
 
 
+_END_PROCESS_GROUP = """
+import runpy, sys
+
+target = sys.argv.pop(1)
+try:
+    runpy.run_path(target, run_name="__main__")
+finally:  # a process group left to the interpreter's exit can abort it ("terminate called")
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+"""
+
+
 def run_two_processes(script: Path, *args: str) -> None:
     """Run ``script`` (with ``args``) under torchrun as two processes of one thread each, in the
     script's folder; a failure fails the calling test with the end of the processes' stderr."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    launcher = script.parent / "_end_process_group.py"
+    launcher.write_text(_END_PROCESS_GROUP)
     done = subprocess.run(
-        [*command, str(script), *args],
+        [*command, str(launcher), str(script), *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -74,4 +74,15 @@ def main() -> None:
             fail(exc)
         except typer.Exit as done:
             sys.exit(done.exit_code)
-    app()
+    try:
+        app()
+    finally:
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Under torchrun, close the process group before the interpreter exits: left to the exit,
+    its threads can abort a finished run ("terminate called without an active exception")."""
+    torch_distributed = sys.modules.get("torch.distributed")
+    if torch_distributed is not None and torch_distributed.is_initialized():
+        torch_distributed.destroy_process_group()

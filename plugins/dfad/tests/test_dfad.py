@@ -32,7 +32,9 @@ class TestContract(MethodContract):
     distribution = "dfkd-plugin-dfad"
     # milestones= : 60/75/90 % of these few epochs; the defaults (100, 200) need 201 epochs
     options = ["ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4", "milestones="]
+    # constant: multistep at 60/75/90 % of three epochs would cut the rate tenfold after the first
     learn_options = ["epochs=3", "ep_steps=40", "batch_size=64", "lr=0.01", "nz=32", "ngf=8"]
+    learn_options += ["schedule=constant"]
     learn_top1 = 35.0
     persistent_generator = True
 
