@@ -99,8 +99,11 @@ def make_validation_set(
     image_size: int,
     size: int = SIZE,
     steps: int = STEPS,
+    bn_prior: bool = True,
 ) -> ValidationSet:
-    """Invert the teacher into ``size`` images, classes balanced, from ``SEED`` on the CPU."""
+    """Invert the teacher into ``size`` images, classes balanced, from ``SEED`` on the CPU
+    (``bn_prior=False`` leaves out the BatchNorm-statistics term, for the proxy benchmark's
+    comparison of designs)."""
     from dfkd.synthesis.bn_hooks import attach_bn_hooks
     from dfkd.synthesis.losses import bn_statistics, tv_l2
 
@@ -110,7 +113,7 @@ def make_validation_set(
     logit_pixels = torch.logit(pixels.clamp(0.02, 0.98)).requires_grad_(True)
     targets = (torch.arange(size) % num_classes).to(device)
     optimizer = torch.optim.Adam([logit_pixels], lr=LR)
-    hooks = attach_bn_hooks(teacher)
+    hooks = attach_bn_hooks(teacher) if bn_prior else []
     was_training = teacher.training
     teacher.eval()
     try:
