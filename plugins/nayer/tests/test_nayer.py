@@ -69,6 +69,15 @@ class TestContract(MethodContract):
     learn_top1 = 50.0
     persistent_generator = False  # re-created every g_life epochs, per process
 
+    def prepare(self, teacher_weights: Path, folder: Path) -> list[str]:
+        """Embeddings from a file, as after `dfkd nayer embed-labels` (the fallback has its own
+        tests below)."""
+        path = folder / "tiny.labels.safetensors"
+        if not path.exists():
+            rows = torch.randn(10, 8, generator=torch.Generator().manual_seed(0))
+            save_label_embeddings(path, rows, [str(i) for i in range(10)])
+        return [f"label_embeddings={path}"]
+
 
 class TinyEncoder:
     """A text encoder for tests: (length, vowels, 1) per text."""
