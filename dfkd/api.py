@@ -39,6 +39,10 @@ _LAZY = {
     "InstanceMeanHook": "dfkd.synthesis.bn_hooks:InstanceMeanHook",
     "attach_bn_hooks": "dfkd.synthesis.bn_hooks:attach_bn_hooks",
     "has_batchnorm": "dfkd.synthesis.bn_hooks:has_batchnorm",
+    "MomentumBNStatistics": "dfkd.synthesis.rounds:MomentumBNStatistics",
+    # pieces of re-initialised-generator synthesis rounds
+    "balanced_labels": "dfkd.synthesis.rounds:balanced_labels",
+    "BestIterate": "dfkd.synthesis.rounds:BestIterate",
     # loss terms
     "kd_kl": "dfkd.synthesis.losses:kd_kl",
     "bn_statistics": "dfkd.synthesis.losses:bn_statistics",

@@ -1,0 +1,115 @@
+"""Pieces that synthesis rounds of the re-initialised-generator methods share (Fast-DFKD, NAYER):
+the momentum BN-statistics loss over a whole teacher, balanced targets, and the lowest-loss
+iterate of a round (docs/methods/framework.md#momentum-statistics, docs/methods/fast.md,
+docs/methods/nayer.md).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dfkd.synthesis.bn_hooks import BNStatsHook, attach_bn_hooks
+from dfkd.synthesis.losses import bn_statistics
+
+
+class MomentumBNStatistics:
+    """The momentum BN-statistics loss over every BatchNorm layer of ``model``: one
+    ``BNStatsHook(momentum=m)`` per layer, kept for the whole run because the EMA (μ̄, σ̄²) of
+    earlier synthesis batches lives in them.
+
+    ``loss()`` is Σ_l ‖σ²_run − [(1−m)σ² + m·σ̄²]‖₂ + ‖μ_run − [(1−m)μ + m·μ̄]‖₂ after a teacher
+    forward with gradients (the plain form until the first ``update()``); ``update()`` folds the
+    last such forward's statistics into the EMA, once per synthesis (Fast-DFKD's
+    ``DeepInversionHook(module, mmt_rate)``). ``state_dict`` holds every layer's EMA, so a
+    resumed run continues the same averages. A model without BatchNorm gives no hooks: ``loss()``
+    is then 0 and ``update()`` does nothing, and the method should have warned
+    (``warn_without_batchnorm``).
+    """
+
+    def __init__(self, model: nn.Module, momentum: float = 0.9) -> None:
+        self.momentum = momentum
+        self.hooks: list[BNStatsHook] = attach_bn_hooks(model, momentum)
+
+    def __len__(self) -> int:
+        return len(self.hooks)
+
+    def loss(self, like: Tensor | None = None) -> Tensor:
+        """The summed term from the model's last forward (a zero like ``like`` without hooks)."""
+        if not self.hooks:
+            return like.new_zeros(()) if like is not None else torch.zeros(())
+        return bn_statistics(self.hooks)
+
+    def update(self) -> None:
+        """μ̄ ← m·μ̄ + (1−m)·μ_last for every layer (the first call stores μ_last); likewise σ̄²."""
+        for hook in self.hooks:
+            hook.update_ema()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"layers": [hook.state_dict() for hook in self.hooks]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        layers = state["layers"]
+        if len(layers) != len(self.hooks):
+            raise ValueError(
+                f"a BN-statistics state for {len(layers)} layers does not fit a teacher with "
+                f"{len(self.hooks)}; was the teacher changed?"
+            )
+        for hook, layer in zip(self.hooks, layers, strict=True):
+            hook.load_state_dict(layer)
+
+    def remove(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+
+
+def balanced_labels(
+    n: int,
+    num_classes: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """``n`` int64 targets cycling over the classes: 0, 1, …, K−1 repeated ⌊n/K⌋ times, then
+    n mod K extra classes drawn without replacement from ``generator``, so every class appears
+    ⌊n/K⌋ or ⌊n/K⌋+1 times (NAYER's balanced targets, docs/methods/nayer.md). Consecutive rows of K
+    hold every class once, which NAYER's per-chunk noisy layers rely on."""
+    if n < 0 or num_classes < 1:
+        raise ValueError(f"need n >= 0 and num_classes >= 1, got {n}, {num_classes}")
+    full, extra = divmod(n, num_classes)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    extras = torch.randperm(num_classes, generator=generator, device=gen_device)[:extra]
+    labels = torch.cat([torch.arange(num_classes).repeat(full), extras.cpu()])
+    return labels.to(device) if device is not None else labels
+
+
+class BestIterate:
+    """The lowest-loss iterate of an optimisation round: ``offer(loss, **tensors)`` keeps detached
+    clones of the tensors when ``loss`` is lower than every earlier offer (a NaN loss is never
+    kept). Cloning matters: DeepInversion's reference keeps a view of
+    storage that later steps overwrite, and so ends up with the last iterate
+    (docs/methods/deepinv.md#reference-quirks)."""
+
+    def __init__(self) -> None:
+        self.loss = math.inf
+        self.tensors: dict[str, Tensor] = {}
+
+    @property
+    def found(self) -> bool:
+        return bool(self.tensors)
+
+    def offer(self, loss: float | Tensor, **tensors: Tensor) -> bool:
+        """Keep ``tensors`` if ``loss`` is the lowest so far; return whether they were kept."""
+        value = float(loss)
+        if self.found and not value < self.loss:
+            return False
+        if not self.found and math.isnan(value):
+            return False
+        self.loss = value
+        self.tensors = {name: t.detach().clone() for name, t in tensors.items()}
+        return True
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.tensors[name]
