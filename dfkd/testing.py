@@ -377,7 +377,7 @@ class MethodContract:
         """hinton800 takes 28 px; LeNet-5 teachers take 32 px."""
         from dfkd.training.datafree import run_datafree
 
-        cfg = self.contract_config(tiny_teacher_weights, workdir / "mlp", ["epochs=1"])
+        cfg = self.contract_config(tiny_teacher_weights, workdir / "mlp", ["epochs=1", "warmup=0"])
         cfg.student = "hinton800"
         run_datafree(cfg, plugins=self.contract_plugins())
         assert_complete_run(workdir / "mlp", epochs=1)
@@ -389,7 +389,9 @@ class MethodContract:
         synthetic validation set scores the student and chooses the best checkpoint."""
         from dfkd.training.datafree import run_datafree
 
-        cfg = self.contract_config(tiny_teacher_weights, workdir / "alone", ["epochs=1"])
+        cfg = self.contract_config(
+            tiny_teacher_weights, workdir / "alone", ["epochs=1", "warmup=0"]
+        )
         cfg.dataset = None
         outcome = run_datafree(cfg, plugins=self.contract_plugins())
         assert_complete_run(workdir / "alone", epochs=1)

@@ -263,5 +263,5 @@ def test_presets_carry_the_script_values():
 
 @pytest.mark.parametrize("bad", ["g_steps=0", "bn_mmt=1", "pad=-1", "lr_g=0"])
 def test_bad_options_are_refused(bad):
-    with pytest.raises(UsageError, match="fast:"):
+    with pytest.raises(UsageError, match=bad.split("=")[0]):
         synthesizer(bad)
