@@ -43,6 +43,7 @@ _LAZY = {
     # pieces of re-initialised-generator synthesis rounds
     "balanced_labels": "dfkd.synthesis.rounds:balanced_labels",
     "BestIterate": "dfkd.synthesis.rounds:BestIterate",
+    "PooledInversion": "dfkd.synthesis.rounds:PooledInversion",
     # loss terms
     "kd_kl": "dfkd.synthesis.losses:kd_kl",
     "bn_statistics": "dfkd.synthesis.losses:bn_statistics",

@@ -12,8 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dfkd.data.pipeline import random_crop_flip
+from dfkd.synthesis.base import SynthesisContext, Synthesizer, warn_without_batchnorm
 from dfkd.synthesis.bn_hooks import BNStatsHook, attach_bn_hooks
-from dfkd.synthesis.losses import bn_statistics
+from dfkd.synthesis.losses import adversarial_kl, agreement_mask, bn_statistics, one_hot_ce
 
 
 class MomentumBNStatistics:
@@ -113,3 +115,67 @@ class BestIterate:
 
     def __getitem__(self, name: str) -> Tensor:
         return self.tensors[name]
+
+
+class PooledInversion(Synthesizer):
+    """What FastDFKD and NAYER share around their generators: each round inverts a batch against
+    the teacher's momentum BatchNorm statistics and one-hot targets, and, once ``adversarial``,
+    the student's masked disagreement; the lowest-loss batch joins a pool that the student samples
+    with crop-and-flip. Private random streams (drawn from the run's seed) and the epoch count are
+    kept for an exact resume. Subclasses make the batches (``synthesize``), say when the
+    adversarial term starts, and extend ``state_dict``/``load_state_dict`` with their generator's
+    state, restoring it before calling this class's ``load_state_dict``."""
+
+    uses_pool = True
+
+    def __init__(self, ctx: SynthesisContext, options: Any, method: str) -> None:
+        super().__init__(ctx, options)
+        warn_without_batchnorm(ctx.teacher, method, options.bn)
+        seeds = torch.randint(2**62, (2,)).tolist()
+        self._rng = torch.Generator(device=ctx.device).manual_seed(seeds[0])
+        self._cpu_rng = torch.Generator().manual_seed(seeds[1])
+        self.bn_stats = MomentumBNStatistics(ctx.teacher, options.bn_mmt)
+        self.pool = ctx.image_pool()
+        self.epoch = 0  # epochs finished, from end_epoch
+
+    @property
+    def adversarial(self) -> bool:
+        return False
+
+    def losses(self, x: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """The terms on the augmented batch: bn (momentum statistics), oh, and adv once on."""
+        o, ctx = self.options, self.ctx
+        view = ctx.normalize(random_crop_flip(x, o.pad, o.flip, generator=self._rng))
+        t = self.teacher_logits(view).float()
+        terms = {"bn": self.bn_stats.loss(t), "oh": one_hot_ce(t, targets)}
+        if self.adversarial:
+            s = ctx.student_logits(view)
+            terms["adv"] = adversarial_kl(s, t, T=1.0, mask=agreement_mask(s, t))
+        return terms
+
+    def sample(self) -> Tensor:
+        """A pool batch with the dataset's train augmentation (padded crop, flip), normalised."""
+        images, _ = self.pool.sample(self.options.batch_size, generator=self._cpu_rng)
+        x = images.to(self.ctx.device).float().div_(255)
+        x = random_crop_flip(x, self.options.pad, self.options.flip, generator=self._rng)
+        return self.ctx.normalize(x)
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        self.epoch = epoch + 1
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "bn_stats": self.bn_stats.state_dict(),
+            "pool": self.pool.state_dict(),
+            "rng": self._rng.get_state(),
+            "cpu_rng": self._cpu_rng.get_state(),
+            "epoch": self.epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.bn_stats.load_state_dict(state["bn_stats"])
+        self.pool.load_state_dict(state["pool"])
+        self._rng.set_state(state["rng"])
+        self._cpu_rng.set_state(state["cpu_rng"])
+        self.epoch = int(state["epoch"])

@@ -14,21 +14,15 @@ import copy
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from dfkd.api import (
     BestIterate,
     Generator,
-    MomentumBNStatistics,
+    PooledInversion,
     SynthesisContext,
     SynthesisResult,
-    Synthesizer,
     UsageError,
-    adversarial_kl,
-    agreement_mask,
-    one_hot_ce,
-    random_crop_flip,
-    warn_without_batchnorm,
 )
 from dfkd_plugin_fast.options import FastOptions
 
@@ -63,29 +57,18 @@ def reset_first_layers(generator: Generator, rng: torch.Generator | None = None)
         module.bias.zero_()
 
 
-class FastSynthesizer(Synthesizer):
+class FastSynthesizer(PooledInversion):
     """See the module docstring; ``options`` is a ``FastOptions``."""
 
-    uses_pool = True
-
     def __init__(self, ctx: SynthesisContext, options: FastOptions) -> None:
-        super().__init__(ctx, options)
         _check(options)
-        warn_without_batchnorm(ctx.teacher, "fast", options.bn)
-        # Private streams seeded from the run's seed make the rounds repeatable and resumable
-        # on any device (the loop's checkpoint restores only the global CPU generator).
-        seeds = torch.randint(2**62, (2,)).tolist()
-        self._rng = torch.Generator(device=ctx.device).manual_seed(seeds[0])
-        self._cpu_rng = torch.Generator().manual_seed(seeds[1])
+        super().__init__(ctx, options, "fast")
         self.generator = Generator(options.nz, options.ngf, ctx.image_size, ctx.channels).to(
             ctx.device
         )
         self.meta_optimizer = torch.optim.Adam(
             self.generator.parameters(), lr=options.lr_g * options.g_steps, betas=BETAS
         )
-        self.bn_stats = MomentumBNStatistics(ctx.teacher, options.bn_mmt)
-        self.pool = ctx.image_pool()
-        self.epoch = 0  # epochs finished, from end_epoch
         self.l0_was_reset = False
 
     @property
@@ -134,49 +117,19 @@ class FastSynthesizer(Synthesizer):
         logs = {f"loss_{name}": best[name].item() for name in terms}
         return SynthesisResult(images, {"loss_g": best.loss, **logs})
 
-    def losses(self, x: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        """The terms on the augmented batch: bn (momentum statistics), oh, and adv after warm-up."""
-        o, ctx = self.options, self.ctx
-        view = ctx.normalize(random_crop_flip(x, o.pad, o.flip, generator=self._rng))
-        t = self.teacher_logits(view).float()
-        terms = {"bn": self.bn_stats.loss(t), "oh": one_hot_ce(t, targets)}
-        if self.adversarial:
-            s = ctx.student_logits(view)
-            terms["adv"] = adversarial_kl(s, t, T=1.0, mask=agreement_mask(s, t))
-        return terms
-
-    def sample(self) -> Tensor:
-        """A pool batch with the dataset's train augmentation (padded crop, flip), normalised."""
-        images, _ = self.pool.sample(self.options.batch_size, generator=self._cpu_rng)
-        x = images.to(self.ctx.device).float().div_(255)
-        x = random_crop_flip(x, self.options.pad, self.options.flip, generator=self._rng)
-        return self.ctx.normalize(x)
-
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        self.epoch = epoch + 1
-        return {}
-
     def state_dict(self) -> dict[str, Any]:
         return {
+            **super().state_dict(),
             "generator": self.generator.state_dict(),
             "meta_optimizer": self.meta_optimizer.state_dict(),
-            "bn_stats": self.bn_stats.state_dict(),
-            "pool": self.pool.state_dict(),
-            "rng": self._rng.get_state(),
-            "cpu_rng": self._cpu_rng.get_state(),
-            "epoch": self.epoch,
             "l0_was_reset": self.l0_was_reset,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
         self.meta_optimizer.load_state_dict(state["meta_optimizer"])
-        self.bn_stats.load_state_dict(state["bn_stats"])
-        self.pool.load_state_dict(state["pool"])
-        self._rng.set_state(state["rng"])
-        self._cpu_rng.set_state(state["cpu_rng"])
-        self.epoch = int(state["epoch"])
         self.l0_was_reset = bool(state["l0_was_reset"])
+        super().load_state_dict(state)
 
 
 def _check(o: FastOptions) -> None:

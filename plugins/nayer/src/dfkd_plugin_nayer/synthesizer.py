@@ -20,17 +20,11 @@ from torch import Tensor
 
 from dfkd.api import (
     BestIterate,
-    MomentumBNStatistics,
+    PooledInversion,
     SynthesisContext,
     SynthesisResult,
-    Synthesizer,
     UsageError,
-    adversarial_kl,
-    agreement_mask,
     balanced_labels,
-    one_hot_ce,
-    random_crop_flip,
-    warn_without_batchnorm,
 )
 from dfkd_plugin_nayer.embeddings import default_embeddings_path, load_label_embeddings
 from dfkd_plugin_nayer.generator import NoisyLayerGenerator
@@ -61,25 +55,14 @@ def find_label_embeddings(ctx: SynthesisContext, o: NayerOptions) -> tuple[Tenso
     return torch.randn(ctx.num_classes, o.le_size, generator=rng), "random"
 
 
-class NayerSynthesizer(Synthesizer):
+class NayerSynthesizer(PooledInversion):
     """See the module docstring; ``options`` is a ``NayerOptions``."""
 
-    uses_pool = True
-
     def __init__(self, ctx: SynthesisContext, options: NayerOptions) -> None:
-        super().__init__(ctx, options)
         _check(options)
-        warn_without_batchnorm(ctx.teacher, "nayer", options.bn)
         self.label_embeddings, self.embedding_source = find_label_embeddings(ctx, options)
-        # Private streams seeded from the run's seed make the rounds repeatable and resumable on
-        # any device (the loop's checkpoint restores only the global CPU generator).
-        seeds = torch.randint(2**62, (2,)).tolist()
-        self._rng = torch.Generator(device=ctx.device).manual_seed(seeds[0])
-        self._cpu_rng = torch.Generator().manual_seed(seeds[1])
+        super().__init__(ctx, options, "nayer")
         self.generator = self._new_generator()
-        self.bn_stats = MomentumBNStatistics(ctx.teacher, options.bn_mmt)
-        self.pool = ctx.image_pool()
-        self.epoch = 0  # epochs finished, from end_epoch
         self.checked_epoch = -1  # the epoch whose first round decided on re-creating the generator
 
     def _new_generator(self) -> NoisyLayerGenerator:
@@ -148,37 +131,11 @@ class NayerSynthesizer(Synthesizer):
         logs = {f"loss_{name}": best[name].item() for name in terms}
         return images, {"loss_g": best.loss, **logs}
 
-    def losses(self, x: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        """The terms on the augmented batch: bn (momentum statistics), oh, and adv after warm-up."""
-        o, ctx = self.options, self.ctx
-        view = ctx.normalize(random_crop_flip(x, o.pad, o.flip, generator=self._rng))
-        t = self.teacher_logits(view).float()
-        terms = {"bn": self.bn_stats.loss(t), "oh": one_hot_ce(t, targets)}
-        if self.adversarial:
-            s = ctx.student_logits(view)
-            terms["adv"] = adversarial_kl(s, t, T=1.0, mask=agreement_mask(s, t))
-        return terms
-
-    def sample(self) -> Tensor:
-        """A pool batch with the dataset's train augmentation (padded crop, flip), normalised."""
-        images, _ = self.pool.sample(self.options.batch_size, generator=self._cpu_rng)
-        x = images.to(self.ctx.device).float().div_(255)
-        x = random_crop_flip(x, self.options.pad, self.options.flip, generator=self._rng)
-        return self.ctx.normalize(x)
-
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        self.epoch = epoch + 1
-        return {}
-
     def state_dict(self) -> dict[str, Any]:
         return {
+            **super().state_dict(),
             "generator": self.generator.state_dict(),
             "label_embeddings": self.label_embeddings.clone(),
-            "bn_stats": self.bn_stats.state_dict(),
-            "pool": self.pool.state_dict(),
-            "rng": self._rng.get_state(),
-            "cpu_rng": self._cpu_rng.get_state(),
-            "epoch": self.epoch,
             "checked_epoch": self.checked_epoch,
         }
 
@@ -186,12 +143,8 @@ class NayerSynthesizer(Synthesizer):
         self.label_embeddings = state["label_embeddings"].float()
         self.generator = self._new_generator()  # around the restored embeddings
         self.generator.load_state_dict(state["generator"])
-        self.bn_stats.load_state_dict(state["bn_stats"])
-        self.pool.load_state_dict(state["pool"])
-        self._rng.set_state(state["rng"])
-        self._cpu_rng.set_state(state["cpu_rng"])
-        self.epoch = int(state["epoch"])
         self.checked_epoch = int(state["checked_epoch"])
+        super().load_state_dict(state)  # after _new_generator drew from the private stream
 
 
 def _check(o: NayerOptions) -> None:
