@@ -44,6 +44,7 @@ _LAZY = {
     "balanced_labels": "dfkd.synthesis.rounds:balanced_labels",
     "BestIterate": "dfkd.synthesis.rounds:BestIterate",
     "PooledInversion": "dfkd.synthesis.rounds:PooledInversion",
+    "PooledInversionOptions": "dfkd.synthesis.rounds_options:PooledInversionOptions",
     # loss terms
     "kd_kl": "dfkd.synthesis.losses:kd_kl",
     "bn_statistics": "dfkd.synthesis.losses:bn_statistics",

@@ -7,34 +7,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dfkd.api import DataFreeOptions, option
+from dfkd.api import PooledInversionOptions, option
 
 MetaRule = Literal["maml", "reptile"]
 
 
 @dataclass
-class FastOptions(DataFreeOptions):
+class FastOptions(PooledInversionOptions):
     epochs: int = option(220, "Training epochs, warm-up included.")
-    warmup: int = option(20, "Epochs of synthesis only (no KD, no adversarial term) first.")
     ep_steps: int = option(400, "Student steps per epoch.")
     kd_steps: int = option(400, "Student steps after each synthesis round.")
     g_steps: int = option(
         10, "Inner steps per synthesis round: the k of Fast-k (2, 5 or 10 in the paper)."
     )
-    batch_size: int = option(256, "Student batch size, drawn from the image pool.")
     synthesis_batch_size: int = option(256, "Images per synthesis round (0: batch_size).")
-    lr: float = option(0.2, "Student SGD learning rate (cosine after warm-up).")
-    T: float = option(20.0, "Temperature of the student's KD loss.")
-    bn: float = option(10.0, "Weight of the momentum BN-statistics term.")
-    oh: float = option(0.5, "Weight of the teacher's cross-entropy on the sampled targets.")
-    adv: float = option(
-        1.33,
-        "Weight of the decision-adversarial term −KL(t‖s) on samples the student agrees on "
-        "(after warm-up).",
-    )
-    bn_mmt: float = option(
-        0.9, "Momentum m of the BN statistics: batch statistics blend with an EMA of earlier ones."
-    )
     lr_g: float = option(
         2e-3, "Inner Adam rate of the cloned generator; the meta-Adam uses lr_g × g_steps."
     )
@@ -53,5 +39,3 @@ class FastOptions(DataFreeOptions):
         "and zero bias, once, at epoch warmup + reset_l0_epoch.",
     )
     reset_l0_epoch: int = option(120, "Epochs after warm-up at which reset_l0 happens.")
-    pad: int = option(4, "Padding of the random crops (synthesis views and student batches).")
-    flip: bool = option(True, "Random horizontal flips (synthesis views and student batches).")

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dfkd.api import DataFreeOptions, option
+from dfkd.api import PooledInversionOptions, option
 
 
 @dataclass
-class NayerOptions(DataFreeOptions):
+class NayerOptions(PooledInversionOptions):
     epochs: int = option(120, "Training epochs, warm-up included (NAYER-100: 120).")
-    warmup: int = option(20, "Epochs of synthesis only (no KD, no adversarial term) first.")
     ep_steps: int = option(400, "Student steps per epoch.")
     kd_steps: int = option(400, "Student steps after each synthesis round.")
     g_steps: int = option(40, "Generator steps per loop (CIFAR-10 30, CIFAR-100 40).")
@@ -23,18 +22,6 @@ class NayerOptions(DataFreeOptions):
     )
     batch_size: int = option(512, "Student batch size, drawn from the image pool.")
     synthesis_batch_size: int = option(400, "Images per loop (0: batch_size).")
-    lr: float = option(0.2, "Student SGD learning rate (cosine after warm-up).")
-    T: float = option(20.0, "Temperature of the student's KD loss.")
-    bn: float = option(10.0, "Weight of the momentum BN-statistics term.")
-    oh: float = option(0.5, "Weight of the teacher's cross-entropy on the balanced targets.")
-    adv: float = option(
-        1.33,
-        "Weight of the decision-adversarial term −KL(t‖s) on samples the student agrees on "
-        "(after warm-up).",
-    )
-    bn_mmt: float = option(
-        0.9, "Momentum m of the BN statistics: batch statistics blend with an EMA of earlier ones."
-    )
     lr_g: float = option(4e-3, "Adam learning rate of the generator (a new Adam every loop).")
     ngf: int = option(64, "Generator width (its trunk's projection has 2*ngf channels).")
     le_emb_size: int = option(1000, "Output size of each noisy layer (the trunk's input).")
@@ -47,5 +34,3 @@ class NayerOptions(DataFreeOptions):
         512, "Size of the fixed random per-class embedding used when no embedding file exists."
     )
     embedding_seed: int = option(0, "Seed of that fixed random embedding.")
-    pad: int = option(4, "Padding of the random crops (synthesis views and student batches).")
-    flip: bool = option(True, "Random horizontal flips (synthesis views and student batches).")
