@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dfkd.bench.matrix import Cell, Pair, load_matrix, resolve
-from dfkd.bench.runner import Finished, cell_record, plan, run_bench
+from dfkd.bench.runner import Finished, cell_record, plan, run_bench, run_cell
 from dfkd.cli import make_app
 from dfkd.errors import UsageError
 from dfkd.plugins import Plugins
@@ -243,6 +243,19 @@ def test_a_killed_bench_skips_finished_cells_and_resumes_the_running_one(
         plan(_cells(tiny_teacher_weights["lenet5"], epochs=3), workdir / "b")
 
 
+def test_a_resumed_cell_adds_the_earlier_attempts_cpu_time(workdir):
+    cell = Cell("dafl", Pair("lenet5", "lenet5_half"), 0, "tiny", None)
+    path = workdir / "b" / "cells" / cell.name
+    path.mkdir(parents=True)
+    (path / "cell.json").write_text(json.dumps({"status": "failed", "cpu_seconds": 30.5}))
+
+    def runner(cell, run_dir, *, resume, log):
+        return Finished(1, "stopped by SIGTERM", cpu_seconds=12.0)
+
+    assert run_cell(cell, workdir / "b", runner, "resume")["cpu_seconds"] == 42.5
+    assert run_cell(cell, workdir / "b", runner, "start")["cpu_seconds"] == 12.0
+
+
 def _folder_dataset(root: Path) -> Path:
     """tiny's images as PNG class folders: a dataset a bench's child processes can open."""
     from PIL import Image
@@ -281,6 +294,7 @@ def test_bench_runs_cells_as_processes_records_a_failure_and_goes_on(workdir):
     bad = json.loads((workdir / "b/cells/dafl-lenet5_bn-lenet5_half-seed0/cell.json").read_text())
     assert good["status"] == "done" and good["epochs_done"] == 2
     assert good["peak_rss_mb"] > 50 and good["seconds_synthesis"] > 0
+    assert 0 < good["cpu_seconds"] < 600
     assert good["versions"]["dfkd-plugin-dafl"]
     assert bad["status"] == "failed"
     assert f"{teacher} holds weights of lenet5, not lenet5_bn." in bad["error"]
@@ -306,7 +320,7 @@ def _fake_cell(bench: Path, pair: Pair, seed: int, top1: list[float], agree: boo
     ]
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     Image.new("RGB", (16, 16), (seed * 100, 0, 0)).save(path / "samples.png")
-    record = cell_record(cell, path, Finished(0, peak_rss_kb=300 * 1024))
+    record = cell_record(cell, path, Finished(0, peak_rss_kb=300 * 1024, cpu_seconds=120.0))
     (path / "cell.json").write_text(json.dumps(record))
 
 
@@ -331,8 +345,9 @@ def test_the_report_leads_with_the_last_epoch_and_labels_test_selection(bench_cl
         ("lenet5_bn → lenet5_half", "1", "44"),
     ]
     assert rows[0]["minutes_mean"] == "1.5" and rows[0]["synthesis_minutes_mean"] == "0.6"
+    assert rows[0]["cpu_minutes_mean"] == "2"
     cost = (workdir / "b" / "cost.md").read_text()
-    assert "| dafl | 1.5 min (40 % synthesis), 300 MB RSS | 1.5 min (40 % synthesis)" in cost
+    assert "| dafl | 1.5 min / 2.0 CPU-min (40 % synthesis), 300 MB RSS | 1.5 min" in cost
     for name in ("accuracy.png", "accuracy_vs_time.png", "samples.png"):
         assert (workdir / "b" / name).read_bytes()[:4] == b"\x89PNG"
 

@@ -248,6 +248,7 @@ def resolve(matrix: Matrix, plugins: Any) -> tuple[list[Cell], list[str]]:
     """The matrix's cells, and one error line per bad (method, pair, variant): an unknown
     method, model, dataset, preset or option, checked as ``dfkd run`` would check it."""
     from dfkd.options import build_options
+    from dfkd.training.precision import PRECISIONS
 
     errors: list[str] = []
     try:
@@ -283,8 +284,10 @@ def resolve(matrix: Matrix, plugins: Any) -> tuple[list[Cell], list[str]]:
             errors.append(f"{where}: {exc}")
             continue
         precision = settings.get("mixed_precision", matrix.mixed_precision)
-        if precision not in ("no", "fp16", "bf16"):
-            errors.append(f"{where}: mixed_precision must be no, fp16 or bf16, not '{precision}'.")
+        if precision not in PRECISIONS:
+            errors.append(
+                f"{where}: mixed_precision must be {', '.join(PRECISIONS)}, not '{precision}'."
+            )
             continue
         cells += [
             Cell(

@@ -184,6 +184,9 @@ def _cost(group: Group | None) -> str:
         return "—"
     minutes = group.mean("seconds") / 60
     text = f"{minutes:.1f} min"
+    cpu = group.mean("cpu_seconds")
+    if cpu is not None:
+        text += f" / {cpu / 60:.1f} CPU-min"
     synthesis = group.mean("seconds_synthesis")
     if synthesis is not None and group.mean("seconds"):
         text += f" ({100 * synthesis / group.mean('seconds'):.0f} % synthesis)"
@@ -201,7 +204,9 @@ def cost_markdown(by_place: dict[tuple[str, str], Group], rows: list[str], pairs
         [
             "# Cost per run\n",
             "Minutes per run: the mean over seeds of the epochs' own times (start-up and data "
-            "loading left out), with the share spent synthesizing where the run records it. "
+            "loading left out), then the CPU minutes of the whole process (user + system, all "
+            "threads: on a shared machine the fairer cost), with the share of the epochs spent "
+            "synthesizing where the run records it. "
             "Peak memory: the largest resident set of a seed's process (MB), and the GPU's "
             "allocated peak where there is one.\n",
             _table(
@@ -229,6 +234,7 @@ def table_csv(groups: list[Group]) -> str:
             "best_top1_test_selected_mean",
             "top1_by_agreement_mean",
             "minutes_mean",
+            "cpu_minutes_mean",
             "synthesis_minutes_mean",
             "peak_rss_mb",
             "peak_gpu_mb",
@@ -237,6 +243,7 @@ def table_csv(groups: list[Group]) -> str:
     for g in groups:
         records = g.done or g.failed
         minutes = g.mean("seconds")
+        cpu = g.mean("cpu_seconds")
         synthesis = g.mean("seconds_synthesis")
         writer.writerow(
             [
@@ -251,6 +258,7 @@ def table_csv(groups: list[Group]) -> str:
                 _num(g.mean("best_top1_test_selected")),
                 _num(g.agreement_mean()),
                 _num(minutes / 60 if minutes is not None else None),
+                _num(cpu / 60 if cpu is not None else None),
                 _num(synthesis / 60 if synthesis is not None else None),
                 _num(g.maximum("peak_rss_mb")),
                 _num(g.maximum("peak_gpu_mb")),

@@ -42,6 +42,7 @@ class Finished:
     returncode: int
     error: str | None = None  # the last line the process wrote to stderr, when it failed
     peak_rss_kb: int | None = None  # the process's maximum resident set
+    cpu_seconds: float | None = None  # the process's user + system time
 
 
 class Runner(Protocol):
@@ -81,7 +82,9 @@ class SubprocessRunner:
                 text.seek(start)
                 lines = [line.strip() for line in text.read().splitlines() if line.strip()]
             error = lines[-1] if lines else _ended(process.returncode)
-        return Finished(process.returncode, error, usage.ru_maxrss)
+        return Finished(
+            process.returncode, error, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
+        )
 
     def interrupt(self) -> None:
         """Stop the cells still running when the bench stops; each keeps its last checkpoint,
@@ -171,11 +174,15 @@ def run_bench(
 
 
 def run_cell(cell: Cell, bench_dir: Path, runner: Runner, step: str) -> dict[str, Any]:
-    """Start or resume one cell, then record what it left as ``cell.json``."""
+    """Start or resume one cell, then record what it left as ``cell.json``. A resumed cell's
+    CPU time adds the earlier attempts' recorded time to its own."""
     path = cell_dir(bench_dir, cell)
+    earlier = (read_cell(path) or {}).get("cpu_seconds") if step == "resume" else None
     (path / CELL_FILE).unlink(missing_ok=True)  # a failed attempt's record; this one replaces it
     log = bench_dir / LOGS / f"{cell.name}.log"
     finished = runner(cell, path, resume=step == "resume", log=log)
+    if earlier and finished.cpu_seconds is not None:
+        finished.cpu_seconds += earlier
     record = cell_record(cell, path, finished)
     path.mkdir(parents=True, exist_ok=True)  # a run that failed before making its directory
     write_json(path / CELL_FILE, record)
@@ -200,6 +207,7 @@ def cell_record(cell: Cell, path: Path, finished: Finished) -> dict[str, Any]:
         "epochs": epochs,
         **summarize(rows),
         "peak_rss_mb": round(finished.peak_rss_kb / 1024, 1) if finished.peak_rss_kb else None,
+        "cpu_seconds": round(finished.cpu_seconds, 1) if finished.cpu_seconds else None,
         "images_synthesized": pool_size(path / "images"),
         "versions": config.get("versions"),
     }
