@@ -22,6 +22,7 @@ import pluggy
 from dfkd import __version__, hookspecs
 from dfkd.errors import DfkdError, PluginError, UsageError
 from dfkd.registry import Entry, Registry
+from dfkd.tasks import CLASSIFICATION, TASKS
 
 DEFAULT_PLUGINS = ("dfkd.models.plugin", "dfkd.data.plugin", "dfkd.synthesis.plugin")
 REGISTRY_HOOKS = {
@@ -32,9 +33,9 @@ REGISTRY_HOOKS = {
 }
 # The keywords each kind's register(name, factory, summary, **info) accepts: what the core reads.
 INFO_KEYWORDS = {
-    "method": ("paper", "options", "presets"),
-    "model": ("input_size", "family"),
-    "dataset": ("num_classes", "channels", "image_size"),
+    "method": ("paper", "options", "presets", "tasks"),
+    "model": ("input_size", "family", "task"),
+    "dataset": ("num_classes", "channels", "image_size", "task"),
     "loss": (),
 }
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -217,6 +218,10 @@ def _check_info(kind: str, name: str, info: dict[str, Any]) -> None:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             takes = ", ".join(("summary", *known))
             raise TypeError(f"{kind} '{name}': unknown keyword '{key}'{hint}; it takes {takes}")
+    tasks = info.get("tasks", ()) if kind == "method" else [info.get("task", CLASSIFICATION)]
+    if isinstance(tasks, str) or any(t not in TASKS for t in tasks):
+        key = "tasks= must list tasks" if kind == "method" else "task= must be one"
+        raise TypeError(f"{kind} '{name}': {key} of {', '.join(TASKS)}")
     if kind != "method":
         return
     options = info.get("options")

@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 
 from dfkd.errors import UsageError
+from dfkd.tasks import CLASSIFICATION
 
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
@@ -33,13 +34,18 @@ class DataSource:
     image_size: int  # images are square
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    #: classification: labels are int64 (N,); segmentation: uint8 masks (N, H, W) the size of
+    #: their images, IGNORE_INDEX where no class applies, and ``image_size`` is the side of the
+    #: square crops a model trains on (its test images may be larger, and need not be square)
+    task: str = CLASSIFICATION
 
     @property
     def num_classes(self) -> int | None:
         return len(self.classes) or None
 
     def load(self, split: Split) -> Arrays:
-        """Images as uint8 (N, C, H, W) and labels as int64 (N,), or None when unlabelled."""
+        """Images as uint8 (N, C, H, W) and labels as int64 (N,) (masks for segmentation), or
+        None when unlabelled."""
         if split not in SPLITS:
             raise UsageError(f"Unknown split '{split}' of {self.name}; use 'train' or 'test'.")
         return _load_once(self, split)
