@@ -33,6 +33,7 @@ _LAZY = {
     "Generator": "dfkd.synthesis.generators:Generator",
     "LargeGenerator": "dfkd.synthesis.generators:LargeGenerator",
     "GeneratorA": "dfkd.synthesis.generators:GeneratorA",
+    "GeneratorB": "dfkd.synthesis.generators:GeneratorB",
     "reset_parameters_dcgan": "dfkd.synthesis.generators:reset_parameters_dcgan",
     # BatchNorm-statistics and feature hooks
     "BNStatsHook": "dfkd.synthesis.bn_hooks:BNStatsHook",

@@ -36,14 +36,15 @@ def make_scheduler(
     schedule: str,
     epochs: int,
     milestones: Sequence[int] = (),
+    gamma: float = 0.1,
 ) -> Any:
-    """A scheduler stepped once per epoch over ``epochs``: cosine to zero, ×0.1 at each
+    """A scheduler stepped once per epoch over ``epochs``: cosine to zero, ×``gamma`` at each
     milestone epoch (by default at 60/75/90 % of the epochs), or constant."""
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
     if schedule == "multistep":
         steps = sorted(milestones) or default_milestones(epochs)
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, steps, gamma=0.1)
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, steps, gamma=gamma)
     if schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     raise UsageError(f"schedule must be {', '.join(SCHEDULES)}, not '{schedule}'.")

@@ -82,9 +82,7 @@ class SubprocessRunner:
                 text.seek(start)
                 lines = [line.strip() for line in text.read().splitlines() if line.strip()]
             error = lines[-1] if lines else _ended(process.returncode)
-        return Finished(
-            process.returncode, error, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
-        )
+        return Finished(process.returncode, error, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
 
     def interrupt(self) -> None:
         """Stop the cells still running when the bench stops; each keeps its last checkpoint,

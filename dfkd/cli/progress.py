@@ -15,6 +15,10 @@ from rich.progress import (
 
 from dfkd.cli.console import err_console
 
+#: the scores an epoch's line shows, as percentages: test top-1 or mIoU and pixel accuracy,
+#: and agreement with the teacher on the synthetic validation set
+SCORES = ("top1", "miou", "pixel_acc", "agree")
+
 
 class ProgressReporter:
     """Shows epoch, step, loss, last test accuracy and ETA; prints one line per epoch."""
@@ -62,16 +66,15 @@ class ProgressReporter:
         by = row.get("best_by", "top1")
         self.last_acc = f"{row.get(by, 0.0):.2f}%"
         if self.enabled:
-            shown = [f"{k} {row[k]:.2f}%" for k in ("top1", "agree") if k in row]
+            shown = [f"{k} {row[k]:.2f}%" for k in SCORES if k in row]
             extra = "".join(
                 f"  {k} {row[k]:.4g}"
                 for k in row
-                if k
-                not in {"epoch", "top1", "top5", "agree", "best", "images", "lr", "gpu_peak_mb"}
+                if k not in {"epoch", *SCORES, "top5", "best", "images", "lr", "gpu_peak_mb"}
                 and not k.startswith("seconds")  # the epoch's time ends the line
                 and isinstance(row[k], float)
             )
-            best = f"best {row.get('best', 0.0):.2f}%" + ("" if by == "top1" else f" (by {by})")
+            best = f"best {row.get('best', 0.0):.2f}%" + ("" if by != "agree" else f" (by {by})")
             err_console.print(
                 f"epoch {row['epoch']}/{self.epochs}  {'  '.join(shown)}  {best}{extra}  "
                 f"{row.get('seconds', 0):.1f}s",

@@ -55,10 +55,12 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             int,
             typer.Option(
                 help="Images of the synthetic validation set (inverted from the teacher once, "
-                "kept beside its weights) that scores agreement.",
+                "kept beside its weights) that scores agreement [default: 500; 64 for a "
+                "segmentation teacher].",
                 min=1,
+                show_default=False,
             ),
-        ] = 500,
+        ] = None,
         val_steps: Annotated[
             int, typer.Option(help="Inversion steps of the validation set.", min=0)
         ] = 60,

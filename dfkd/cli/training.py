@@ -158,28 +158,41 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
                 "exported by 'dfkd export' (.onnx, .torchscript.pt), scored as a runtime runs it."
             ),
         ] = None,
-        batch_size: BatchSize = 1000,
+        batch_size: Annotated[
+            int,
+            typer.Option(
+                help="Images per forward [default: 1000; 16 for segmentation].",
+                show_default=False,
+            ),
+        ] = None,
         mixed_precision: Precision = "no",
         cpu: Cpu = False,
         data_root: DataRoot = None,
         download: Download = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
-        """Top-1 (and top-5 past ten classes) accuracy on the test split."""
+        """Top-1 (and top-5 past ten classes) accuracy on the test split; mIoU and pixel
+        accuracy for a segmentation network."""
         from dfkd.data import open_dataset
         from dfkd.options import check_range
+        from dfkd.tasks import SEGMENTATION
         from dfkd.training.inputs import InputFormat, evaluate
-        from dfkd.training.setup import load_teacher, make_accelerator
+        from dfkd.training.segmentation import EVAL_BATCH, evaluate_segmentation
+        from dfkd.training.setup import check_task, load_teacher, make_accelerator
 
         exported = weights is not None and weights.endswith(EXPORTED_SUFFIXES)
         require_options(model=model or exported or None, dataset=dataset)
-        check_range("--batch-size", batch_size, ge=1)
         source = open_dataset(dataset, data_root, download, plugins=plugins)
+        segmentation = source.task == SEGMENTATION
+        if batch_size is None:
+            batch_size = EVAL_BATCH if segmentation else 1000
+        check_range("--batch-size", batch_size, ge=1)
         if exported:
             from dfkd.export import ExportedModel
 
             net, path = ExportedModel(weights), weights
             model = net.meta.get("model", model)
+            check_task(model, source, plugins)
             pixels = (0.0,) * source.channels, (1.0,) * source.channels
             mean, std = pixels if net.takes_pixels else (source.mean, source.std)
             fmt = InputFormat(tuple(mean), tuple(std), net.meta.get("input_size"))
@@ -189,7 +202,12 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         accelerator = make_accelerator(mixed_precision, cpu)
         net.to(accelerator.device)
         images, labels = source.load("test")
-        scores = evaluate(net, images, labels, fmt, accelerator, batch_size)
+        if segmentation:
+            scores = evaluate_segmentation(
+                net, images, labels, fmt, accelerator, source.num_classes, batch_size
+            )
+        else:
+            scores = evaluate(net, images, labels, fmt, accelerator, batch_size)
         result = {
             "model": model,
             "dataset": source.name,
@@ -202,9 +220,11 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             return
         from rich.table import Table
 
-        table = Table("", "", show_header=False, title="Test-split accuracy")
+        title = "Test-split mIoU" if segmentation else "Test-split accuracy"
+        table = Table("", "", show_header=False, title=title)
         for key, value in result.items():
-            label = {"top1": "top-1 %", "top5": "top-5 %"}.get(key, key)
+            label = SCORE_NAMES.get(key, key)
+            label = f"{label} %" if key in SCORE_NAMES else label
             table.add_row(label, f"{value:.2f}" if isinstance(value, float) else str(value))
         console.print(table)
 
@@ -222,14 +242,24 @@ def from_arguments(config_cls: type, arguments: dict[str, Any]) -> Any:
     return config_cls(**{k: v for k, v in arguments.items() if k in names})
 
 
+#: how the commands name the scores a run records
+SCORE_NAMES = {
+    "top1": "top-1",
+    "top5": "top-5",
+    "miou": "mIoU",
+    "pixel_acc": "pixel accuracy",
+    "agree": "agreement",
+}
+
+
 def _summary(outcome, what: str) -> None:
     last = outcome.last
     scores = ", ".join(
         f"last {name} {last[key]:.2f}%"
-        for key, name in (("top1", "top-1"), ("agree", "agreement"))
-        if key in last
+        for key, name in SCORE_NAMES.items()
+        if key in last and key != "top5"
     )
-    chosen = "" if outcome.best_by == "top1" else f" (chosen by {outcome.best_by}: no test split)"
+    chosen = "" if outcome.best_by != "agree" else " (chosen by agree: no test split)"
     err_console.print(
         f"[bold]{what}[/]: {scores}; best {outcome.best_by} {outcome.best_score:.2f}%{chosen} "
         f"after {last.get('epoch', 0)} epochs",

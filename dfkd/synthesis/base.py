@@ -57,6 +57,9 @@ class SynthesisContext:
     #: the pixel size the student expects (None: any size, so it takes the teacher's)
     student_size: int | None = None
     seed: int = 0
+    #: what the teacher predicts: "classification" (logits (B, K)) or "segmentation" (logits
+    #: (B, K, H, W)); a method registered with tasks= sees only the tasks it lists
+    task: str = "classification"
     #: the run's identity, for methods that keep files beside the teacher (records, embeddings)
     run_info: dict[str, Any] = field(default_factory=dict)
     #: opens a dataset by name with the run's --data-root and plugin set

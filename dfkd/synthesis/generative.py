@@ -26,7 +26,7 @@ from dfkd.synthesis.base import (
 )
 from dfkd.synthesis.bn_hooks import attach_bn_hooks
 from dfkd.synthesis.generative_options import GenerativeOptions
-from dfkd.synthesis.generators import Generator, GeneratorA, LargeGenerator
+from dfkd.synthesis.generators import Generator, GeneratorA, GeneratorB, LargeGenerator
 from dfkd.synthesis.losses import (
     activation_l1,
     adversarial_kl,
@@ -38,14 +38,15 @@ from dfkd.synthesis.losses import (
 #: the loss terms a generator step can weight, in the order they are logged
 TERMS = ("oh", "act", "balance", "bn", "adv")
 
-_GENERATORS: dict[str, type[Generator]] = {
+_GENERATORS: dict[str, type[torch.nn.Module]] = {
     "large": LargeGenerator,
     "base": Generator,
     "a": GeneratorA,
+    "b": GeneratorB,
 }
 
 
-def build_generator(options: GenerativeOptions, channels: int, image_size: int) -> Generator:
+def build_generator(options: GenerativeOptions, channels: int, image_size: int) -> torch.nn.Module:
     """The generator named by ``options.generator``, making images the teacher can take."""
     if options.generator not in _GENERATORS:
         known = ", ".join(_GENERATORS)
@@ -102,12 +103,14 @@ class GenerativeSynthesizer(Synthesizer):
                 options.schedule,
                 options.epochs - options.warmup,
                 options.milestones,
+                options.gamma,
             )
             if options.schedule_g
             else None
         )
-        # GeneratorA standardises its own output; the others make [0, 1] pixels to normalise.
-        self.raw_output = isinstance(self.generator, GeneratorA)
+        # GeneratorA standardises its own output and GeneratorB's Tanh matches data normalised
+        # to [-1, 1]; the others make [0, 1] pixels to normalise.
+        self.raw_output = isinstance(self.generator, GeneratorA | GeneratorB)
         self.bn_hooks: list[Any] = []
         if options.bn:
             warn_without_batchnorm(ctx.teacher, self.method, options.bn)

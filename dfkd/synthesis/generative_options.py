@@ -12,7 +12,7 @@ from typing import Literal
 from dfkd.options import option
 from dfkd.synthesis.options import DataFreeOptions
 
-GeneratorKind = Literal["large", "base", "a"]
+GeneratorKind = Literal["large", "base", "a", "b"]
 
 
 @dataclass
@@ -20,8 +20,9 @@ class GenerativeOptions(DataFreeOptions):
     generator: GeneratorKind = option(
         "large",
         "Generator: 'large' (LargeGenerator, a 4·ngf-channel projection; DAFL, ZSKT, DFQ), "
-        "'base' (Generator, 2·ngf; CMI's) or 'a' (GeneratorA: Tanh + non-affine BatchNorm "
-        "output fed to the networks unnormalised; DFAD's).",
+        "'base' (Generator, 2·ngf; CMI's), 'a' (GeneratorA: Tanh + non-affine BatchNorm "
+        "output fed to the networks unnormalised; DFAD's) or 'b' (GeneratorB: DCGAN-style "
+        "transposed convolutions to a Tanh output, fed unnormalised; DFAD's segmentation one).",
     )
     nz: int = option(256, "Latent size of the generator.", ge=1)
     ngf: int = option(64, "Generator width: channels of its last hidden layer.", ge=1)

@@ -90,6 +90,43 @@ class GeneratorA(Generator):
         return [nn.Tanh(), nn.BatchNorm2d(channels, affine=False)]
 
 
+class GeneratorB(nn.Module):
+    """DFAD's segmentation generator (docs/methods/dfad.md#segmentation), DCGAN-style: z → Linear
+    → (8·ngf, s/16, s/16) → BatchNorm → four ×2 transposed convolutions (kernel 4, stride 2,
+    8·ngf → 4·ngf → 2·ngf → ngf → ngf, each BatchNorm + LeakyReLU 0.2) → 3×3 conv → Tanh. The
+    output in [−1, 1] goes to the networks as it is: the reference's segmentation data is
+    normalised with mean 0.5 and std 0.5, to the same range. Weights start as DCGAN's."""
+
+    def __init__(
+        self, nz: int = 256, ngf: int = 64, img_size: int = 128, channels: int = 3
+    ) -> None:
+        super().__init__()
+        if img_size % 16:
+            raise ValueError(
+                f"img_size must be divisible by 16 (four ×2 upsamplings), got {img_size}"
+            )
+        self.nz = nz
+        self.init_size = img_size // 16
+        self.start_channels = 8 * ngf
+        self.project = nn.Linear(nz, self.start_channels * self.init_size**2)
+        widths = (8 * ngf, 4 * ngf, 2 * ngf, ngf, ngf)
+        layers: list[nn.Module] = [nn.BatchNorm2d(self.start_channels)]
+        for c_in, c_out in zip(widths, widths[1:], strict=False):
+            layers += [
+                nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        layers += [nn.Conv2d(ngf, channels, 3, padding=1), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+        reset_parameters_dcgan(self)
+
+    def forward(self, z: Tensor) -> Tensor:
+        out = self.project(z.flatten(1))
+        out = out.view(z.shape[0], self.start_channels, self.init_size, self.init_size)
+        return self.main(out)
+
+
 _WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 

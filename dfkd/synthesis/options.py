@@ -33,13 +33,16 @@ class DataFreeOptions:
     schedule: Schedule = option(
         "cosine",
         "Student learning-rate schedule over the epochs after warm-up: cosine to zero, "
-        "multistep (×0.1 at each milestone) or constant.",
+        "multistep (×gamma at each milestone) or constant.",
     )
     milestones: tuple[int, ...] = option(
         (),
-        "Epochs of multistep's ×0.1 drops, e.g. 100,200, counted after warm-up "
+        "Epochs of multistep's drops, e.g. 100,200, counted after warm-up "
         "(empty: 60/75/90 % of the epochs).",
         ge=1,
+    )
+    gamma: float = option(
+        0.1, "Factor multistep multiplies the rate by at each milestone.", gt=0, le=1
     )
     momentum: float = option(0.9, "Student SGD momentum.", ge=0, lt=1)
     weight_decay: float = option(1e-4, "Student weight decay.", ge=0)

@@ -17,7 +17,8 @@ from dfkd.optim import make_optimizer, make_scheduler
 from dfkd.options import build_options
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.synthesis.base import SynthesisContext, SynthesisResult, Synthesizer
-from dfkd.training.inputs import InputFormat, evaluate
+from dfkd.tasks import CLASSIFICATION, SEGMENTATION
+from dfkd.training.inputs import InputFormat, evaluate, split_scorer, test_score
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
 from dfkd.training.precision import resolve_precision
 from dfkd.training.runs import RunDir
@@ -32,7 +33,7 @@ from dfkd.training.setup import (
     weights_meta,
 )
 from dfkd.training.teacher_inputs import InputFlags, TeacherInputs, describe_inputs
-from dfkd.training.validation import agreement, validation_set
+from dfkd.training.validation import SEGMENTATION_SIZE, SIZE, agreement, validation_set
 
 
 @dataclass
@@ -64,8 +65,9 @@ class RunConfig:
     class_names: str | None = None
     #: a few images of the user's own to score on: accuracy if labelled, agreement if not
     eval_data: str | None = None
-    #: the synthetic validation set: images inverted from the teacher, and Adam steps on them
-    val_size: int = 500
+    #: the synthetic validation set: images inverted from the teacher (None: the task's default
+    #: size), and Adam steps on them
+    val_size: int | None = None
     val_steps: int = 60
 
     def input_flags(self) -> InputFlags:
@@ -83,6 +85,17 @@ def method_options(plugins: Plugins, cfg: RunConfig) -> tuple[Any, Any]:
         raise UsageError(f"Method {cfg.method} has no preset '{cfg.preset}'. Presets: {known}.")
     preset = presets.get(cfg.preset, {}) if cfg.preset else {}
     return entry, build_options(entry.info["options"], preset, cfg.overrides)
+
+
+def check_method_task(entry: Any, cfg: RunConfig, source: Any) -> None:
+    """Refuse a teacher whose task the method does not distil, naming the methods that do."""
+    tasks = entry.info.get("tasks", (CLASSIFICATION,))
+    if source.task in tasks:
+        return
+    raise UsageError(
+        f"{cfg.method} distils {' and '.join(tasks)} networks; {cfg.teacher} on {source.name} is "
+        f"a {source.task} network. See dfkd list-methods for the methods that take one."
+    )
 
 
 def _inputs(cfg: RunConfig, plugins: Plugins) -> Any:
@@ -125,6 +138,14 @@ def _eval_data_scorer(
             f"takes {source.channels}."
         )
     fmt = InputFormat(tuple(source.mean), tuple(source.std), s_fmt.size)
+    if labels is not None and source.task == SEGMENTATION:
+        if eval_source.task != SEGMENTATION or eval_source.num_classes != source.num_classes:
+            raise UsageError(
+                f"--eval-data {cfg.eval_data} needs image/mask pairs of the teacher's "
+                f"{source.num_classes} classes."
+            )
+        score = split_scorer(eval_source, (images, labels), fmt, accelerator)
+        return lambda model: {f"eval_{k}": v for k, v in score(model).items()}
     if labels is not None:
         labels = _as_teacher_labels(labels, eval_source.classes, source.classes, cfg.eval_data)
 
@@ -256,7 +277,11 @@ class DataFreeJob(Job):
             options.weight_decay,
         )
         self.scheduler = make_scheduler(
-            optimizer, options.schedule, options.epochs - options.warmup, options.milestones
+            optimizer,
+            options.schedule,
+            options.epochs - options.warmup,
+            options.milestones,
+            options.gamma,
         )
         self.model, self.optimizer = accelerator.prepare(student, optimizer)
         self.last_images: torch.Tensor | None = None
@@ -370,6 +395,7 @@ def run_datafree(
         entry, options = method_options(plugins, cfg)
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = _inputs(cfg, plugins)
+    check_method_task(entry, cfg, source)
     teacher, t_spec, teacher_path = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
     student, s_spec = build(cfg.student, source, plugins)
     test = None if isinstance(source, TeacherInputs) else source.load("test")
@@ -416,6 +442,7 @@ def run_datafree(
         run_dir=run.path,
         student_size=s_spec.size,
         seed=cfg.seed,
+        task=source.task,
         run_info={
             "method": cfg.method,
             "teacher": cfg.teacher,
@@ -440,12 +467,13 @@ def run_datafree(
         source.channels,
         ctx.image_size,
         run.state_dir,
-        cfg.val_size,
+        cfg.val_size or (SEGMENTATION_SIZE if source.task == SEGMENTATION else SIZE),
         cfg.val_steps,
+        task=source.task,
     )
     scorers = [lambda m: agreement(m, valset, s_fmt, accelerator)]
     if test is not None:
-        scorers.insert(0, lambda m: evaluate(m, *test, s_fmt, accelerator))
+        scorers.insert(0, split_scorer(source, test, s_fmt, accelerator))
     if cfg.eval_data:
         scorers.append(
             _eval_data_scorer(
@@ -459,7 +487,7 @@ def run_datafree(
         lambda m: {k: v for score in scorers for k, v in score(m).items()},
         weights_meta(s_spec, source, command="run", method=cfg.method, teacher=cfg.teacher),
         reporter=reporter or SilentReporter(),
-        criterion="top1" if test is not None else "agree",
+        criterion=test_score(source.task) if test is not None else "agree",
     )
     with run.lock(accelerator):
         outcome = loop.fit(job, resume=bool(resume))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from dfkd.data.pipeline import normalize, to_float
+from dfkd.tasks import SEGMENTATION
 
 
 @dataclass(frozen=True)
@@ -76,3 +78,22 @@ def evaluate(
     if num_classes is not None and num_classes > 10:
         scores["top5"] = 100.0 * correct5 / max(total, 1)
     return scores
+
+
+def test_score(task: str) -> str:
+    """The test score that ranks epochs: top-1 for classification, mIoU for segmentation."""
+    return "miou" if task == SEGMENTATION else "top1"
+
+
+def split_scorer(
+    source: Any, split: tuple[torch.Tensor, torch.Tensor], fmt: InputFormat, accelerator: Any
+) -> Callable[[torch.nn.Module], dict[str, float]]:
+    """The scores of a model on one labelled split, chosen by the dataset's task."""
+    images, labels = split
+    if source.task == SEGMENTATION:
+        from dfkd.training.segmentation import evaluate_segmentation
+
+        return lambda model: evaluate_segmentation(
+            model, images, labels, fmt, accelerator, source.num_classes
+        )
+    return lambda model: evaluate(model, images, labels, fmt, accelerator)

@@ -12,6 +12,7 @@ import torch
 
 from dfkd.errors import UsageError
 from dfkd.plugins import Plugins, get_plugins
+from dfkd.tasks import CLASSIFICATION
 from dfkd.weights import load_weights, read_meta
 
 
@@ -89,9 +90,26 @@ def build(
             f"Dataset {source.name} has one class ({source.classes[0]}); a classifier needs at "
             "least two."
         )
+    check_task(name, source, plugins)
     model = build_model(name, source.num_classes, source.channels, plugins=plugins)
     size = model_input_size(name, plugins=plugins)
     return model, ModelSpec(name, size, source.channels)
+
+
+def model_task(name: str, plugins: Plugins | None = None) -> str:
+    """What model ``name`` predicts, as its registration says (classification by default)."""
+    return (plugins or get_plugins()).models.get(name).info.get("task", CLASSIFICATION)
+
+
+def check_task(name: str, source: Any, plugins: Plugins | None = None) -> None:
+    """Refuse a model whose task is not its dataset's: a segmentation network cannot learn
+    from image labels, nor a classifier from masks."""
+    task = model_task(name, plugins)
+    if task != source.task:
+        raise UsageError(
+            f"{name} is a {task} network and {source.name} a {source.task} dataset; use a "
+            f"{source.task} model (see dfkd models) or a {task} dataset (see dfkd datasets)."
+        )
 
 
 def load_teacher(
@@ -140,9 +158,11 @@ def weights_meta(spec: ModelSpec, source: Any, **extra: Any) -> dict[str, Any]:
         "num_classes": source.num_classes,
         "channels": source.channels,
         "input_size": spec.size,
+        "image_size": source.image_size,
         "mean": list(source.mean),
         "std": list(source.std),
         "classes": list(source.classes),
+        "task": source.task,
         **extra,
     }
 

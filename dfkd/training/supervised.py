@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,12 @@ from dfkd.errors import UsageError
 from dfkd.optim import default_milestones, make_optimizer, make_scheduler
 from dfkd.options import check_range
 from dfkd.plugins import Plugins, get_plugins
-from dfkd.training.inputs import InputFormat, evaluate
+from dfkd.tasks import SEGMENTATION
+from dfkd.training.inputs import InputFormat, split_scorer, test_score
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
 from dfkd.training.recipes import scratch_recipe
 from dfkd.training.runs import RunDir
+from dfkd.training.segmentation import pixel_cross_entropy, pixel_rows
 from dfkd.training.setup import (
     ModelSpec,
     build,
@@ -123,12 +126,24 @@ class KDConfig(TrainConfig):
         ]
 
 
-def wants_augmentation(cfg: TrainConfig, source: Any) -> bool:
+Augment = Callable[[torch.Tensor, Any, torch.Generator], tuple[torch.Tensor, Any]]
+
+
+def augmentation(cfg: TrainConfig, source: Any) -> Augment | None:
+    """The training batches' augmentation, or None. For classification, ``auto`` pads by 4 and
+    crops and flips colour 32-pixel images (the CIFAR recipe); for segmentation it takes a random
+    ``image_size`` crop and flip of image and mask together, as DFAD's reference trains."""
     if cfg.augment not in ("auto", "crop-flip", "none"):
         raise UsageError(f"--augment must be auto, crop-flip or none, not '{cfg.augment}'.")
-    if cfg.augment == "auto":
-        return source.channels == 3 and source.image_size == 32
-    return cfg.augment == "crop-flip"
+    if cfg.augment == "none":
+        return None
+    if source.task == SEGMENTATION:
+        from dfkd.training.segmentation import crop_flip_pairs
+
+        return lambda images, masks, rng: crop_flip_pairs(images, masks, source.image_size, rng)
+    if cfg.augment == "auto" and not (source.channels == 3 and source.image_size == 32):
+        return None
+    return lambda images, labels, rng: (random_crop_flip(images, padding=4, generator=rng), labels)
 
 
 class SupervisedJob(Job):
@@ -142,7 +157,7 @@ class SupervisedJob(Job):
         images: torch.Tensor,
         labels: torch.Tensor | None,
         fmt: InputFormat,
-        augment: bool,
+        augment: Augment | None,
         loss_fn: Any,
     ) -> None:
         self.accelerator = accelerator
@@ -177,8 +192,8 @@ class SupervisedJob(Job):
             self._batches = iter(self.loader)
             self._aug_gen = epoch_generator(self.cfg.seed, epoch, salt=1)
         images, labels = next(self._batches)
-        if self.augment:
-            images = random_crop_flip(images, padding=4, generator=self._aug_gen)
+        if self.augment is not None:
+            images, labels = self.augment(images, labels, self._aug_gen)
         x = self.fmt.from_uint8(images).to(self.accelerator.device)
         y = labels.to(self.accelerator.device) if labels is not None else None
         self.model.train()
@@ -240,10 +255,12 @@ def train_scratch(
     fmt = InputFormat.of(source, spec.size)
 
     def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Any:
+        if source.task == SEGMENTATION:
+            return pixel_cross_entropy(logits, y), {}
         return F.cross_entropy(logits, y), {}
 
     job = SupervisedJob(
-        accelerator, model, cfg, images, labels, fmt, wants_augmentation(cfg, source), cross_entropy
+        accelerator, model, cfg, images, labels, fmt, augmentation(cfg, source), cross_entropy
     )
 
     def publish(best: Any, meta: dict[str, Any]) -> None:
@@ -253,11 +270,12 @@ def train_scratch(
         accelerator,
         run,
         cfg.epochs,
-        lambda m: evaluate(m, test_images, test_labels, fmt, accelerator),
+        split_scorer(source, (test_images, test_labels), fmt, accelerator),
         weights_meta(spec, source, command="scratch"),
         role="model",
         reporter=reporter or SilentReporter(),
         on_best=publish if cfg.set_default else None,
+        criterion=test_score(source.task),
     )
     with run.lock(accelerator):
         outcome = loop.fit(job, resume=bool(resume))
@@ -304,14 +322,19 @@ def train_kd(
     s_fmt = InputFormat.of(source, s_spec.size)
     t_fmt = InputFormat.of(source, t_spec.size)
 
+    segmentation = source.task == SEGMENTATION
+
     def distill(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None) -> Any:
         with torch.no_grad(), accelerator.autocast():
-            t_logits = teacher(t_fmt.fit(x))
-        kl = kd_loss(logits, t_logits.float(), T=cfg.temperature)
+            t_logits = teacher(t_fmt.fit(x)).float()
+        if segmentation:  # the same loss on every pixel, averaged over pixels
+            kl = kd_loss(pixel_rows(logits), pixel_rows(t_logits), T=cfg.temperature)
+        else:
+            kl = kd_loss(logits, t_logits, T=cfg.temperature)
         loss = cfg.alpha * kl
         logs = {"kl": kl.item()}
         if cfg.beta and y is not None:
-            ce = F.cross_entropy(logits, y)
+            ce = pixel_cross_entropy(logits, y) if segmentation else F.cross_entropy(logits, y)
             loss = loss + cfg.beta * ce
             logs["ce"] = ce.item()
         return loss, logs
@@ -323,16 +346,17 @@ def train_kd(
         images,
         labels if labelled else None,
         s_fmt,
-        wants_augmentation(cfg, transfer),
+        augmentation(cfg, transfer),
         distill,
     )
     loop = Loop(
         accelerator,
         run,
         cfg.epochs,
-        lambda m: evaluate(m, test_images, test_labels, s_fmt, accelerator),
+        split_scorer(source, (test_images, test_labels), s_fmt, accelerator),
         weights_meta(s_spec, source, command="kd", teacher=cfg.teacher),
         reporter=reporter or SilentReporter(),
+        criterion=test_score(source.task),
     )
     with run.lock(accelerator):
         outcome = loop.fit(job, resume=bool(resume))

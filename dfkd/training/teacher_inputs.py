@@ -15,6 +15,7 @@ from typing import Any
 from dfkd.data.source import DataSource, Split
 from dfkd.errors import UsageError
 from dfkd.plugins import Plugins
+from dfkd.tasks import CLASSIFICATION
 from dfkd.weights import read_meta
 
 NO_DATASET = "none"
@@ -47,6 +48,7 @@ class TeacherInputs(DataSource):
         mean: tuple[float, ...],
         std: tuple[float, ...],
         trained_on: str | None = None,
+        task: str = CLASSIFICATION,
     ) -> None:
         self.name = NO_DATASET
         self.location = Path(NO_DATASET)
@@ -56,6 +58,7 @@ class TeacherInputs(DataSource):
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.trained_on = trained_on  # the dataset the sidecar names, for the record only
+        self.task = task
 
     def _read(self, split: Split) -> Any:
         raise UsageError("No dataset was named, so there are no images to read; add --dataset.")
@@ -82,6 +85,7 @@ def describe_inputs(
         ("classes", "num_classes"),
         ("channels", "channels"),
         ("image_size", "input_size"),
+        ("image_size", "image_size"),  # a segmentation teacher's training crop
         ("mean", "mean"),
         ("std", "std"),
     ):
@@ -125,6 +129,7 @@ def describe_inputs(
         tuple(values["mean"]),
         tuple(values["std"]),
         trained_on=meta.get("dataset"),
+        task=plugins.models.get(model).info.get("task", CLASSIFICATION),
     )
 
 

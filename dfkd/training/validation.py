@@ -5,7 +5,8 @@ priors: each image optimised from noise so the teacher calls it its assigned cla
 teacher's BatchNorm statistics matched where it has any, and a little smoothness), and kept beside
 the teacher's weights. Every method distilled from that teacher is then scored on the same images,
 which none of them trains on: top-1 agreement with the teacher and the mean KL(teacher || student).
-docs/architecture.md says why inverted images rather than a method's own samples.
+docs/architecture.md says why inverted images rather than a method's own samples. A segmentation
+teacher is asked for a grid of classes per image, and agreement is counted per pixel.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import torch.nn.functional as F
 
 from dfkd.errors import DfkdError
 from dfkd.fileio import write_atomic
+from dfkd.tasks import CLASSIFICATION, SEGMENTATION
 from dfkd.training.inputs import InputFormat
 
 #: the set's recipe; a change makes every cached set stale (its key includes these)
 SIZE = 500  # default images (--val-size)
+#: a segmentation set keeps K logits per pixel: fewer images hold as many predictions
+SEGMENTATION_SIZE = 64
 STEPS = 60  # default Adam steps on them (--val-steps)
 LR = 0.1
 SEED = 20261201
@@ -60,6 +64,7 @@ def validation_set(
     fallback_dir: Path,
     size: int = SIZE,
     steps: int = STEPS,
+    task: str = CLASSIFICATION,
 ) -> ValidationSet:
     """The teacher's validation set: read from beside its weights, else made and kept there (or in
     ``fallback_dir`` when that folder cannot be written). Runs compare on one set only when
@@ -80,7 +85,9 @@ def validation_set(
                         return ValidationSet(tensors["images"], tensors["teacher_logits"])
             except (SafetensorError, OSError, KeyError):
                 pass  # damaged or foreign: made again below
-    made = make_validation_set(teacher, fmt, num_classes, channels, image_size, size, steps)
+    made = make_validation_set(
+        teacher, fmt, num_classes, channels, image_size, size, steps, task=task
+    )
     tensors = {"images": made.images, "teacher_logits": made.teacher_logits}
     for place in (cache_path(weights), fallback_dir / "valset.safetensors"):
         try:
@@ -100,18 +107,23 @@ def make_validation_set(
     size: int = SIZE,
     steps: int = STEPS,
     bn_prior: bool = True,
+    task: str = CLASSIFICATION,
 ) -> ValidationSet:
     """Invert the teacher into ``size`` images, classes balanced, from ``SEED`` on the CPU
     (``bn_prior=False`` leaves out the BatchNorm-statistics term, for the proxy benchmark's
     comparison of designs)."""
     from dfkd.synthesis.bn_hooks import attach_bn_hooks
     from dfkd.synthesis.losses import bn_statistics, tv_l2
+    from dfkd.training.segmentation import block_targets
 
     device = next(teacher.parameters()).device
     rng = torch.Generator().manual_seed(SEED)
     pixels = torch.rand(size, channels, image_size, image_size, generator=rng).to(device)
     logit_pixels = torch.logit(pixels.clamp(0.02, 0.98)).requires_grad_(True)
-    targets = (torch.arange(size) % num_classes).to(device)
+    if task == SEGMENTATION:
+        targets = block_targets(size, num_classes, image_size).to(device)
+    else:
+        targets = (torch.arange(size) % num_classes).to(device)
     optimizer = torch.optim.Adam([logit_pixels], lr=LR)
     hooks = attach_bn_hooks(teacher) if bn_prior else []
     was_training = teacher.training
@@ -145,7 +157,8 @@ def agreement(
     accelerator: Any,
     batch_size: int = 500,
 ) -> dict[str, float]:
-    """Top-1 agreement with the teacher (%) and mean KL(teacher || model) on the set."""
+    """Top-1 agreement with the teacher (%) and mean KL(teacher || model) on the set, per image
+    for a classifier and per pixel for a segmentation network."""
     was_training = model.training
     model.eval()
     agree, kl, total = 0.0, 0.0, 0
@@ -156,6 +169,6 @@ def agreement(
             s = model(x).float()
         agree += (s.argmax(1) == t.argmax(1)).sum().item()
         kl += F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), log_target=True, reduction="sum")
-        total += len(x)
+        total += t.numel() // t.shape[1]
     model.train(was_training)
     return {"agree": 100.0 * agree / total, "val_kl": float(kl) / total}

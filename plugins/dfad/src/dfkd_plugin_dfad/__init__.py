@@ -64,6 +64,35 @@ FASHION_MNIST = {
 }
 
 
+#: VainF's DFAD_camvid_deeplab.py as its README runs it (DeepLabV3-ResNet-50 → DeepLabV3-
+#: MobileNetV2, docs/methods/dfad.md#segmentation): GeneratorB at the teacher's 128-pixel
+#: training crop, batch 64, 300 epochs of 50 × (5 student steps, 1 generator step), the
+#: generator maximising log(1 + L1), and StepLR(100) on both players (milestones 100 and 200)
+CAMVID = {
+    "epochs": 300,
+    "ep_steps": 250,
+    "kd_steps": 5,
+    "g_steps": 1,
+    "batch_size": 64,
+    "lr": 0.1,
+    "weight_decay": 5e-4,
+    "schedule": "multistep",
+    "milestones": (100, 200),
+    "gamma": 0.1,
+    "schedule_g": True,
+    "generator": "b",
+    "nz": 256,
+    "ngf": 64,
+    "lr_g": 1e-3,
+    "beta1": 0.9,
+    "adv": 1.0,
+    "adv_loss": "log_l1",
+}
+
+#: DFAD_nyu_deeplab.py: the CamVid script with weight decay 5e-5 and StepLR's γ 0.3
+NYUV2 = CAMVID | {"weight_decay": 5e-5, "gamma": 0.3}
+
+
 @hookimpl
 def register_methods(register):
     register(
@@ -72,5 +101,12 @@ def register_methods(register):
         "Adversarial L1 game: a generator seeks inputs where student and teacher logits differ",
         paper="Fang et al., Data-Free Adversarial Distillation, arXiv:1912.11006, 2019",
         options=DFADOptions,
-        presets={"cifar10": CIFAR10, "mnist": MNIST, "fashion-mnist": FASHION_MNIST},
+        presets={
+            "cifar10": CIFAR10,
+            "mnist": MNIST,
+            "fashion-mnist": FASHION_MNIST,
+            "camvid": CAMVID,
+            "nyuv2": NYUV2,
+        },
+        tasks=("classification", "segmentation"),
     )

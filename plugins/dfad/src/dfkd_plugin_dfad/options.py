@@ -5,6 +5,7 @@ it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from dfkd.api import GenerativeOptions, GeneratorKind, Schedule, option
 
@@ -31,3 +32,8 @@ class DFADOptions(GenerativeOptions):
     )
     beta1: float = option(0.9, "Adam's first-moment decay for the generator (Adam's default).")
     adv: float = option(1.0, "Weight of the generator's loss −mean|s − t| (L1 on logits).")
+    adv_loss: Literal["auto", "l1", "log_l1"] = option(
+        "auto",
+        "The generator's loss: l1 is −mean|s − t| (the classification scripts), log_l1 is "
+        "−log(1 + mean|s − t|) (the segmentation scripts); auto picks by the teacher's task.",
+    )
