@@ -19,6 +19,8 @@ SEGMENTATION_MODELS = {
     "tv_deeplabv3_resnet50": ("torchvision", 39_636_299),
     "tv_deeplabv3_mobilenet_v3_large": ("torchvision", 11_022_907),
     "tv_lraspp_mobilenet_v3_large": ("torchvision", 3_219_838),
+    "segnet_small": ("segnet", 334_542),
+    "segnet_small_half": ("segnet", 84_482),
 }
 # The sizes DFAD reports for its CamVid pair (11 classes).
 DFAD_PARAMETERS = {"deeplabv3_resnet50": 39.6e6, "deeplabv3_mobilenetv2": 5.11e6}
@@ -285,3 +287,26 @@ def test_torchvision_models_keep_their_names_and_outputs(
     x = torch.randn(1, 3, 40, 56)
     with torch.no_grad():
         torch.testing.assert_close(model(x), original(x)["out"])
+
+
+def test_small_segmenters() -> None:
+    """The teacher is BN after every convolution, 0.3-0.6 M parameters; the student halves every
+    width; both train (every parameter gets a gradient)."""
+    from dfkd.models.segnet import segnet_small, segnet_small_half
+
+    teacher, student = segnet_small(11, 1), segnet_small_half(11, 1)
+    assert 0.3e6 <= sum(p.numel() for p in teacher.parameters()) <= 0.6e6
+    for model in (teacher, student):
+        layers = list(model.stem) + list(model.context)
+        convs = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.Conv2d)]
+        assert all(isinstance(layers[i + 1], torch.nn.BatchNorm2d) for i in convs)
+    widths = [
+        [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)][:-2]
+        for net in (teacher, student)
+    ]
+    assert widths[1] == [w // 2 for w in widths[0]]
+    x = torch.randn(2, 1, 64, 64)
+    target = torch.randint(0, 11, (2, 64, 64))
+    for model in (teacher, student):
+        F.cross_entropy(model(x), target).backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

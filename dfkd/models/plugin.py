@@ -56,5 +56,11 @@ def register_models(register: Callable[..., None]) -> None:
         ("lraspp_mobilenet_v3_large", "torchvision's LR-ASPP-MobileNetV3-Large (Howard 2019)"),
     ):
         segmentation(f"tv_{name}", f"deeplab:tv_{name}", summary, "torchvision")
+    segmentation(
+        "segnet_small", "segnet:segnet_small", "small CPU segmenter, 0.33M params", "segnet"
+    )
+    segmentation(
+        "segnet_small_half", "segnet:segnet_small_half", "segnet_small at half width", "segnet"
+    )
     zoo("timm:", "bridges:timm_model", "any timm model", None, "bridge")
     zoo("torchvision:", "bridges:torchvision_model", "any torchvision classifier", None, "bridge")
