@@ -1,9 +1,10 @@
 """The model zoo's front door: build any registered model by name.
 
 Importing this package imports no torch; a model's module (and torch) load when it is built.
-Every model's ``forward(x, return_features=False)`` returns logits, or ``(logits, features)``
-with the penultimate vector, and the model carries ``num_classes``, ``in_channels`` and
-``input_size`` (None when any size works).
+Every classifier's ``forward(x, return_features=False)`` returns logits, or
+``(logits, features)`` with the penultimate vector; a segmentation model's (registered with
+``task="segmentation"``) ``forward(x)`` returns per-pixel logits (B, K, H, W) at the input's size.
+Every model carries ``num_classes``, ``in_channels`` and ``input_size`` (None when any size works).
 """
 
 from __future__ import annotations
