@@ -56,6 +56,42 @@ def _tiny_source(root: Any = None, download: bool = False) -> Any:
     return TinySource()
 
 
+def make_tiny_scenes(n: int, seed: int) -> tuple[Any, Any]:
+    """32-pixel grey scenes of three classes: background (0), a bright square (1) and a mid-grey
+    bar (2) at random places over faint noise; the masks say which pixel is which."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 30, (n, 1, 32, 32), generator=g, dtype=torch.uint8)
+    masks = torch.zeros(n, 32, 32, dtype=torch.uint8)
+    corners = torch.randint(0, 22, (n, 4), generator=g).tolist()
+    for i, (y, x, by, bx) in enumerate(corners):
+        images[i, 0, by : by + 4, bx : bx + 10] = 120
+        masks[i, by : by + 4, bx : bx + 10] = 2
+        images[i, 0, y : y + 10, x : x + 10] = 240
+        masks[i, y : y + 10, x : x + 10] = 1
+    return images, masks
+
+
+def _tiny_scenes_source(root: Any = None, download: bool = False) -> Any:
+    from dfkd.data.source import DataSource
+
+    class TinyScenes(DataSource):
+        name = "tiny-seg"
+        classes = ["background", "square", "bar"]
+        channels = 1
+        image_size = 32
+        mean = (0.5,)
+        std = (0.5,)
+        location = Path("/dfkd-tiny-seg")
+        task = "segmentation"
+
+        def _read(self, split: str) -> Any:
+            return make_tiny_scenes(96 if split == "train" else 32, 0 if split == "train" else 1)
+
+    return TinyScenes()
+
+
 class TinyDatasetPlugin:
     @hookimpl
     def register_datasets(self, register):
@@ -66,6 +102,15 @@ class TinyDatasetPlugin:
             num_classes=10,
             channels=1,
             image_size=28,
+        )
+        register(
+            "tiny-seg",
+            _tiny_scenes_source,
+            "learnable toy segmentation scenes for tests",
+            num_classes=3,
+            channels=1,
+            image_size=32,
+            task="segmentation",
         )
 
 
@@ -128,6 +173,26 @@ def tiny_teacher_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
             # the last epoch's weights: confident; the best-scoring epoch may be an early one
             paths[model] = train_scratch(cfg, plugins=make_plugins()).weights
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_seg_teacher_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """segnet_small trained on the tiny scenes once per test session (mIoU above 50 %): its
+    last weights, with their sidecar."""
+    from dfkd.training.supervised import ScratchConfig, train_scratch
+
+    root = tmp_path_factory.mktemp("tiny-seg-teacher")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DFKD_CHECKPOINTS", str(root / "checkpoints"))
+        cfg = ScratchConfig(
+            dataset="tiny-seg",
+            model="segnet_small",
+            epochs=4,
+            batch_size=16,
+            lr=0.05,
+            out=str(root / "run"),
+        )
+        return train_scratch(cfg, plugins=make_plugins()).weights
 
 
 class KillAfterEpoch:

@@ -9,7 +9,7 @@ from pathlib import Path
 import dfkd_plugin_dfad
 import pytest
 import torch
-from dfkd_plugin_dfad import CIFAR10, MNIST
+from dfkd_plugin_dfad import CAMVID, CIFAR10, MNIST, NYUV2
 from dfkd_plugin_dfad.options import DFADOptions
 from dfkd_plugin_dfad.synthesizer import DFADSynthesizer
 from torch import nn
@@ -17,7 +17,9 @@ from torch import nn
 from dfkd.models.lenet import lenet5, lenet5_half
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
+from dfkd.synthesis.generators import GeneratorB
 from dfkd.testing import (
+    KillAfterEpoch,
     MethodContract,
     assert_complete_run,
     make_plugins,
@@ -159,3 +161,95 @@ def test_presets_are_the_reference_scripts():
     assert (mnist.nz, mnist.batch_size, mnist.epochs, mnist.ep_steps) == (100, 512, 40, 250)
     assert (mnist.lr, mnist.weight_decay, mnist.lr_g) == (0.01, 1e-4, 1e-3)
     assert mnist.schedule == "constant"  # run_mnist.sh passes no --scheduler
+
+
+def test_the_segmentation_game_is_log_one_plus_l1():
+    student = Fixed(S_LOGITS).eval()
+    ctx = fixed_ctx(student)
+    ctx.task = "segmentation"
+    synth = DFADSynthesizer(ctx, DFADOptions(batch_size=2, nz=4, ngf=2))
+    assert synth.synthesize().logs["loss_g"] == pytest.approx(-math.log1p(L1))
+    # the student's side is the plain L1 whatever the task
+    loss, _ = synth.student_loss(torch.tensor(S_LOGITS), torch.tensor(T_LOGITS), step=0)
+    assert loss.item() == pytest.approx(L1)
+    options = DFADOptions(nz=4, ngf=2, adv_loss="log_l1")
+    forced = DFADSynthesizer(fixed_ctx(Fixed(S_LOGITS)), options)
+    assert forced.synthesize().logs["loss_g"] == pytest.approx(-math.log1p(L1))
+
+
+def test_generator_b_is_the_references_dcgan_stack():
+    generator = GeneratorB(nz=256, ngf=64, img_size=128, channels=3)
+    # the reference's GeneratorB(nz 256, ngf 64, 128 px): 11,243,203 parameters
+    assert sum(p.numel() for p in generator.parameters()) == 11_243_203
+    generator = GeneratorB(nz=8, ngf=4, img_size=32, channels=1)
+    x = generator(torch.randn(5, 8))
+    assert x.shape == (5, 1, 32, 32) and x.abs().max() <= 1.0
+    with pytest.raises(ValueError, match="divisible by 16"):
+        GeneratorB(img_size=40)
+
+
+def test_segmentation_presets_are_the_reference_scripts():
+    camvid, nyu = DFADOptions(**CAMVID), DFADOptions(**NYUV2)
+    assert (camvid.generator, camvid.nz, camvid.ngf, camvid.adv_loss) == ("b", 256, 64, "log_l1")
+    # 300 epochs of 50 iterations of (5 student steps, 1 generator step), batch 64
+    assert (camvid.epochs, camvid.ep_steps, camvid.kd_steps, camvid.batch_size) == (300, 250, 5, 64)
+    assert (camvid.lr, camvid.lr_g, camvid.beta1) == (0.1, 1e-3, 0.9)
+    # StepLR(100) on both players: γ 0.1 and wd 5e-4 for CamVid, γ 0.3 and wd 5e-5 for NYUv2
+    assert (camvid.schedule, camvid.milestones) == ("multistep", (100, 200))
+    assert camvid.schedule_g
+    assert (camvid.gamma, camvid.weight_decay) == (0.1, 5e-4)
+    assert (nyu.gamma, nyu.weight_decay) == (0.3, 5e-5)
+
+
+# the camvid preset at toy scale: GeneratorB at 32 px, the log(1 + L1) game, a few steps
+DFAD_TOY = ["epochs=2", "ep_steps=6", "kd_steps=3", "batch_size=8", "nz=16", "ngf=4", "milestones="]
+
+
+def test_dfad_distils_a_segmentation_teacher_and_resumes_exactly(tiny_seg_teacher_weights, workdir):
+    def config(out: str) -> RunConfig:
+        return RunConfig(
+            method="dfad",
+            teacher="segnet_small",
+            student="segnet_small_half",
+            dataset="tiny-seg",
+            preset="camvid",
+            overrides=DFAD_TOY,
+            teacher_weights=str(tiny_seg_teacher_weights),
+            out=out,
+            val_size=8,
+            val_steps=2,
+        )
+
+    plugins = dfad_plugins()
+    whole = run_datafree(config("whole"), plugins=plugins)
+    rows = assert_complete_run(workdir / "whole", 2)
+    assert whole.best_by == "miou"
+    assert {"miou", "pixel_acc", "agree", "val_kl"} <= set(rows[-1])
+    # the generator makes 32-pixel images from GeneratorB and plays log(1 + L1)
+    assert rows[-1]["g_adv"] < 0 and rows[-1]["loss_g"] > -1.0
+
+    with pytest.raises(KeyboardInterrupt):
+        run_datafree(config("killed"), reporter=KillAfterEpoch(1), plugins=plugins)
+    run_datafree(None, resume=str(workdir / "killed"), plugins=plugins)
+    again = assert_complete_run(workdir / "killed", 2)
+    for a, b in zip(rows, again, strict=True):
+        assert a["miou"] == b["miou"] and a["loss"] == b["loss"]
+
+
+def test_a_segmentation_run_needs_no_dataset(tiny_seg_teacher_weights, workdir):
+    outcome = run_datafree(
+        RunConfig(
+            method="dfad",
+            teacher="segnet_small",
+            student="segnet_small_half",
+            preset="camvid",
+            overrides=DFAD_TOY,
+            teacher_weights=str(tiny_seg_teacher_weights),
+            out="alone",
+            val_size=8,
+            val_steps=2,
+        ),
+        plugins=dfad_plugins(),
+    )
+    assert outcome.best_by == "agree"
+    assert "miou" not in outcome.last and 0 <= outcome.last["agree"] <= 100

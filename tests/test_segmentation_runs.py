@@ -1,0 +1,100 @@
+"""Segmentation through the core's commands: scratch, kd and eval on tiny scenes, and the
+one-line errors when tasks do not match (DFAD's segmentation runs: plugins/dfad/tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dfkd import hookimpl
+from dfkd.cli import make_app
+from dfkd.synthesis.options import DataFreeOptions
+from dfkd.testing import make_plugins
+from dfkd.training.supervised import KDConfig, train_kd
+from dfkd.weights import read_meta
+
+
+@pytest.fixture
+def seg_teacher(tiny_seg_teacher_weights: Path) -> Path:
+    return tiny_seg_teacher_weights
+
+
+def test_scratch_trains_a_segmentation_teacher_scored_by_miou(seg_teacher):
+    rows = [json.loads(line) for line in (seg_teacher.parent / "metrics.jsonl").open()]
+    assert {"miou", "pixel_acc"} <= set(rows[-1]) and "top1" not in rows[-1]
+    # three classes and a 1/4-resolution network learn the squares and bars quickly
+    assert rows[-1]["miou"] > 50.0 and rows[-1]["miou"] > rows[0]["miou"] - 5
+    meta = read_meta(seg_teacher)
+    assert meta["task"] == "segmentation" and meta["image_size"] == 32
+
+
+def test_kd_distils_per_pixel(seg_teacher, workdir):
+    cfg = KDConfig(
+        dataset="tiny-seg",
+        teacher="segnet_small",
+        student="segnet_small_half",
+        teacher_weights=str(seg_teacher),
+        epochs=2,
+        batch_size=16,
+        lr=0.05,
+        temperature=4.0,
+        out="kd",
+    )
+    outcome = train_kd(cfg, plugins=make_plugins())
+    assert outcome.best_by == "miou" and outcome.last["miou"] > 0
+    assert outcome.last["kl"] >= 0
+
+
+def test_eval_scores_miou(seg_teacher, cli):
+    done = cli(
+        "eval", "--model", "segnet_small", "--dataset", "tiny-seg", "--weights", seg_teacher,
+        "--json",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    scores = json.loads(done.output)
+    assert scores["miou"] > 50 and scores["pixel_acc"] > scores["miou"] - 50
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["scratch", "--model", "lenet5", "--dataset", "tiny-seg"],
+            "lenet5 is a classification network and tiny-seg a segmentation dataset",
+        ),
+        (
+            ["scratch", "--model", "segnet_small", "--dataset", "tiny"],
+            "segnet_small is a segmentation network and tiny a classification dataset",
+        ),
+    ],
+)
+def test_a_model_of_another_task_is_one_line(cli, workdir, args, message):
+    done = cli(*args, "--epochs", "1")
+    assert done.exit_code == 2
+    assert message in done.output and len(done.output.strip().splitlines()) == 1
+    assert not (workdir / "runs").exists() and not (workdir / "checkpoints").exists()
+
+
+class _ClassifierMethod:
+    """A method registered without tasks=: it distils classifiers only."""
+
+    @hookimpl
+    def register_methods(self, register):
+        register("cls-only", "dfkd.synthesis.base:Synthesizer", "", options=DataFreeOptions)
+
+
+def test_a_classification_method_refuses_a_segmentation_teacher(seg_teacher, workdir):
+    plugins = make_plugins((_ClassifierMethod(), "cls-only"))
+    app = make_app(plugins)
+    done = CliRunner().invoke(
+        app,
+        ["run", "cls-only", "--teacher", "segnet_small", "--student", "segnet_small_half",
+         "--dataset", "tiny-seg", "--teacher-weights", str(seg_teacher)],
+    )  # fmt: skip
+    assert done.exit_code == 2
+    assert "cls-only distils classification networks" in done.output
+    assert "segmentation network" in done.output
+    assert not (workdir / "runs").exists()
