@@ -11,6 +11,7 @@ from rich.markup import escape
 from dfkd.cli.console import console, guarded
 from dfkd.options import describe
 from dfkd.plugins import Plugins
+from dfkd.tasks import CLASSIFICATION
 
 
 def add_commands(app: typer.Typer, plugins: Plugins) -> None:
@@ -49,18 +50,21 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             console.print(f"  plugin:  {e.provider} {e.version}", highlight=False)
             presets = ", ".join(e.info.get("presets", {})) or "-"
             console.print(f"  presets: {presets}", highlight=False)
+            tasks = ", ".join(e.info.get("tasks", (CLASSIFICATION,)))
+            console.print(f"  tasks:   {tasks}", highlight=False)
 
     @app.command("models", rich_help_panel="Catalog")
     @guarded
     def models(pattern: str = typer.Argument(None, help="Only names matching this.")) -> None:
         """List the architectures that --model, --teacher and --student accept."""
-        table = _table("model", "summary", "input", "plugin")
+        table = _table("model", "summary", "input", "task", "plugin")
         for e in plugins.models.match(pattern):
             size = e.info.get("input_size")
             table.add_row(
                 e.name + ("<name>" if e.name.endswith(":") else ""),
                 e.summary,
                 f"{size} px" if size else "any",
+                e.info.get("task", CLASSIFICATION),
                 e.provider,
             )
         console.print(table)
@@ -69,7 +73,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
     @guarded
     def datasets() -> None:
         """List the datasets that --dataset accepts."""
-        table = _table("dataset", "classes", "channels", "size", "summary", "plugin")
+        table = _table("dataset", "classes", "channels", "size", "task", "summary", "plugin")
         for e in plugins.datasets:
             info = e.info
             table.add_row(
@@ -77,6 +81,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
                 str(info.get("num_classes", "auto")),
                 str(info.get("channels", "auto")),
                 f"{info['image_size']} px" if "image_size" in info else "auto",
+                info.get("task", "auto" if e.name.endswith(":") else CLASSIFICATION),
                 e.summary,
                 e.provider,
             )
