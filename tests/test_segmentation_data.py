@@ -1,5 +1,5 @@
-"""Segmentation datasets: CamVid and NYUv2 in their on-disk layouts. Every layout is a tiny
-copy written under tmp_path."""
+"""Segmentation datasets: CamVid and NYUv2 in their on-disk layouts, and folder: image/mask
+pairs. Every layout is a tiny copy written under tmp_path."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from dfkd.data import open_dataset
+from dfkd.data.folder import ImageFolderSource
 from dfkd.data.segmentation import CamVid, NYUv2
 from dfkd.errors import UsageError
 from dfkd.tasks import IGNORE_INDEX, SEGMENTATION
@@ -222,3 +223,112 @@ def test_datasets_command_lists_them(cli) -> None:
     assert shown.exit_code == 0
     for name in ("camvid", "nyuv2", "mnist", "folder:PATH"):
         assert name in shown.output
+
+
+# folder: image/mask pairs ----------------------------------------------------------------------
+
+
+def write_pairs(root: Path, mode: str = "RGB") -> Path:
+    """Classes bg, cat, dog; train 40x30 images a (jpg), b, c; test 50x20 images x, y."""
+    (root).mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("bg\ncat\ndog\n\n")
+    for split, names, (width, height) in (
+        ("train", ["a", "b", "c"], (40, 30)),
+        ("test", ["x", "y"], (50, 20)),
+    ):
+        for i, name in enumerate(names):
+            value = 60 + 30 * i + (0 if split == "train" else 5)
+            pixels = np.full((height, width, 3), value, np.uint8)
+            image = pixels[..., 0] if mode == "L" else pixels
+            suffix = ".jpg" if name == "a" else ".png"
+            save(root / split / "images" / f"{name}{suffix}", image)
+            mask = np.full((height, width), i % 3, np.uint8)
+            mask[0, :] = IGNORE_INDEX
+            save(root / split / "masks" / f"{name}.png", mask)
+    return root
+
+
+def test_folder_with_classes_txt_reads_image_mask_pairs_at_their_size(tmp_path: Path) -> None:
+    write_pairs(tmp_path / "seg")
+    source = open_dataset(f"folder:{tmp_path / 'seg'}")
+    assert isinstance(source, ImageFolderSource)
+    assert (source.task, source.classes, source.channels) == (SEGMENTATION, ["bg", "cat", "dog"], 3)
+    assert source.image_size == 30  # the shorter side of the train images
+    assert source.mean == source.std == (0.5, 0.5, 0.5)
+    images, masks = source.load("train")
+    assert (images.shape, masks.shape, masks.dtype) == ((3, 3, 30, 40), (3, 30, 40), torch.uint8)
+    # paired by stem (a.jpg with a.png), in sorted order; kept at their size, 255 kept
+    assert [int(images[i, 1, 15, 20]) for i in range(3)] == pytest.approx([60, 90, 120], abs=2)
+    assert [sorted(torch.unique(m).tolist()) for m in masks] == [[0, 255], [1, 255], [2, 255]]
+    test_images, test_masks = source.load("test")
+    assert (test_images.shape, test_masks.shape) == ((2, 3, 20, 50), (2, 20, 50))
+
+
+def test_folder_pairs_are_grey_when_every_image_is(tmp_path: Path) -> None:
+    write_pairs(tmp_path / "seg", mode="L")
+    source = ImageFolderSource(arg=str(tmp_path / "seg"))
+    assert source.channels == 1 and source.mean == (0.5,)
+    assert source.load("test")[0].shape == (2, 1, 20, 50)
+
+
+def refusal(root: Path) -> str:
+    with pytest.raises(UsageError) as caught:
+        ImageFolderSource(arg=str(root)).load("train")
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_folder_pair_errors_are_one_line_each(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path / "seg")
+    masks = root / "train" / "masks"
+
+    (masks / "b.png").unlink()
+    assert refusal(root) == f"{root / 'train' / 'images' / 'b.png'} has no mask {masks / 'b'}.png."
+    save(masks / "b.png", np.zeros((30, 40), np.uint8))
+
+    save(masks / "z.png", np.zeros((30, 40), np.uint8))
+    images = root / "train" / "images"
+    assert refusal(root) == f"{masks / 'z.png'} has no image named z in {images}."
+    (masks / "z.png").unlink()
+
+    save(masks / "c.png", np.zeros((20, 40), np.uint8))
+    assert refusal(root) == (
+        f"{masks / 'c.png'} is 40x20 but its image {root / 'train' / 'images' / 'c.png'} is "
+        "40x30; a mask must be the size of its image."
+    )
+
+    save(masks / "c.png", np.full((30, 40), 3, np.uint8))
+    assert refusal(root) == (
+        f"{masks / 'c.png'} holds class value 3, but classes.txt lists 3 classes: ids 0-2, and "
+        "255 where no class applies."
+    )
+
+    save(masks / "c.png", np.zeros((30, 40, 3), np.uint8))
+    assert refusal(root).startswith(f"{masks / 'c.png'} is a RGB image; a mask holds one class id")
+    save(masks / "c.png", np.zeros((30, 40), np.uint8))
+
+    save(root / "train" / "images" / "c.png", np.zeros((31, 40, 3), np.uint8))
+    save(masks / "c.png", np.zeros((31, 40), np.uint8))
+    message = refusal(root)
+    assert message.startswith(f"{root / 'train' / 'images' / 'c.png'} is 40x31 but ")
+    assert "of train/ must be one size: resize them" in message
+    save(root / "train" / "images" / "c.png", np.zeros((30, 40, 3), np.uint8))
+    save(masks / "c.png", np.zeros((30, 40), np.uint8))
+
+    (masks / "b.png").rename(masks / "b.jpg")
+    assert refusal(root).startswith(f"{masks / 'b.jpg'} is a JPEG")
+    (masks / "b.jpg").rename(masks / "b.png")
+
+    (root / "classes.txt").write_text("bg\n\ndog\n")
+    assert refusal(root) == f"Line 2 of {root / 'classes.txt'} is blank; name every class."
+    (root / "classes.txt").write_text("bg\ncat\ndog\n")
+
+    for file in (root / "test" / "masks").iterdir():
+        file.unlink()
+    (root / "test" / "masks").rmdir()
+    assert refusal(root) == (
+        f"folder:{root} has classes.txt, so it is read as images with masks, but "
+        f"{root / 'test' / 'masks'} is missing; lay it out as train/images, train/masks, "
+        "test/images and test/masks."
+    )

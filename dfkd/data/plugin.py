@@ -66,5 +66,6 @@ def register_datasets(register):
     register(
         "folder:",
         "dfkd.data.folder:ImageFolderSource",
-        "PATH/train|test/<class>/*, or a flat folder",
+        "PATH/train|test/<class>/*, PATH/classes.txt with train|test/images|masks/*, or a "
+        "flat folder",
     )
