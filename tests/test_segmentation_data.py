@@ -1,5 +1,5 @@
-"""Segmentation datasets: CamVid and NYUv2 in their on-disk layouts, and folder: image/mask
-pairs. Every layout is a tiny copy written under tmp_path."""
+"""Segmentation datasets: CamVid and NYUv2 in their on-disk layouts, folder: image/mask pairs,
+and the Fashion-MNIST scenes generator. Every layout is a tiny copy written under tmp_path."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from PIL import Image
 
 from dfkd.data import open_dataset
 from dfkd.data.folder import ImageFolderSource
+from dfkd.data.scenes import FOREGROUND, draw_layout, make_scenes
 from dfkd.data.segmentation import CamVid, NYUv2
+from dfkd.data.source import DataSource
 from dfkd.errors import UsageError
-from dfkd.tasks import IGNORE_INDEX, SEGMENTATION
+from dfkd.tasks import CLASSIFICATION, IGNORE_INDEX, SEGMENTATION
 
 
 @pytest.fixture(autouse=True)
@@ -332,3 +334,127 @@ def test_folder_pair_errors_are_one_line_each(tmp_path: Path) -> None:
         f"{root / 'test' / 'masks'} is missing; lay it out as train/images, train/masks, "
         "test/images and test/masks."
     )
+
+
+# Fashion-MNIST scenes --------------------------------------------------------------------------
+
+
+class Items(DataSource):
+    """Grey 6x6 items: a train item of class c is 60 + c, a test item 160 + c, with one faint
+    corner pixel (5) below the foreground threshold."""
+
+    name = "items"
+    classes = ["a", "b", "c"]
+    channels = 1
+    image_size = 6
+    mean = (0.5,)
+    std = (0.5,)
+
+    def __init__(self, location: Path) -> None:
+        self.location = location
+
+    def _read(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.tensor([0, 1, 2, 1, 0, 2])
+        images = ((60 if split == "train" else 160) + labels).to(torch.uint8)
+        images = images.view(-1, 1, 1, 1).repeat(1, 1, 6, 6)
+        images[:, :, 0, 0] = 5
+        return images, labels
+
+
+def read_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    files = sorted((root / split / "images").iterdir())
+    images = np.stack([np.asarray(Image.open(f)) for f in files])
+    masks = np.stack([np.asarray(Image.open(root / split / "masks" / f.name)) for f in files])
+    return images, masks
+
+
+def test_scenes_masks_name_the_item_each_pixel_shows(tmp_path: Path) -> None:
+    source = Items(tmp_path / "items")
+    made = make_scenes(tmp_path / "out", source, seed=3, train=40, test=20, size=16)
+    assert made == {"train": 40, "test": 20}
+    root = tmp_path / "out"
+    assert (root / "classes.txt").read_text() == "background\na\nb\nc\n"
+    for split, base in (("train", 60), ("test", 160)):
+        images, masks = read_split(root, split)
+        assert images.shape == masks.shape == ({"train": 40, "test": 20}[split], 16, 16)
+        shown = masks > 0
+        assert (images[~shown] == 0).all()  # background is black, and never a faint pixel
+        assert (images[shown] == base + masks[shown].astype(int) - 1).all()  # the item's class
+        assert masks.max() <= 3 and (images > FOREGROUND).sum() == shown.sum()
+        assert (shown.sum(axis=(1, 2)) > 0).all()
+
+
+def test_scene_layouts_hold_min_to_max_items_inside_the_canvas() -> None:
+    rng = np.random.default_rng(0)
+    counts, picks, rows, cols = draw_layout(rng, 500, 7, (28, 28), 64, range(2, 5))
+    assert set(counts.tolist()) == {2, 3, 4} and picks.shape == rows.shape == (500, 4)
+    assert picks.min() == 0 and picks.max() == 6
+    assert rows.min() == 0 and rows.max() == 36 and cols.max() == 36
+
+
+def test_scenes_are_byte_identical_for_a_seed(tmp_path: Path) -> None:
+    source = Items(tmp_path / "items")
+    for out, seed in (("a", 1), ("b", 1), ("c", 2)):
+        make_scenes(tmp_path / out, source, seed=seed, train=6, test=4, size=12, max_items=3)
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    assert len(files(tmp_path / "a")) == 1 + 2 * (6 + 4)
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    assert files(tmp_path / "a") != files(tmp_path / "c")
+    # the test scenes do not depend on how many train scenes there are
+    make_scenes(tmp_path / "d", source, seed=1, train=9, test=4, size=12, max_items=3)
+    test_d = {k: v for k, v in files(tmp_path / "d").items() if k.startswith("test")}
+    assert test_d == {k: v for k, v in files(tmp_path / "a").items() if k.startswith("test")}
+
+
+def test_scenes_open_as_a_segmentation_folder(tmp_path: Path) -> None:
+    make_scenes(tmp_path / "out", Items(tmp_path / "items"), train=5, test=3, size=20)
+    source = open_dataset(f"folder:{tmp_path / 'out'}")
+    assert (source.task, source.num_classes, source.channels, source.image_size) == (
+        SEGMENTATION,
+        4,
+        1,
+        20,
+    )
+    images, masks = source.load("train")
+    assert (images.shape, masks.shape) == ((5, 1, 20, 20), (5, 20, 20))
+
+
+def test_scenes_refuse_bad_arguments_before_writing(tmp_path: Path) -> None:
+    source = Items(tmp_path / "items")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    cases = [
+        ({"out": tmp_path / "full"}, "exists and is not an empty folder"),
+        ({"min_items": 3, "max_items": 2}, "need 1 <= min <= max"),
+        ({"size": 5}, "--size 5 is smaller than items's 6x6 items."),
+        ({"test": 0}, "--train and --test must each be at least 1 scene."),
+    ]
+    for kwargs, expected in cases:
+        out = kwargs.pop("out", tmp_path / "new")
+        with pytest.raises(UsageError, match=expected.replace(".", r"\.")):
+            make_scenes(out, source, **{"train": 2, "test": 1, "size": 16, **kwargs})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
+
+
+def test_make_scenes_command_uses_real_fashion_mnist(cli, tmp_path: Path) -> None:
+    shown = cli("make-scenes", tmp_path / "scenes", "--train", 3, "--test", 2, "--size", 32)
+    assert shown.exit_code == 0, shown.output
+    assert f"wrote {tmp_path / 'scenes'}: 3 train and 2 test scenes" in shown.output
+    source = open_dataset(f"folder:{tmp_path / 'scenes'}")
+    assert (source.task, source.num_classes, source.channels, source.image_size) == (
+        SEGMENTATION,
+        11,
+        1,
+        32,
+    )
+    assert source.classes[:3] == ["background", "T-shirt/top", "Trouser"]
+    fmnist = open_dataset("fashion-mnist")
+    assert fmnist.task == CLASSIFICATION and source.classes[1:] == fmnist.classes
+    images, masks = source.load("test")
+    assert masks.max() <= 10 and ((masks > 0) == (images[:, 0] > FOREGROUND)).all()
+    again = cli("make-scenes", tmp_path / "scenes")
+    assert again.exit_code == 2 and "exists and is not an empty folder" in again.output
