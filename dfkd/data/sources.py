@@ -47,6 +47,8 @@ class KnownDataset(DataSource):
     files: ClassVar[tuple[str, ...]]  # all of them must be present in one directory
     system_dirs: ClassVar[tuple[str, ...]] = ()
     class_names: ClassVar[Sequence[str]] = DIGITS
+    #: for a dataset dfkd cannot download, where to get it (--download is then ignored)
+    get_it: ClassVar[str] = ""
 
     def __init__(self, root: str | Path | None = None, download: bool = False) -> None:
         self.roots = candidate_roots(root, *self.system_dirs)
@@ -57,7 +59,7 @@ class KnownDataset(DataSource):
     def location(self) -> Path:
         """The directory holding the files; downloads into the first root when asked."""
         found = self._find(self.roots)
-        if found is None and self.download:
+        if found is None and self.download and not self.get_it:
             target = self.roots[0]
             try:
                 self._fetch(target)
@@ -67,7 +69,7 @@ class KnownDataset(DataSource):
                 ) from exc
             found = self._find([target])
         if found is None:
-            raise missing_data(self.title, self.roots)
+            raise missing_data(self.title, self.roots, self.get_it)
         return found.absolute()
 
     def _find(self, roots: list[Path]) -> Path | None:
