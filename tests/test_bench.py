@@ -165,13 +165,13 @@ def test_the_shipped_bench_files_resolve_every_cell(file, pairs, workdir):
     )
     assert done.exit_code == 0, done.output
     lines = [line for line in done.stdout.splitlines() if "dfkd run" in line]
-    assert len(lines) == 7 * pairs * 3
+    assert len(lines) == 9 * pairs * 3
     chosen = {
         (line.split(": dfkd run ")[1].split(" ")[0], line.split("--preset ")[1].split(" ")[0])
         for line in lines
     }
     assert {method for method, _ in chosen} == {
-        "dafl", "zskt", "dfq", "deepinv", "cmi", "cudfkd", "dfad"
+        "dafl", "zskt", "dfq", "deepinv", "cmi", "cudfkd", "dfad", "fast", "nayer"
     }  # fmt: skip
     for method, preset in chosen:
         if file == "cifar100":  # cifar100 where the method has it, else its cifar10 preset
@@ -304,8 +304,15 @@ def test_bench_runs_cells_as_processes_records_a_failure_and_goes_on(workdir):
         assert (workdir / "b" / name).stat().st_size > 0
 
 
-def _fake_cell(bench: Path, pair: Pair, seed: int, top1: list[float], agree: bool = False) -> None:
-    """A finished cell's directory as `dfkd run` leaves it, with chosen accuracies."""
+def _fake_cell(
+    bench: Path,
+    pair: Pair,
+    seed: int,
+    top1: list[float],
+    agree: bool = False,
+    score: str = "top1",
+) -> None:
+    """A finished cell's directory as `dfkd run` leaves it, with chosen accuracies (or mIoUs)."""
     from PIL import Image
 
     cell = Cell("dafl", pair, seed, "tiny", "fashion-mnist")
@@ -314,7 +321,7 @@ def _fake_cell(bench: Path, pair: Pair, seed: int, top1: list[float], agree: boo
     config = {"resolved_options": {"epochs": len(top1)}} | cell.describe()
     (path / "config.json").write_text(json.dumps({"options": config, "versions": {"dfkd": "x"}}))
     rows = [
-        {"epoch": i + 1, "top1": t, "seconds": 30.0, "seconds_synthesis": 12.0}
+        {"epoch": i + 1, score: t, "seconds": 30.0, "seconds_synthesis": 12.0}
         | ({"agree": 90.0 - abs(i - 1)} if agree else {})  # highest at the second epoch
         for i, t in enumerate(top1)
     ]
@@ -340,7 +347,7 @@ def test_the_report_leads_with_the_last_epoch_and_labels_test_selection(bench_cl
     assert "| dafl | — | 45.00 |" in report
     assert "Presets: dafl: fashion-mnist." in report
     rows = list(csv.DictReader((workdir / "b" / "report.csv").open()))
-    assert [(r["pair"], r["seeds_done"], r["last_top1_mean"]) for r in rows] == [
+    assert [(r["pair"], r["seeds_done"], r["last_score_mean"]) for r in rows] == [
         ("lenet5 → lenet5_half", "2", "75"),
         ("lenet5_bn → lenet5_half", "1", "44"),
     ]
@@ -350,6 +357,20 @@ def test_the_report_leads_with_the_last_epoch_and_labels_test_selection(bench_cl
     assert "| dafl | 1.5 min / 2.0 CPU-min (40 % synthesis), 300 MB RSS | 1.5 min" in cost
     for name in ("accuracy.png", "accuracy_vs_time.png", "samples.png"):
         assert (workdir / "b" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_segmentation_bench_reports_miou(bench_cli, workdir):
+    pair = Pair("segnet_small", "segnet_small_half")
+    _fake_cell(workdir / "b", pair, 0, [20.0, 40.0], agree=True, score="miou")
+    _fake_cell(workdir / "b", pair, 1, [30.0, 50.0], agree=True, score="miou")
+    done = bench_cli("bench", "--report-only", "b")
+    assert done.exit_code == 0, done.output
+    report = (workdir / "b" / "report.md").read_text()
+    assert report.count("mIoU % on the test split") == 1 and "top-1" not in report
+    assert "| dafl | 45.00 ± 7.07 (45.00) |" in report
+    assert "| dafl | 45.00 |" in report  # agreement peaks at the second epoch
+    rows = list(csv.DictReader((workdir / "b" / "report.csv").open()))
+    assert (rows[0]["score"], rows[0]["last_score_mean"]) == ("miou", "45")
 
 
 def test_plot_draws_runs_and_refuses_a_folder_without_metrics(bench_cli, workdir):
@@ -364,5 +385,5 @@ def test_plot_draws_runs_and_refuses_a_folder_without_metrics(bench_cli, workdir
     refused = bench_cli("plot", "a", "empty")
     assert refused.exit_code == 2
     assert refused.output.strip() == (
-        "Error: empty has no accuracy yet (no top1 rows in metrics.jsonl)."
+        "Error: empty has no test score yet (no top1 or miou rows in metrics.jsonl)."
     )

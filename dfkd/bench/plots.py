@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dfkd.bench.runner import SCORES, test_score_of
 from dfkd.errors import UsageError
 from dfkd.fileio import atomic_path
 from dfkd.training.runs import RunDir
@@ -30,8 +31,15 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _top1(run_dir: Path) -> list[dict[str, Any]]:
-    return [r for r in RunDir(run_dir).read_metrics() if "top1" in r]
+def _scored(run_dir: Path) -> tuple[str | None, list[dict[str, Any]]]:
+    """A run's test score (``top1`` or ``miou``) and the rows that record it."""
+    rows = RunDir(run_dir).read_metrics()
+    key = test_score_of(rows)
+    return key, [r for r in rows if key in r] if key else []
+
+
+def _axis_label(keys: set[str | None]) -> str:
+    return " / ".join(SCORES[k] for k in SCORES if k in keys) + " % (test split)"
 
 
 def _band(curves: list[list[float]]) -> tuple[Any, Any]:
@@ -44,7 +52,7 @@ def _band(curves: list[list[float]]) -> tuple[Any, Any]:
     return values.mean(axis=0), std
 
 
-def _pair_axes(plt: Any, pairs: list[str], xlabel: str) -> tuple[Any, Any]:
+def _pair_axes(plt: Any, pairs: list[str], xlabel: str, ylabel: str) -> tuple[Any, Any]:
     fig, axes = plt.subplots(
         1, len(pairs), figsize=(5.5 * len(pairs), 4.2), squeeze=False, sharey=True
     )
@@ -52,7 +60,7 @@ def _pair_axes(plt: Any, pairs: list[str], xlabel: str) -> tuple[Any, Any]:
         ax.set_title(pair)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("top-1 % (test split)")
+    axes[0][0].set_ylabel(ylabel)
     return fig, axes[0]
 
 
@@ -64,17 +72,30 @@ def _legend(ax: Any) -> None:
         ax.text(0.5, 0.5, "no finished cells", ha="center", va="center", transform=ax.transAxes)
 
 
+def _curves(group: Any) -> list[list[dict[str, Any]]]:
+    """Each seed's scored rows."""
+    return [_scored(Path(c["dir"]))[1] for c in group.done]
+
+
+def _score_label(groups: list[Any]) -> str:
+    return _axis_label({c.get("score") for g in groups for c in g.done})
+
+
+def _values(rows: list[dict[str, Any]]) -> list[float]:
+    return [r.get("top1", r.get("miou")) for r in rows]
+
+
 def accuracy_curves(groups: list[Any], pairs: list[str], path: Path) -> Path:
-    """Top-1 per epoch for every (method, variant) of each pair: the mean over seeds, with a
-    band of ± one standard deviation."""
+    """The test score (top-1, or mIoU for segmentation) per epoch for every (method, variant)
+    of each pair: the mean over seeds, with a band of ± one standard deviation."""
     import numpy as np
 
     plt = _pyplot()
-    fig, axes = _pair_axes(plt, pairs, "epoch")
+    fig, axes = _pair_axes(plt, pairs, "epoch", _score_label(groups))
     for ax, pair in zip(axes, pairs, strict=True):
         ax.xaxis.get_major_locator().set_params(integer=True)
         for group in (g for g in groups if g.pair == pair and g.done):
-            curves = [[r["top1"] for r in _top1(Path(c["dir"]))] for c in group.done]
+            curves = [_values(rows) for rows in _curves(group)]
             mean, std = _band(curves)
             epochs = np.arange(1, len(mean) + 1)
             (line,) = ax.plot(epochs, mean, label=f"{group.row} ({len(curves)} seeds)")
@@ -85,16 +106,17 @@ def accuracy_curves(groups: list[Any], pairs: list[str], path: Path) -> Path:
 
 
 def accuracy_against_time(groups: list[Any], pairs: list[str], path: Path) -> Path:
-    """Top-1 against training minutes (mean over seeds), every method of a pair on one axes:
-    which method gets where for what it costs."""
+    """The test score against training minutes (mean over seeds), every method of a pair on
+    one axes: which method gets where for what it costs."""
     import numpy as np
 
     plt = _pyplot()
-    fig, axes = _pair_axes(plt, pairs, "training minutes (sum of epoch times)")
+    xlabel = "training minutes (sum of epoch times)"
+    fig, axes = _pair_axes(plt, pairs, xlabel, _score_label(groups))
     for ax, pair in zip(axes, pairs, strict=True):
         for group in (g for g in groups if g.pair == pair and g.done):
-            runs = [_top1(Path(c["dir"])) for c in group.done]
-            accuracy, _ = _band([[r["top1"] for r in rows] for rows in runs])
+            runs = _curves(group)
+            accuracy, _ = _band([_values(rows) for rows in runs])
             minutes, _ = _band(
                 [list(np.cumsum([r.get("seconds", 0.0) for r in rows]) / 60) for rows in runs]
             )
@@ -136,22 +158,24 @@ def _has_samples(record: dict[str, Any]) -> bool:
 
 
 def plot_runs(run_dirs: list[Path], out: Path) -> Path:
-    """``dfkd plot``: the top-1 curve of each run, finished or still training, on one axes."""
-    runs = []
+    """``dfkd plot``: the test-score curve (top-1 or mIoU) of each run, finished or still
+    training, on one axes."""
+    runs, keys = [], set()
     for run_dir in run_dirs:
-        rows = _top1(run_dir)
+        key, rows = _scored(run_dir)
         if not rows:
-            raise UsageError(f"{run_dir} has no accuracy yet (no top1 rows in metrics.jsonl).")
+            raise UsageError(
+                f"{run_dir} has no test score yet (no top1 or miou rows in metrics.jsonl)."
+            )
         runs.append((run_dir, rows))
+        keys.add(key)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.xaxis.get_major_locator().set_params(integer=True)
     for run_dir, rows in runs:
-        ax.plot(
-            [r["epoch"] for r in rows], [r["top1"] for r in rows], marker=".", label=run_dir.name
-        )
+        ax.plot([r["epoch"] for r in rows], _values(rows), marker=".", label=run_dir.name)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("top-1 % (test split)")
+    ax.set_ylabel(_axis_label(keys))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()

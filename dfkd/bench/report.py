@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dfkd.bench.runner import CELL_FILE, CELLS, read_cell
+from dfkd.bench.runner import CELL_FILE, CELLS, SCORES, read_cell, summarize
 from dfkd.errors import UsageError
 from dfkd.fileio import write_atomic
+from dfkd.training.runs import RunDir
 
 REPORT = "report.md"
 TABLE = "report.csv"
@@ -50,7 +51,7 @@ class Group:
         return statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
 
     def agreement_mean(self) -> float | None:
-        values = [c["best_by_agreement"]["top1"] for c in self.done if c.get("best_by_agreement")]
+        values = [c["best_by_agreement"]["score"] for c in self.done if c.get("best_by_agreement")]
         return statistics.mean(values) if values else None
 
     def maximum(self, key: str) -> float | None:
@@ -66,8 +67,9 @@ def load_cells(bench_dir: Path) -> list[dict[str, Any]]:
     records = []
     for path in sorted(p for p in root.iterdir() if p.is_dir()):
         record = read_cell(path)
-        if record is not None:
-            records.append(record | {"dir": str(path)})
+        if record is not None:  # scores from the metrics, as this dfkd reads them
+            summary = summarize(RunDir(path).read_metrics())
+            records.append(record | summary | {"dir": str(path)})
     if not records:
         raise UsageError(f"No cell in {root} has ended yet (none has a {CELL_FILE}).")
     return sorted(records, key=lambda r: r["seed"])
@@ -118,8 +120,8 @@ def _accuracy(group: Group | None) -> str:
     seeds = len(group.done) + len(group.failed)
     if not group.done:
         return f"failed ({seeds} of {seeds})"
-    text = f"{_pct(group.mean('last_top1'))} ± {_pct(group.std('last_top1'))}"
-    text += f" ({_pct(group.mean('best_top1_test_selected'))})"
+    text = f"{_pct(group.mean('last_score'))} ± {_pct(group.std('last_score'))}"
+    text += f" ({_pct(group.mean('best_score_test_selected'))})"
     if group.failed:
         text += f", {len(group.failed)} of {seeds} failed"
     return text
@@ -140,10 +142,11 @@ def accuracy_markdown(
     datasets = ", ".join(dict.fromkeys(r["dataset"] for r in records))
     seeds = sorted({r["seed"] for r in records})
     header = ["method", *pairs]
+    scores = " and ".join(dict.fromkeys(SCORES[r["score"]] for r in records if r["score"]))
     text = [
         f"# Benchmark: {datasets}\n",
-        "Top-1 % on the test split: **mean ± std over seeds of the last epoch** (seeds "
-        f"{', '.join(map(str, seeds))}). In brackets: the mean of each seed's best epoch, "
+        f"{scores or 'Score'} % on the test split: **mean ± std over seeds of the last epoch** "
+        f"(seeds {', '.join(map(str, seeds))}). In brackets: the mean of each seed's best epoch, "
         "**selected on the test set** (an optimistic number no data-free user could pick).\n",
         _table(
             [*header[:1], *(f"{p} (best: test-selected)" for p in pairs)],
@@ -152,7 +155,7 @@ def accuracy_markdown(
     ]
     if any(r.get("best_by_agreement") for r in records):
         text += [
-            "Selected without the test set: mean top-1 % at each seed's epoch of highest "
+            f"Selected without the test set: mean {scores} % at each seed's epoch of highest "
             "teacher-student agreement (`agree`).\n",
             _table(
                 header,
@@ -229,10 +232,11 @@ def table_csv(groups: list[Group]) -> str:
             "preset",
             "seeds_done",
             "seeds_failed",
-            "last_top1_mean",
-            "last_top1_std",
-            "best_top1_test_selected_mean",
-            "top1_by_agreement_mean",
+            "score",
+            "last_score_mean",
+            "last_score_std",
+            "best_score_test_selected_mean",
+            "score_by_agreement_mean",
             "minutes_mean",
             "cpu_minutes_mean",
             "synthesis_minutes_mean",
@@ -253,9 +257,10 @@ def table_csv(groups: list[Group]) -> str:
                 records[0]["preset"] or "",
                 len(g.done),
                 len(g.failed),
-                _num(g.mean("last_top1")),
-                _num(g.std("last_top1")),
-                _num(g.mean("best_top1_test_selected")),
+                records[0]["score"] or "",
+                _num(g.mean("last_score")),
+                _num(g.std("last_score")),
+                _num(g.mean("best_score_test_selected")),
                 _num(g.agreement_mean()),
                 _num(minutes / 60 if minutes is not None else None),
                 _num(cpu / 60 if cpu is not None else None),

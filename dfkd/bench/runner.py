@@ -28,6 +28,8 @@ from dfkd.fileio import write_json
 from dfkd.training.runs import RunDir
 
 CELL_FILE = "cell.json"
+#: the test scores a cell can be ranked by, and how tables name them
+SCORES = {"top1": "top-1", "miou": "mIoU"}
 CELLS = "cells"
 LOGS = "logs"
 
@@ -211,12 +213,19 @@ def cell_record(cell: Cell, path: Path, finished: Finished) -> dict[str, Any]:
     }
 
 
+def test_score_of(rows: list[dict[str, Any]]) -> str | None:
+    """The test score a run's rows record: top-1 for a classifier, mIoU for segmentation."""
+    return next((key for key in SCORES if any(key in r for r in rows)), None)
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy and time from a run's metric rows. The best epoch is chosen on the test set, so
-    its name says so; a row's ``agree`` (teacher-student agreement, no labels needed) selects
-    an epoch without looking at the test set when the method reports one."""
-    scored = [r for r in rows if "top1" in r]
-    best = max(scored, key=lambda r: r["top1"], default=None)
+    """Score and time from a run's metric rows. ``score`` names the test score (``top1`` or
+    ``miou``). The best epoch is chosen on the test set, so its name says so; a row's ``agree``
+    (teacher-student agreement, no labels needed) selects an epoch without looking at the test
+    set when the method reports one."""
+    key = test_score_of(rows)
+    scored = [r for r in rows if key in r] if key else []
+    best = max(scored, key=lambda r: r[key], default=None)
     agreed = [r for r in scored if "agree" in r]
     by_agreement = max(agreed, key=lambda r: r["agree"], default=None)
     synthesis = [r["seconds_synthesis"] for r in rows if "seconds_synthesis" in r]
@@ -224,11 +233,14 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     gpu = [r["gpu_peak_mb"] for r in rows if "gpu_peak_mb" in r]
     return {
         "epochs_done": len(rows),
-        "last_top1": scored[-1]["top1"] if scored else None,
-        "best_top1_test_selected": best["top1"] if best else None,
+        "score": key,
+        "last_score": scored[-1][key] if scored else None,
+        "best_score_test_selected": best[key] if best else None,
         "best_epoch_test_selected": best["epoch"] if best else None,
         "best_by_agreement": (
-            {k: by_agreement[k] for k in ("epoch", "top1", "agree")} if by_agreement else None
+            {k: by_agreement[k] for k in ("epoch", "agree")} | {"score": by_agreement[key]}
+            if by_agreement
+            else None
         ),
         "seconds": round(seconds, 3),
         "seconds_synthesis": round(sum(synthesis), 3) if len(synthesis) == len(rows) else None,

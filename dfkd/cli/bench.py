@@ -195,7 +195,7 @@ def _stopping_on_signals() -> Iterator[None]:
 
 def _run(cells, steps: dict[str, str], bench_dir: Path, jobs: int, threads: int) -> None:
     from dfkd.bench.report import write_report
-    from dfkd.bench.runner import SubprocessRunner, run_bench
+    from dfkd.bench.runner import SCORES, SubprocessRunner, run_bench
     from dfkd.errors import DfkdError
 
     counts = {s: sum(1 for v in steps.values() if v == s) for s in ("done", "resume", "start")}
@@ -218,9 +218,9 @@ def _run(cells, steps: dict[str, str], bench_dir: Path, jobs: int, threads: int)
             )
             return
         err_console.print(
-            f"{where}: last top-1 {record['last_top1']:.2f}% (best epoch "
-            f"{record['best_epoch_test_selected']}, test-selected: "
-            f"{record['best_top1_test_selected']:.2f}%), {record['seconds'] / 60:.1f} min",
+            f"{where}: last {SCORES.get(record['score'], 'score')} {record['last_score']:.2f}% "
+            f"(best epoch {record['best_epoch_test_selected']}, test-selected: "
+            f"{record['best_score_test_selected']:.2f}%), {record['seconds'] / 60:.1f} min",
             highlight=False,
         )
 
