@@ -22,7 +22,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             "accuracy.png"
         ),
     ) -> None:
-        """Draw the test top-1 per epoch of each run on one axes (label: the run's folder)."""
+        """Draw the test score (top-1 or mIoU) per epoch of each run on one axes."""
         from dfkd.bench.plots import plot_runs
 
         console.print(str(plot_runs(run_dirs, Path(out))), highlight=False)

@@ -81,4 +81,4 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             f"{rows.shape[0]} label embeddings of size {rows.shape[1]}: {path}", highlight=False
         )
 
-    app.add_typer(group)
+    app.add_typer(group, rich_help_panel="Methods")
