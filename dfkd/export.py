@@ -34,6 +34,7 @@ from dfkd.data.pipeline import normalize
 from dfkd.errors import DfkdError, UsageError
 from dfkd.fileio import write_atomic, write_json
 from dfkd.plugins import Plugins, get_plugins
+from dfkd.tasks import SEGMENTATION
 from dfkd.weights import load_weights, read_meta, sidecar_path
 
 #: file suffix of each format
@@ -144,7 +145,11 @@ def export_student(
         raise UsageError(f"--format must be onnx or torchscript, not '{fmt}'.")
     weights = find_weights(source, which)
     meta = _read_sidecar(weights)
-    size = input_size or meta.get("input_size")
+    segmentation = meta.get("task") == SEGMENTATION
+    # a segmentation network takes any size: by default the crops it was trained on
+    size = (
+        input_size or meta.get("input_size") or (meta.get("image_size") if segmentation else None)
+    )
     if not size:
         raise UsageError(
             f"{meta['model']} takes images of any size; pass --input-size, the side in pixels "
@@ -205,9 +210,14 @@ def export_student(
             if include_normalization
             else "normalised pixels, (x - mean) / std per channel with x in [0, 1]"
         )
-        + f", {size}x{size} px (training resized other sizes bilinearly, with antialiasing)",
+        + (
+            f", {size}x{size} px; per-pixel logits (export again with --input-size for another "
+            "size)"
+            if segmentation
+            else f", {size}x{size} px (training resized other sizes bilinearly, with antialiasing)"
+        ),
         "output_name": OUTPUT,
-        "output_shape": ["batch", meta["num_classes"]],
+        "output_shape": ["batch", meta["num_classes"], *((size, size) if segmentation else ())],
         "verification": {
             "max_abs_diff": max_diff,
             "atol": ATOL,

@@ -98,3 +98,20 @@ def test_a_classification_method_refuses_a_segmentation_teacher(seg_teacher, wor
     assert "cls-only distils classification networks" in done.output
     assert "segmentation network" in done.output
     assert not (workdir / "runs").exists()
+
+
+def test_an_exported_segmentation_network_scores_as_pytorch_does(seg_teacher, cli, workdir):
+    pytest.importorskip("onnxruntime")
+    done = cli("export", seg_teacher, "--out", workdir / "seg.onnx")
+    assert done.exit_code == 0, done.output
+    meta = json.loads((workdir / "seg.onnx.json").read_text())
+    assert meta["output_shape"] == ["batch", 3, 32, 32] and meta["input_size"] == 32
+    scores = []
+    for weights in (seg_teacher, workdir / "seg.onnx"):
+        done = cli(
+            "eval", "--model", "segnet_small", "--dataset", "tiny-seg", "--weights", weights,
+            "--json",
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+        scores.append(json.loads(done.output)["miou"])
+    assert scores[0] == pytest.approx(scores[1], abs=0.01)
