@@ -205,31 +205,33 @@ def test_segmentation_presets_are_the_reference_scripts():
 DFAD_TOY = ["epochs=2", "ep_steps=6", "kd_steps=3", "batch_size=8", "nz=16", "ngf=4", "milestones="]
 
 
-def test_dfad_distils_a_segmentation_teacher_and_resumes_exactly(tiny_seg_teacher_weights, workdir):
-    def config(out: str) -> RunConfig:
-        return RunConfig(
-            method="dfad",
-            teacher="segnet_small",
-            student="segnet_small_half",
-            dataset="tiny-seg",
-            preset="camvid",
-            overrides=DFAD_TOY,
-            teacher_weights=str(tiny_seg_teacher_weights),
-            out=out,
-            val_size=8,
-            val_steps=2,
-        )
+def seg_config(weights: Path, out: str, dataset: str | None = "tiny-seg") -> RunConfig:
+    """The toy camvid run from the tiny segmentation teacher; no dataset: the teacher alone."""
+    return RunConfig(
+        method="dfad",
+        teacher="segnet_small",
+        student="segnet_small_half",
+        dataset=dataset,
+        preset="camvid",
+        overrides=DFAD_TOY,
+        teacher_weights=str(weights),
+        out=out,
+        val_size=8,
+        val_steps=2,
+    )
 
+
+def test_dfad_distils_a_segmentation_teacher_and_resumes_exactly(tiny_seg_teacher_weights, workdir):
     plugins = dfad_plugins()
-    whole = run_datafree(config("whole"), plugins=plugins)
+    whole = run_datafree(seg_config(tiny_seg_teacher_weights, "whole"), plugins=plugins)
     rows = assert_complete_run(workdir / "whole", 2)
     assert whole.best_by == "miou"
     assert {"miou", "pixel_acc", "agree", "val_kl"} <= set(rows[-1])
-    # the generator makes 32-pixel images from GeneratorB and plays log(1 + L1)
-    assert rows[-1]["g_adv"] < 0 and rows[-1]["loss_g"] > -1.0
+    assert all(r["g_adv"] < 0 for r in rows)
 
+    killed = seg_config(tiny_seg_teacher_weights, "killed")
     with pytest.raises(KeyboardInterrupt):
-        run_datafree(config("killed"), reporter=KillAfterEpoch(1), plugins=plugins)
+        run_datafree(killed, reporter=KillAfterEpoch(1), plugins=plugins)
     run_datafree(None, resume=str(workdir / "killed"), plugins=plugins)
     again = assert_complete_run(workdir / "killed", 2)
     for a, b in zip(rows, again, strict=True):
@@ -237,19 +239,7 @@ def test_dfad_distils_a_segmentation_teacher_and_resumes_exactly(tiny_seg_teache
 
 
 def test_a_segmentation_run_needs_no_dataset(tiny_seg_teacher_weights, workdir):
-    outcome = run_datafree(
-        RunConfig(
-            method="dfad",
-            teacher="segnet_small",
-            student="segnet_small_half",
-            preset="camvid",
-            overrides=DFAD_TOY,
-            teacher_weights=str(tiny_seg_teacher_weights),
-            out="alone",
-            val_size=8,
-            val_steps=2,
-        ),
-        plugins=dfad_plugins(),
-    )
+    config = seg_config(tiny_seg_teacher_weights, "alone", dataset=None)
+    outcome = run_datafree(config, plugins=dfad_plugins())
     assert outcome.best_by == "agree"
     assert "miou" not in outcome.last and 0 <= outcome.last["agree"] <= 100
