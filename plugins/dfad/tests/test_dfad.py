@@ -243,3 +243,33 @@ def test_a_segmentation_run_needs_no_dataset(tiny_seg_teacher_weights, workdir):
     outcome = run_datafree(config, plugins=dfad_plugins())
     assert outcome.best_by == "agree"
     assert "miou" not in outcome.last and 0 <= outcome.last["agree"] <= 100
+
+
+@pytest.mark.slow
+def test_the_camvid_preset_runs_dfads_own_pair_on_a_layout_true_camvid(workdir):
+    """The reference's pair as its checkpoints arrive: a DeepLabV3-ResNet-50 state dict through
+    import-weights, then the camvid preset, cut to two generator steps."""
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+    from dfkd.models import build_model
+    from dfkd.testing import write_tiny_camvid
+
+    data = write_tiny_camvid(workdir / "data")
+    torch.save(build_model("deeplabv3_resnet50", 11, 3).state_dict(), workdir / "teacher.pth")
+    app, runner = make_app(dfad_plugins()), CliRunner()
+    camvid = ["--dataset", "camvid", "--data-root", str(data)]
+    done = runner.invoke(
+        app, ["import-weights", "teacher.pth", "--model", "deeplabv3_resnet50", *camvid]
+    )
+    assert done.exit_code == 0, done.output
+    done = runner.invoke(
+        app,
+        ["run", "dfad", "--teacher", "deeplabv3_resnet50", "--student", "deeplabv3_mobilenetv2",
+         *camvid, "--preset", "camvid", "--val-size", "2", "--val-steps", "1", "--out", "run",
+         *(f"-o{o}" for o in ("epochs=1", "ep_steps=2", "kd_steps=1", "batch_size=2", "nz=8",
+                               "ngf=4", "milestones="))],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    (row,) = assert_complete_run(workdir / "run", 1)
+    assert 0 <= row["miou"] <= 100 and row["g_adv"] < 0
