@@ -306,7 +306,7 @@ class DataFreeJob(Job):
         return epoch < self.options.warmup
 
     def steps_per_epoch(self, epoch: int) -> int:
-        rounds = max(1, self.options.ep_steps // self.options.kd_steps)
+        rounds = self.options.ep_steps // self.options.kd_steps  # whole: options.check()
         return rounds if self.warming_up(epoch) else rounds * self.options.kd_steps
 
     def _synthesize(self) -> dict[str, float]:

@@ -331,7 +331,9 @@ def test_presets_carry_the_script_values():
     assert build_options(NayerOptions, PRESETS["cifar100-nayer300"]).epochs == 320
 
 
-@pytest.mark.parametrize("bad", ["g_steps=0", "g_loops=0", "g_life=0", "bn_mmt=1"])
+@pytest.mark.parametrize(
+    "bad", ["g_steps=0", "g_loops=0", "g_life=0", "bn_mmt=1", "synthesis_batch_size=1"]
+)
 def test_bad_options_are_refused(bad):
     with pytest.raises(UsageError, match=bad.split("=")[0]):
         synthesizer(bad)

@@ -22,9 +22,9 @@ class FastOptions(PooledInversionOptions):
     )
     synthesis_batch_size: int = option(256, "Images per synthesis round (0: batch_size).")
     lr_g: float = option(
-        2e-3, "Inner Adam rate of the cloned generator; the meta-Adam uses lr_g × g_steps."
+        2e-3, "Inner Adam rate of the cloned generator; the meta-Adam uses lr_g × g_steps.", gt=0
     )
-    lr_z: float = option(0.01, "Inner Adam rate of the latent codes.")
+    lr_z: float = option(0.01, "Inner Adam rate of the latent codes.", ge=0)
     nz: int = option(256, "Latent size of the generator.")
     ngf: int = option(64, "Generator width (its projection has 2*ngf channels).")
     meta: MetaRule = option(

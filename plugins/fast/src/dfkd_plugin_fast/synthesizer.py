@@ -22,7 +22,6 @@ from dfkd.api import (
     PooledInversion,
     SynthesisContext,
     SynthesisResult,
-    UsageError,
 )
 from dfkd_plugin_fast.options import FastOptions
 
@@ -61,7 +60,6 @@ class FastSynthesizer(PooledInversion):
     """See the module docstring; ``options`` is a ``FastOptions``."""
 
     def __init__(self, ctx: SynthesisContext, options: FastOptions) -> None:
-        _check(options)
         super().__init__(ctx, options, "fast")
         self.generator = Generator(options.nz, options.ngf, ctx.image_size, ctx.channels).to(
             ctx.device
@@ -130,16 +128,3 @@ class FastSynthesizer(PooledInversion):
         self.meta_optimizer.load_state_dict(state["meta_optimizer"])
         self.l0_was_reset = bool(state["l0_was_reset"])
         super().load_state_dict(state)
-
-
-def _check(o: FastOptions) -> None:
-    """Reject option values that would fail deep inside a run, or silently do nothing."""
-    problems = [
-        (o.g_steps < 1, f"g_steps must be at least 1, got {o.g_steps}"),
-        (not 0 <= o.bn_mmt < 1, f"bn_mmt must be in [0, 1), got {o.bn_mmt}"),
-        (o.pad < 0, f"pad must be >= 0, got {o.pad}"),
-        (o.lr_g <= 0 or o.lr_z < 0, f"need lr_g > 0 and lr_z >= 0, got {o.lr_g}, {o.lr_z}"),
-    ]
-    for bad, message in problems:
-        if bad:
-            raise UsageError(f"fast: {message}.")

@@ -23,7 +23,6 @@ from dfkd.api import (
     PooledInversion,
     SynthesisContext,
     SynthesisResult,
-    UsageError,
     balanced_labels,
 )
 from dfkd_plugin_nayer.embeddings import default_embeddings_path, load_label_embeddings
@@ -59,7 +58,6 @@ class NayerSynthesizer(PooledInversion):
     """See the module docstring; ``options`` is a ``NayerOptions``."""
 
     def __init__(self, ctx: SynthesisContext, options: NayerOptions) -> None:
-        _check(options)
         self.label_embeddings, self.embedding_source = find_label_embeddings(ctx, options)
         super().__init__(ctx, options, "nayer")
         self.generator = self._new_generator()
@@ -145,19 +143,3 @@ class NayerSynthesizer(PooledInversion):
         self.generator.load_state_dict(state["generator"])
         self.checked_epoch = int(state["checked_epoch"])
         super().load_state_dict(state)  # after _new_generator drew from the private stream
-
-
-def _check(o: NayerOptions) -> None:
-    """Reject option values that would fail deep inside a run, or silently do nothing."""
-    problems = [
-        (o.g_steps < 1, f"g_steps must be at least 1, got {o.g_steps}"),
-        (o.g_loops < 1 or o.gwp_loops < 1, "g_loops and gwp_loops must be at least 1"),
-        (o.g_life < 1, f"g_life must be at least 1, got {o.g_life}"),
-        (o.syn_batch < 2, "the generator's BatchNorm needs a synthesis batch of at least 2"),
-        (not 0 <= o.bn_mmt < 1, f"bn_mmt must be in [0, 1), got {o.bn_mmt}"),
-        (o.pad < 0, f"pad must be >= 0, got {o.pad}"),
-        (o.le_size < 1 or o.le_emb_size < 1, "le_size and le_emb_size must be positive"),
-    ]
-    for bad, message in problems:
-        if bad:
-            raise UsageError(f"nayer: {message}.")
