@@ -17,7 +17,8 @@ sustained GPU rate turns the total into hours. The rate is an assumption, not a 
 table gives a range and the rate that NAYER's reported ~2 GPU-hours implies.
 
 Usage: python benchmarks/nayer_cost.py [--threads 2] [--student-steps 5]
-Writes benchmarks/results/nayer_cost.md.
+       python benchmarks/nayer_cost.py --report-only   # the table again from the saved numbers
+Writes benchmarks/results/nayer_cost.md, and the measured numbers to nayer_cost.json beside it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "nayer_cost.md"
+MEASURED = RESULTS.with_suffix(".json")
 MEAN, STD = "0.5071,0.4865,0.4409", "0.2673,0.2564,0.2762"
 #: the `cifar100` preset's counts (plugins/nayer, nayer_100.sh)
 EPOCHS, WARMUP, G_STEPS, G_LOOPS, GWP_LOOPS, STUDENT_STEPS = 120, 20, 40, 2, 10, 400
@@ -110,15 +112,18 @@ def step_flops() -> tuple[float, float]:
     return generator_step, counter.get_total_flops()
 
 
-def report(metrics: dict, threads: int, student_steps: int) -> str:
-    synthesis = metrics["seconds_synthesis"]
-    student = (metrics["seconds"] - synthesis) / student_steps
-    cpu, wall, load = metrics["process_cpu_seconds"], metrics["seconds"], os.getloadavg()[0]
+def report(measured: dict) -> str:
+    threads, student_steps = measured["threads"], measured["student_steps"]
+    synthesis, wall = measured["seconds_synthesis"], measured["seconds"]
+    student = (wall - synthesis) / student_steps
+    cpu = measured["process_cpu_seconds"]
     per_gen_step = synthesis / (G_LOOPS * G_STEPS)
     gen_steps = (WARMUP * GWP_LOOPS + (EPOCHS - WARMUP) * G_LOOPS) * G_STEPS
     kd_steps = (EPOCHS - WARMUP) * STUDENT_STEPS
-    cpu_hours = (gen_steps * per_gen_step + kd_steps * student) / 3600
-    gen_flops, kd_flops = step_flops()
+    wall_hours = (gen_steps * per_gen_step + kd_steps * student) / 3600
+    # the process's CPU time, shared out between synthesis and student steps as the wall time is
+    cpu_hours = wall_hours * cpu / wall
+    gen_flops, kd_flops = measured["generator_step_flops"], measured["student_step_flops"]
     total = gen_steps * gen_flops + kd_steps * kd_flops
     implied = total / (PAPER_HOURS * 3600) / 1e12
     rows = "\n".join(
@@ -126,8 +131,8 @@ def report(metrics: dict, threads: int, student_steps: int) -> str:
     )
     return f"""# NAYER-100 cost: wrn40_2 → wrn16_2, `--preset cifar100`
 
-Measured {datetime.date.today()} at commit {git_commit()} by `benchmarks/nayer_cost.py` on this
-project's CPU machine ({os.cpu_count()} cores), {threads} torch thread(s), float32, a random
+Measured {measured["date"]} at commit {measured["commit"]} by `benchmarks/nayer_cost.py` on this
+project's CPU machine ({measured["cpus"]} cores), {threads} torch threads, float32, a random
 CIFAR-100-shaped teacher.
 
 | measured on the CPU | seconds |
@@ -137,15 +142,15 @@ CIFAR-100-shaped teacher.
 | one student step (batch {STUDENT_BATCH}, mean of {student_steps}) | {student:.2f} |
 | CPU time of the whole `dfkd run` process (all threads; start-up included) | {cpu:.0f} |
 
-The seconds are wall-clock time on a machine that other work shared
-(load average {load:.1f} when the run ended); the process's CPU time, which sharing disturbs far
-less, bounds what the epoch cost: {cpu:.0f} CPU-seconds against {wall:.0f} seconds × {threads}
-threads of wall time.
+The seconds are wall-clock time on a machine that other work shared (load average
+{measured["load"]:.1f} when the run ended). The process's CPU time, which sharing disturbs
+far less, was {cpu:.0f} CPU-seconds against {wall:.0f} seconds of wall time × {threads} threads.
 
 **Estimate (not a measurement).** The preset runs {gen_steps:,} generator steps
 ({WARMUP} warm-up epochs × {GWP_LOOPS} loops + {EPOCHS - WARMUP} epochs × {G_LOOPS} loops,
 × {G_STEPS}) and {kd_steps:,} student steps ({EPOCHS - WARMUP} epochs × {STUDENT_STEPS}).
-On this CPU that is about **{cpu_hours:.0f} CPU-hours** ({cpu_hours / 24:.1f} days).
+At the measured step times that is **{wall_hours:.0f} hours** of this machine
+({wall_hours / 24:.1f} days), about {cpu_hours:.0f} CPU-hours.
 FlopCounterMode counts {gen_flops / 1e12:.2f} TFLOP per generator step and
 {kd_flops / 1e12:.2f} TFLOP per student step, {total / 1e15:.0f} PFLOP in all,
 which at a sustained GPU rate of
@@ -162,10 +167,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--student-steps", type=int, default=5)
+    parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        metrics = run_one_epoch(Path(tmp), args.threads, args.student_steps)
-    text = report(metrics, args.threads, args.student_steps)
+    if not args.report_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics = run_one_epoch(Path(tmp), args.threads, args.student_steps)
+        gen_flops, kd_flops = step_flops()
+        measured = {
+            "date": str(datetime.date.today()),
+            "commit": git_commit(),
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+            "student_steps": args.student_steps,
+            "seconds": metrics["seconds"],
+            "seconds_synthesis": metrics["seconds_synthesis"],
+            "process_cpu_seconds": metrics["process_cpu_seconds"],
+            "load": os.getloadavg()[0],
+            "generator_step_flops": gen_flops,
+            "student_step_flops": kd_flops,
+        }
+        MEASURED.write_text(json.dumps(measured, indent=2) + "\n")
+    text = report(json.loads(MEASURED.read_text()))
     RESULTS.write_text(text)
     print(text)
 
