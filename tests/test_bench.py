@@ -366,7 +366,7 @@ def test_a_segmentation_bench_reports_miou(bench_cli, workdir):
     done = bench_cli("bench", "--report-only", "b")
     assert done.exit_code == 0, done.output
     report = (workdir / "b" / "report.md").read_text()
-    assert report.count("mIoU % on the test split") == 1 and "top-1" not in report
+    assert report.count("Test split, mIoU %") == 1 and "top-1" not in report
     assert "| dafl | 45.00 ± 7.07 (45.00) |" in report
     assert "| dafl | 45.00 |" in report  # agreement peaks at the second epoch
     rows = list(csv.DictReader((workdir / "b" / "report.csv").open()))

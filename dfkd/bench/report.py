@@ -143,9 +143,10 @@ def accuracy_markdown(
     seeds = sorted({r["seed"] for r in records})
     header = ["method", *pairs]
     scores = " and ".join(dict.fromkeys(SCORES[r["score"]] for r in records if r["score"]))
+    scores = scores or "score"
     text = [
         f"# Benchmark: {datasets}\n",
-        f"{scores or 'Score'} % on the test split: **mean ± std over seeds of the last epoch** "
+        f"Test split, {scores} %: **mean ± std over seeds of the last epoch** "
         f"(seeds {', '.join(map(str, seeds))}). In brackets: the mean of each seed's best epoch, "
         "**selected on the test set** (an optimistic number no data-free user could pick).\n",
         _table(
