@@ -182,7 +182,7 @@ class Loop:
             log_epoch(self.accelerator, row, extras.get("images"))
             meta = {
                 **self.weights_meta,
-                **{k: scores[k] for k in ("top1", "agree") if k in scores},
+                **{k: scores[k] for k in ("top1", "miou", "agree") if k in scores},
                 "epoch": epoch + 1,
             }
             save_weights(model, self.weights_path, meta)
