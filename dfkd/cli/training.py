@@ -176,17 +176,15 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         from dfkd.data import open_dataset
         from dfkd.options import check_range
         from dfkd.tasks import SEGMENTATION
-        from dfkd.training.inputs import InputFormat, evaluate
-        from dfkd.training.segmentation import EVAL_BATCH, evaluate_segmentation
+        from dfkd.training.inputs import InputFormat, split_scorer
         from dfkd.training.setup import check_task, load_teacher, make_accelerator
 
         exported = weights is not None and weights.endswith(EXPORTED_SUFFIXES)
         require_options(model=model or exported or None, dataset=dataset)
         source = open_dataset(dataset, data_root, download, plugins=plugins)
         segmentation = source.task == SEGMENTATION
-        if batch_size is None:
-            batch_size = EVAL_BATCH if segmentation else 1000
-        check_range("--batch-size", batch_size, ge=1)
+        if batch_size is not None:
+            check_range("--batch-size", batch_size, ge=1)
         if exported:
             from dfkd.export import ExportedModel
 
@@ -202,12 +200,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         accelerator = make_accelerator(mixed_precision, cpu)
         net.to(accelerator.device)
         images, labels = source.load("test")
-        if segmentation:
-            scores = evaluate_segmentation(
-                net, images, labels, fmt, accelerator, source.num_classes, batch_size
-            )
-        else:
-            scores = evaluate(net, images, labels, fmt, accelerator, batch_size)
+        scores = split_scorer(source, (images, labels), fmt, accelerator, batch_size)(net)
         result = {
             "model": model,
             "dataset": source.name,

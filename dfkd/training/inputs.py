@@ -86,14 +86,20 @@ def test_score(task: str) -> str:
 
 
 def split_scorer(
-    source: Any, split: tuple[torch.Tensor, torch.Tensor], fmt: InputFormat, accelerator: Any
+    source: Any,
+    split: tuple[torch.Tensor, torch.Tensor],
+    fmt: InputFormat,
+    accelerator: Any,
+    batch_size: int | None = None,
 ) -> Callable[[torch.nn.Module], dict[str, float]]:
-    """The scores of a model on one labelled split, chosen by the dataset's task."""
+    """The scores of a model on one labelled split, chosen by the dataset's task, ``batch_size``
+    images per forward (None: the task's own default)."""
     images, labels = split
+    sized = {"batch_size": batch_size} if batch_size else {}
     if source.task == SEGMENTATION:
         from dfkd.training.segmentation import evaluate_segmentation
 
         return lambda model: evaluate_segmentation(
-            model, images, labels, fmt, accelerator, source.num_classes
+            model, images, labels, fmt, accelerator, source.num_classes, **sized
         )
-    return lambda model: evaluate(model, images, labels, fmt, accelerator)
+    return lambda model: evaluate(model, images, labels, fmt, accelerator, **sized)
