@@ -280,15 +280,10 @@ def tiny_run_config(
 
 _END_PROCESS_GROUP = """
 import runpy, sys
+from dfkd.training.process_group import run_then_leave
 
 target = sys.argv.pop(1)
-try:
-    runpy.run_path(target, run_name="__main__")
-finally:  # a process group left to the interpreter's exit can abort it ("terminate called")
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+run_then_leave(lambda: runpy.run_path(target, run_name="__main__"))
 """
 
 

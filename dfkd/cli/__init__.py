@@ -12,6 +12,7 @@ from dfkd.cli import bench, catalog, export, plot, run, scenes, training, weight
 from dfkd.cli.console import err_console, fail
 from dfkd.errors import DfkdError
 from dfkd.plugins import Plugins, get_plugins
+from dfkd.training.process_group import run_then_leave
 
 
 def make_app(plugins: Plugins | None = None) -> typer.Typer:
@@ -75,15 +76,4 @@ def main() -> None:
             fail(exc)
         except typer.Exit as done:
             sys.exit(done.exit_code)
-    try:
-        app()
-    finally:
-        _end_process_group()
-
-
-def _end_process_group() -> None:
-    """Under torchrun, close the process group before the interpreter exits: left to the exit,
-    its threads can abort a finished run ("terminate called without an active exception")."""
-    torch_distributed = sys.modules.get("torch.distributed")
-    if torch_distributed is not None and torch_distributed.is_initialized():
-        torch_distributed.destroy_process_group()
+    run_then_leave(app)
