@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import dfkd.api
+from dfkd.errors import DfkdError
 from dfkd.synthesis.rounds import BestIterate, MomentumBNStatistics, balanced_labels
 
 
@@ -106,6 +107,14 @@ def test_best_iterate_keeps_clones_of_the_lowest_loss():
     assert best.loss == 2.0
     close(best["x"], [1.0, 1.0])
     close(best["y"], [2.0, 2.0])
+
+
+def test_a_round_of_nan_losses_is_one_clear_error():
+    best = BestIterate()
+    for _ in range(3):
+        best.offer(float("nan"), x=torch.zeros(2))
+    with pytest.raises(DfkdError, match="NaN.*lower the generator's learning rate"):
+        best["x"]
 
 
 def test_the_pieces_are_in_the_api():

@@ -1,7 +1,7 @@
 """Pieces that synthesis rounds of the re-initialised-generator methods share (Fast-DFKD, NAYER):
 the momentum BN-statistics loss over a whole teacher, balanced targets, and the lowest-loss
-iterate of a round (docs/methods/framework.md#momentum-statistics, docs/methods/fast.md,
-docs/methods/nayer.md).
+iterate of a round, which CMI and DeepInversion keep too
+(docs/methods/framework.md#momentum-statistics, docs/methods/fast.md, docs/methods/nayer.md).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from dfkd.data.pipeline import random_crop_flip
+from dfkd.errors import DfkdError
 from dfkd.synthesis.base import SynthesisContext, Synthesizer, warn_without_batchnorm
 from dfkd.synthesis.bn_hooks import BNStatsHook, attach_bn_hooks
 from dfkd.synthesis.losses import adversarial_kl, agreement_mask, bn_statistics, one_hot_ce
@@ -114,6 +115,11 @@ class BestIterate:
         return True
 
     def __getitem__(self, name: str) -> Tensor:
+        if not self.found:
+            raise DfkdError(
+                "Every synthesis step's loss was NaN, so there is no batch to keep; lower the "
+                "generator's learning rate (-o lr_g=...) or use --mixed-precision no."
+            )
         return self.tensors[name]
 
 

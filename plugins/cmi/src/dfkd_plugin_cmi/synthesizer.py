@@ -11,7 +11,6 @@ bank that supplies the contrastive negatives of later rounds.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfkd.api import (
+    BestIterate,
     BNStatsHook,
     Generator,
     InstanceMeanHook,
@@ -150,7 +150,7 @@ class CMISynthesizer(Synthesizer):
             betas=(0.5, 0.999),
         )
         trained = [*self.generator.parameters(), z, *self.head.parameters()]
-        best_cost, best = math.inf, None
+        best, best_logs = BestIterate(), {}
         for _ in range(o.g_steps):
             with ctx.autocast():
                 x = self.generator(z).float()
@@ -169,21 +169,14 @@ class CMISynthesizer(Synthesizer):
             h_local = _features(mean_hooks)
             terms["cr"] = self._contrastive(h_local, h_global)
             loss = sum(getattr(o, name) * value for name, value in terms.items())
-            cost = loss.item()
-            if best is None or cost < best_cost:
-                best_cost = cost
-                best = (
-                    x.detach().clone(),
-                    torch.cat([h_local, h_global], dim=1).detach(),
-                    {f"loss_{name}": value.item() for name, value in terms.items()},
-                )
+            if best.offer(loss.item(), images=x, features=torch.cat([h_local, h_global], dim=1)):
+                best_logs = {f"loss_{name}": value.item() for name, value in terms.items()}
             optimizer.zero_grad(set_to_none=True)
             self.head_optimizer.zero_grad(set_to_none=True)
             loss.backward(inputs=trained)
             optimizer.step()
             self.head_optimizer.step()
-        images, features, logs = best
-        return images, features, {"loss_g": best_cost, **logs}
+        return best["images"], best["features"], {"loss_g": best.loss, **best_logs}
 
     def _adversarial(self, global_view: Tensor, t_out: Tensor) -> Tensor:
         """−(1/B) Σ m_i·KL_i(t‖s) at T = 1 with the student in eval mode; skipped when adv = 0."""

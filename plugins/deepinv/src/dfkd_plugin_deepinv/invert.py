@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from dfkd.api import (
+    BestIterate,
     DfkdError,
     InputFormat,
     Plugins,
@@ -310,7 +311,7 @@ def run_inversion(
     with (run.path / LOG_FILE).open("a") as log:
         for stage, (factor, steps) in enumerate(stages):
             optimizer = torch.optim.Adam([x], lr=cfg.lr, betas=cfg.adam_betas, eps=1e-8)
-            best_loss, best_x = math.inf, x.detach().clone()
+            best = BestIterate()
             for step in range(steps):
                 iteration += 1
                 lr = learning_rate(cfg.lr, step, steps, cfg.schedule)
@@ -326,8 +327,7 @@ def run_inversion(
                     )
                 # Losses at different resolutions do not compare, so each stage keeps its own
                 # best and the last (full-resolution) stage's is the result.
-                if loss < best_loss:
-                    best_loss, best_x = loss, x.detach().clone()
+                best.offer(loss, x=x)
                 if iteration % cfg.log_every == 0:
                     row = {
                         "iteration": iteration,
@@ -353,6 +353,7 @@ def run_inversion(
                     with torch.no_grad():
                         x.copy_(clip_to_pixel_range(x, fmt.mean, fmt.std))
         seconds = time.perf_counter() - started
+        best_loss, best_x = best.loss, best["x"]
         result = InversionResult(
             out=run.path,
             images=run.path / TENSOR_FILE,

@@ -10,7 +10,6 @@ kept batch joins an ever-growing pool, and the student distils on random batches
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from torch import Tensor
 
 from dfkd.api import (
+    BestIterate,
     SynthesisContext,
     SynthesisResult,
     Synthesizer,
@@ -97,22 +97,24 @@ class DeepInvSynthesizer(Synthesizer):
         targets = torch.randint(ctx.num_classes, (o.syn_batch,), generator=self.rng).sort().values
         targets = targets.to(ctx.device)
         optimizer = torch.optim.Adam([x], lr=o.lr_g, betas=ADAM_BETAS)
-        best_loss, best_x, best_terms = math.inf, x.detach().clone(), {}
+        best, best_terms = BestIterate(), {}
         with _frozen(self.student):
             for _ in range(o.g_steps):
                 terms = self.losses(x, targets)
                 loss = terms["total"].item()
                 logged = {k: v.detach() for k, v in terms.items() if k != "total"}
                 # The reference keeps a reference to the pixels' storage, which later steps
-                # overwrite, so it ends up with the last iterate; a clone keeps the best for real.
-                if loss < best_loss:
-                    best_loss, best_x, best_terms = loss, x.detach().clone(), logged
+                # overwrite, so it ends up with the last iterate; BestIterate keeps a clone.
+                if best.offer(loss, x=x):
+                    best_terms = logged
                 optimizer.zero_grad(set_to_none=True)
                 terms["total"].backward()
                 optimizer.step()
                 with torch.no_grad():
                     x.copy_(clip_to_pixel_range(x, ctx.mean, ctx.std))
-        if not o.keep_best:  # the final iterate, what the reference's aliasing amounts to
+        if o.keep_best:
+            best_loss, best_x = best.loss, best["x"]
+        else:  # the final iterate, what the reference's aliasing amounts to
             best_loss, best_x, best_terms = loss, x.detach(), logged
         images = ctx.denormalize(best_x)
         self.pool.add(images.cpu(), targets.cpu())
