@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dfkd_plugin_dafl
@@ -86,6 +89,33 @@ def test_the_validation_set_is_made_once_per_teacher_and_shared(teacher, workdir
     cfg = no_data_config(teacher, "runs/b", seed=1)
     assert run_datafree(cfg, plugins=plugins()).last["agree"] >= 0
     assert cached.stat().st_mtime_ns == made  # read, not made again
+
+
+def test_runs_started_together_make_the_validation_set_once(teacher_copy, workdir, monkeypatch):
+    from dfkd.models.lenet import lenet5
+    from dfkd.training import validation
+    from dfkd.training.inputs import InputFormat
+
+    made = []
+    real = validation.make_validation_set
+
+    def slow_make(*args, **kwargs):
+        made.append(threading.get_ident())
+        time.sleep(0.5)  # long enough for the other run to arrive while this one makes it
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(validation, "make_validation_set", slow_make)
+    fmt = InputFormat((0.2,), (0.3,), 32)
+    net = lenet5(10, 1).eval()
+
+    def one_run() -> validation.ValidationSet:
+        return validation.validation_set(net, teacher_copy, fmt, 10, 1, 32, workdir, 8, 2)
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: one_run(), range(2))
+    assert len(made) == 1
+    assert torch.equal(first.images, second.images)
+    assert torch.equal(first.teacher_logits, second.teacher_logits)
 
 
 def _metadata(path: Path) -> dict:

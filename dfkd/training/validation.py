@@ -11,7 +11,11 @@ teacher is asked for a grid of classes per image, and agreement is counted per p
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,32 +74,63 @@ def validation_set(
     ``fallback_dir`` when that folder cannot be written). Runs compare on one set only when
     they share ``size`` and ``steps`` (the defaults, unless a teacher is too costly to invert
     on the machine at hand)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     key = _fingerprint(weights, size, steps)
-    for place in (cache_path(weights), fallback_dir / "valset.safetensors"):
+    places = (cache_path(weights), fallback_dir / "valset.safetensors")
+    cached = _read_cached(places, key)
+    if cached is not None:
+        return cached
+    with _made_by_one(cache_path(weights)):
+        cached = _read_cached(places, key)  # made by another run while this one waited
+        if cached is not None:
+            return cached
+        made = make_validation_set(
+            teacher, fmt, num_classes, channels, image_size, size, steps, task=task
+        )
+        tensors = {"images": made.images, "teacher_logits": made.teacher_logits}
+        for place in places:
+            try:
+                write_atomic(place, lambda tmp: save_file(tensors, str(tmp), metadata={"key": key}))
+                break
+            except (DfkdError, OSError):
+                continue
+    return made
+
+
+def _read_cached(places: tuple[Path, ...], key: str) -> ValidationSet | None:
+    """The first of ``places`` that holds the set made for ``key``; damaged or foreign files
+    are passed over (and made again by the caller)."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    for place in places:
         if place.is_file():
             try:
-                from safetensors import safe_open
-
                 with safe_open(str(place), "pt") as f:
                     if (f.metadata() or {}).get("key") == key:
                         tensors = load_file(str(place))
                         return ValidationSet(tensors["images"], tensors["teacher_logits"])
             except (SafetensorError, OSError, KeyError):
-                pass  # damaged or foreign: made again below
-    made = make_validation_set(
-        teacher, fmt, num_classes, channels, image_size, size, steps, task=task
-    )
-    tensors = {"images": made.images, "teacher_logits": made.teacher_logits}
-    for place in (cache_path(weights), fallback_dir / "valset.safetensors"):
-        try:
-            write_atomic(place, lambda tmp: save_file(tensors, str(tmp), metadata={"key": key}))
-            break
-        except (DfkdError, OSError):
-            continue
-    return made
+                pass
+    return None
+
+
+@contextlib.contextmanager
+def _made_by_one(place: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on PLACE's ``.lock`` while the set is made, so runs of one
+    teacher started together (a bench's cells) make it once and the others read it. Where that
+    folder cannot be written, nobody waits."""
+    try:
+        fd = os.open(place.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
 
 
 def make_validation_set(
