@@ -177,3 +177,39 @@ def test_version(cli):
 def test_a_preset_value_outside_the_choices_is_refused():
     with pytest.raises(UsageError, match="'mode' must be one of kl, l1, not 'kll'"):
         build_options(ToyOptions, {"mode": "kll"})
+
+
+@pytest.mark.parametrize("main_process", [True, False])
+def test_only_process_0_reports_a_run(toy_cli, monkeypatch, main_process):
+    """Under torchrun every process runs the command; one summary is printed, not one each."""
+    from pathlib import Path
+
+    from dfkd.training import datafree, supervised
+    from dfkd.training.loop import Outcome
+
+    def finished(*args, **kwargs):
+        extras = {
+            "run": "runs/x",
+            "samples": "runs/x/samples.png",
+            "checkpoint": "c",
+            "default": "c",
+        }
+        rows = [{"epoch": 1, "top1": 50.0}]
+        return Outcome(rows, Path("w"), Path("b"), extras=extras, main_process=main_process)
+
+    for module, name in (
+        (datafree, "run_datafree"),
+        (supervised, "train_kd"),
+        (supervised, "train_scratch"),
+    ):
+        monkeypatch.setattr(module, name, finished)
+    pair = ("--teacher", "lenet5", "--student", "lenet5_half", "--dataset", "tiny")
+    for args in (
+        ("run", "toy", *pair),
+        ("kd", *pair),
+        ("scratch", "--model", "lenet5", "--dataset", "tiny"),
+    ):
+        shown = toy_cli(*args)
+        assert shown.exit_code == 0, shown.output
+        assert ("run: runs/x" in shown.output or "checkpoint: c" in shown.output) is main_process
+        assert bool(shown.output) is main_process

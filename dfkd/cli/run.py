@@ -109,6 +109,8 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             if not dataset and not teacher_weights:
                 cfg.teacher_weights = str(_found_teacher(teacher, plugins))
         outcome = run_datafree(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
+        if not outcome.main_process:
+            return  # process 0 reports the run
         _summary(outcome, "student")
         console.print(f"samples: {outcome.extras['samples']}", highlight=False)
         if "images" in outcome.extras:

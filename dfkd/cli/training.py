@@ -92,6 +92,8 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             require_options(model=model, dataset=dataset)
             cfg = from_arguments(ScratchConfig, locals())
         outcome = train_scratch(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
+        if not outcome.main_process:
+            return  # process 0 reports the run
         _summary(outcome, f"{cfg.model} on {cfg.dataset}")
         best, default = outcome.extras["checkpoint"], outcome.extras["default"]
         console.print(f"teacher checkpoint: {best}", highlight=False)
@@ -144,6 +146,8 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             require_options(teacher=teacher, student=student, dataset=dataset)
             cfg = from_arguments(KDConfig, locals())
         outcome = train_kd(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
+        if not outcome.main_process:
+            return  # process 0 reports the run
         _summary(outcome, f"{cfg.teacher} -> {cfg.student} on {cfg.dataset}")
 
     @app.command("eval", rich_help_panel=PANEL)

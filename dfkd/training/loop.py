@@ -84,6 +84,8 @@ class Outcome:
     model: torch.nn.Module | None = None  # the trained network, in memory, in this process
     extras: dict[str, Any] = field(default_factory=dict)
     best_by: str = "top1"  # the score that chose best_weights
+    #: False in the other processes of a multi-process run, which leave the report to process 0
+    main_process: bool = True
 
     @property
     def last(self) -> dict[str, Any]:
@@ -139,6 +141,7 @@ class Loop:
             self.best_path,
             model,
             best_by=self.criterion,
+            main_process=self.accelerator.is_main_process,
         )
 
     def _one_epoch(self, job: Job, epoch: int, best: float) -> float:
