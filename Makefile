@@ -14,12 +14,18 @@ DEMO_PRECISION ?= auto
 # threads spin against each other (10-20x slower); see docs/architecture.md. Override freely.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install test lint format demo bench bench-scratch bench-help clean-venv
+.PHONY: install test test-latest lock lint format demo bench bench-scratch bench-help
 
-$(BIN)/dfkd: pyproject.toml $(wildcard plugins/*/pyproject.toml)
+# The exact versions the suite passed with (a pip constraints file; dfkd/lockfile.py). Every
+# install goes through it and is then checked against it; `make lock` is the only way it changes.
+LOCK := requirements.lock
+EDITABLES := -e '.[dev]' $(foreach p,$(PLUGINS),-e $(p))
+
+$(BIN)/dfkd: pyproject.toml $(wildcard plugins/*/pyproject.toml) $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' $(foreach p,$(PLUGINS),-e $(p))
+	$(BIN)/python -m pip install --quiet -c $(LOCK) --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(LOCK) $(EDITABLES)
+	$(BIN)/python -m dfkd.lockfile check $(LOCK)
 	touch $(BIN)/dfkd
 
 install: $(BIN)/dfkd fashion-mnist
@@ -56,6 +62,21 @@ demo: install
 		--out runs/demo-nayer --overwrite
 	$(BIN)/dfkd export runs/demo-nayer --format onnx --overwrite
 	$(BIN)/dfkd eval --weights runs/demo-nayer/student.onnx --dataset fashion-mnist
+
+# The suite against the newest versions the registry offers, in a venv of its own, after a list
+# of what moved from the lock: dependency drift seen here before users meet it.
+LATEST_VENV := .venv-latest
+test-latest: fashion-mnist
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade $(EDITABLES)
+	$(LATEST_VENV)/bin/python -m dfkd.lockfile moved $(LOCK)
+	DFKD_STRICT_PLUGINS=1 $(LATEST_VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+# Re-resolve, run the suite, and only when it passes make those versions the lock.
+lock: test-latest
+	$(LATEST_VENV)/bin/python -m dfkd.lockfile write $(LOCK)
 
 bench-scratch: install
 	$(BIN)/python benchmarks/scratch_fmnist.py

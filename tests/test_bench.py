@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 import dfkd_plugin_dafl
@@ -300,6 +301,8 @@ def test_bench_runs_cells_as_processes_records_a_failure_and_goes_on(workdir):
     assert f"{teacher} holds weights of lenet5, not lenet5_bn." in bad["error"]
     report = (workdir / "b" / "report.md").read_text()
     assert "| dafl | " in report and "failed (1 of 1)" in report
+    assert f"Lock: {good['versions'].get('lock', 'none recorded')}." in report
+    assert f"accelerate {version('accelerate')}" in report
     for name in ("accuracy.png", "accuracy_vs_time.png", "samples.png", "cost.md"):
         assert (workdir / "b" / name).stat().st_size > 0
 

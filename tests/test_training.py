@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,8 @@ def test_scratch_writes_a_complete_run(plugins, workdir):
     assert {"config.json", "metrics.jsonl", "model.safetensors", "model.json", "state"} <= names
     config = json.loads((run / "config.json").read_text())
     assert config["options"]["seed"] == 0 and config["versions"]["torch"] == torch.__version__
+    for library in ("torchvision", "accelerate", "timm", "numpy"):  # what moves the numbers
+        assert config["versions"][library] == metadata.version(library)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and all("top1" in r for r in rows)
     meta = json.loads((run / "model.json").read_text())

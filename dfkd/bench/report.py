@@ -170,12 +170,17 @@ def accuracy_markdown(
         text.append("Failed cells:\n")
         text += [f"- `{r['cell']}`: {r['error']}" for r in failures]
         text.append("")
-    versions: dict[str, str] = {}  # the core's and every method plugin's
+    versions: dict[str, str] = {}  # the core's, the libraries' and every method plugin's
     for record in records:
         versions |= record.get("versions") or {}
+    versions.pop("lock", None)
     if versions:
         listed = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
         text.append(f"Versions: {listed}.\n")
+    recorded = [r["versions"] for r in records if r.get("versions")]  # a cell may fail before
+    locks = dict.fromkeys(v.get("lock", "none recorded") for v in recorded)
+    if locks:
+        text.append(f"Lock: {'; '.join(locks)}.\n")
     return "\n".join(text)
 
 

@@ -162,10 +162,29 @@ def create_run(path: Path, *, overwrite: bool) -> RunDir:
     return RunDir(path)
 
 
+#: The libraries whose versions move a run's numbers, recorded in every config.json (torch as
+#: torch.__version__, which names its build: 2.14.1+cu130).
+RECORDED_PACKAGES = ("torchvision", "accelerate", "timm", "numpy")
+
+
 def versions(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """dfkd's, Python's and the numerics libraries' versions, and the lock the environment
+    matches (dfkd/lockfile.py): what a bench report names so that a number can be reproduced."""
+    from importlib import metadata
+
     import torch
 
+    from dfkd.lockfile import environment_lock
+
     found = {"dfkd": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    lock = environment_lock()
+    if lock is not None:
+        found["lock"] = lock
     return {**found, **(extra or {})}
 
 
