@@ -109,6 +109,11 @@ def find_weights(source: str | Path, which: str = "last") -> Path:
     for name in RUN_WEIGHTS[which]:
         if (source / name).is_file():
             return source / name
+    if which == "best" and (source / RUN_WEIGHTS["last"][0]).is_file():
+        raise UsageError(
+            f"{source} has no best weights: a run without a test split keeps only its last "
+            "epoch (--which last)."
+        )
     wanted = " or ".join(RUN_WEIGHTS[which])
     raise UsageError(f"{source} has no {wanted}: not a run directory, or no epoch has finished.")
 

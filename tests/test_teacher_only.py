@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from dfkd.errors import UsageError
+from dfkd.export import find_weights
 from dfkd.testing import make_plugins, tiny_run_config
 from dfkd.training.datafree import run_datafree
 from dfkd.training.teacher_inputs import InputFlags, describe_inputs, find_teacher_weights
@@ -65,10 +66,13 @@ def test_a_run_needs_only_the_teachers_weights(teacher, workdir, monkeypatch):
     rows = outcome.metrics
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all("top1" not in r and 0 <= r["agree"] <= 100 and r["val_kl"] >= 0 for r in rows)
-    assert outcome.best_by == "agree"
-    best = json.loads((workdir / "runs/alone/student-best.json").read_text())
-    assert best["agree"] == max(r["agree"] for r in rows)
-    assert best["classes"] == [str(i) for i in range(10)] and best["dataset"] == "none"
+    assert outcome.best_by is None  # nothing without data picks better epochs than the last
+    assert not (workdir / "runs/alone/student-best.safetensors").exists()
+    last = json.loads((workdir / "runs/alone/student.json").read_text())
+    assert last["agree"] == rows[-1]["agree"] and last["epoch"] == 2
+    assert last["classes"] == [str(i) for i in range(10)] and last["dataset"] == "none"
+    with pytest.raises(UsageError, match="keeps only its last epoch"):
+        find_weights(workdir / "runs/alone", "best")
     recorded = json.loads((workdir / "runs/alone/config.json").read_text())["options"]
     assert recorded["dataset"] is None and recorded["teacher_weights"] == str(teacher)
 
@@ -206,7 +210,8 @@ def test_the_cli_runs_without_a_dataset_and_says_which_teacher(teacher, workdir,
     done = CliRunner().invoke(app, [*args, *sum((["-o", o] for o in BUDGET), []), "--out", "r"])
     assert done.exit_code == 0, done.output
     assert f"teacher weights: {teacher}" in done.output
-    assert "chosen by agree" in done.output
+    assert "the result is the last epoch (no test split to choose another by)" in done.output
+    assert "agreement: how often the student's top class is the teacher's" in done.output
     bad = CliRunner().invoke(app, [*args, "--dataset", "tiny", "--classes", "10"])
     assert bad.exit_code == 2 and "--classes describe the teacher's inputs" in bad.output
 

@@ -64,22 +64,26 @@ class ProgressReporter:
         """One line per epoch: test accuracy where there is a test split, the agreement with the
         teacher on the synthetic validation set, the best so far (and by which score)."""
         by = row.get("best_by", "top1")
-        self.last_acc = f"{row.get(by, 0.0):.2f}%"
+        self.last_acc = f"{row.get(by or 'agree', 0.0):.2f}%"
         if self.enabled:
             shown = [f"{k} {row[k]:.2f}%" for k in SCORES if k in row]
             extra = "".join(
                 f"  {k} {row[k]:.4g}"
                 for k in row
                 if k not in {"epoch", *SCORES, "top5", "best", "images", "lr", "gpu_peak_mb"}
-                and not k.startswith("seconds")  # the epoch's time ends the line
+                and not k.startswith(("seconds", "val_top", "syn_top"))  # the time ends the line
                 and isinstance(row[k], float)
             )
-            best = f"best {row.get('best', 0.0):.2f}%" + ("" if by != "agree" else f" (by {by})")
+            best = f"  best {row.get('best', 0.0):.2f}%" if by else ""
             err_console.print(
-                f"epoch {row['epoch']}/{self.epochs}  {'  '.join(shown)}  {best}{extra}  "
+                f"epoch {row['epoch']}/{self.epochs}  {'  '.join(shown)}{best}{extra}  "
                 f"{row.get('seconds', 0):.1f}s",
                 highlight=False,
             )
+
+    def rolled_back(self, event: str) -> None:
+        if self.enabled:
+            err_console.print(f"[yellow]collapse guard[/]: {event}", highlight=False)
 
     def close(self) -> None:
         if self.progress is not None:

@@ -249,6 +249,14 @@ SCORE_NAMES = {
 }
 
 
+#: what a newcomer needs to read `agree` right: it is no accuracy, and far below one
+AGREEMENT_MEANS = (
+    "agreement: how often the student's top class is the teacher's on images inverted from the "
+    "teacher (hard, unnatural inputs), not accuracy: a student at 50 % agreement can score over "
+    "80 % on real data. It tracks training; it does not pick epochs."
+)
+
+
 def _summary(outcome, what: str) -> None:
     last = outcome.last
     scores = ", ".join(
@@ -256,10 +264,16 @@ def _summary(outcome, what: str) -> None:
         for key, name in SCORE_NAMES.items()
         if key in last and key != "top5"
     )
-    chosen = "" if outcome.best_by != "agree" else " (chosen by agree: no test split)"
+    if outcome.best_by is None:
+        chosen = "the result is the last epoch (no test split to choose another by)"
+    else:
+        chosen = f"best {outcome.best_by} {outcome.best_score:.2f}%"
     err_console.print(
-        f"[bold]{what}[/]: {scores}; best {outcome.best_by} {outcome.best_score:.2f}%{chosen} "
-        f"after {last.get('epoch', 0)} epochs",
+        f"[bold]{what}[/]: {scores}; {chosen} after {last.get('epoch', 0)} epochs",
         highlight=False,
     )
+    if "agree" in last:
+        err_console.print(AGREEMENT_MEANS, highlight=False)
+    for event in outcome.guard_events:
+        err_console.print(f"[yellow]collapse guard[/]: {event}", highlight=False)
     console.print(f"run: {outcome.extras.get('run')}", highlight=False)

@@ -18,6 +18,7 @@ from dfkd.options import build_options
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.synthesis.base import SynthesisContext, SynthesisResult, Synthesizer
 from dfkd.tasks import CLASSIFICATION, SEGMENTATION
+from dfkd.training.guard import CollapseGuard
 from dfkd.training.inputs import InputFormat, evaluate, split_scorer, test_score
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
 from dfkd.training.precision import resolve_precision
@@ -251,6 +252,13 @@ def _precision_workload(
     )
 
 
+#: the collapse guard's remedy, each rollback: the student's rate times this, and clipping at
+#: this gradient norm where the run had none (an over-confident teacher's KD gradients are what
+#: kill a BatchNorm-free student early on)
+GUARD_LR_FACTOR = 0.5
+GUARD_GRAD_CLIP = 5.0
+
+
 class DataFreeJob(Job):
     """Each epoch: rounds of synthesize() then kd_steps student steps on sample()."""
 
@@ -286,6 +294,8 @@ class DataFreeJob(Job):
         self.model, self.optimizer = accelerator.prepare(student, optimizer)
         self.last_images: torch.Tensor | None = None
         self.global_step = 0
+        self.grad_clip = options.grad_clip  # the collapse guard may turn clipping on
+        self.teacher_answers = torch.zeros(0, dtype=torch.long)  # this epoch's, per class
         self.synthesis_seconds = 0.0  # this epoch's, so a benchmark can split synthesis cost
 
     def stateful(self) -> dict[str, Any]:
@@ -334,21 +344,49 @@ class DataFreeJob(Job):
         x = self.synthesizer.sample()
         with torch.no_grad(), self.accelerator.autocast():
             t_logits = self.synthesizer.teacher(self.t_fmt.fit(x)).float()
+        self._count_answers(t_logits)
         self.model.train()
         s_logits = self.model(self.s_fmt.fit(x)).float()
         loss, extra = self.synthesizer.student_loss(s_logits, t_logits, self.global_step)
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
-        if self.options.grad_clip:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.options.grad_clip)
+        if self.grad_clip:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.global_step += 1
         return {"loss": loss.item(), **extra, **logs}
+
+    def _count_answers(self, t_logits: torch.Tensor) -> None:
+        """The teacher's classes on the samples the student learns from (per pixel for a
+        segmentation teacher): a generator fallen onto one class shows here."""
+        found = torch.bincount(t_logits.argmax(1).flatten().cpu(), minlength=t_logits.shape[1])
+        if self.teacher_answers.numel() != found.numel():
+            self.teacher_answers = torch.zeros_like(found)
+        self.teacher_answers += found
+
+    def slow_down(self, levels: int) -> str:
+        """Halve the student's rate ``levels`` times (its schedule's base too, so the schedule
+        goes on from the lower rate) and clip its gradients if nothing did."""
+        factor = GUARD_LR_FACTOR**levels
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+            if "initial_lr" in group:
+                group["initial_lr"] *= factor
+        self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
+        self.guard_level += levels
+        action = f"student learning rate x{GUARD_LR_FACTOR**self.guard_level:g} of its schedule"
+        if not self.grad_clip:
+            self.grad_clip = GUARD_GRAD_CLIP
+            action += f", gradient norm clipped at {GUARD_GRAD_CLIP:g}"
+        return action
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         if not self.warming_up(epoch):
             self.scheduler.step()
         extras: dict[str, Any] = dict(self.synthesizer.end_epoch(epoch))
+        answers, self.teacher_answers = self.teacher_answers, torch.zeros(0, dtype=torch.long)
+        if answers.sum() > 0:
+            extras["syn_top_class"] = round(100.0 * answers.max().item() / answers.sum().item(), 2)
         extras["lr"] = self.optimizer.param_groups[0]["lr"]
         extras["seconds_synthesis"] = round(self.synthesis_seconds, 3)
         self.synthesis_seconds = 0.0
@@ -366,11 +404,19 @@ class _Counters:
     def __init__(self, job: DataFreeJob) -> None:
         self.job = job
 
-    def state_dict(self) -> dict[str, int]:
-        return {"global_step": self.job.global_step}
+    def state_dict(self) -> dict[str, float]:
+        job = self.job
+        return {
+            "global_step": job.global_step,
+            "guard_level": job.guard_level,
+            "grad_clip": job.grad_clip,
+        }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, float]) -> None:
         self.job.global_step = int(state["global_step"])
+        # a checkpoint from before the collapse guard holds neither
+        self.job.guard_level = int(state.get("guard_level", 0))
+        self.job.grad_clip = float(state.get("grad_clip", self.job.options.grad_clip))
 
 
 def run_datafree(
@@ -487,7 +533,8 @@ def run_datafree(
         lambda m: {k: v for score in scorers for k, v in score(m).items()},
         weights_meta(s_spec, source, command="run", method=cfg.method, teacher=cfg.teacher),
         reporter=reporter or SilentReporter(),
-        criterion=test_score(source.task) if test is not None else "agree",
+        criterion=test_score(source.task) if test is not None else None,
+        guard=CollapseGuard(source.num_classes),
     )
     with run.lock(accelerator):
         outcome = loop.fit(job, resume=bool(resume))

@@ -19,6 +19,7 @@ import torch
 
 from dfkd.errors import DfkdError, UsageError
 from dfkd.fileio import error_reason, write_atomic
+from dfkd.training.guard import Collapsed, CollapseGuard
 from dfkd.training.runs import START_OVER, RunDir
 from dfkd.training.tracking import end_tracking, log_epoch, start_tracking
 from dfkd.weights import save_weights
@@ -57,12 +58,21 @@ class Job(ABC):
         """Epoch bookkeeping such as a scheduler step; may return extra metrics or images."""
         return {}
 
+    #: how many times the collapse guard has slowed the state now loaded down
+    guard_level: int = 0
+
+    def slow_down(self, levels: int) -> str:
+        """The collapse guard's remedy, applied ``levels`` times to the state just restored
+        (lower the rate); returns what changed. Only a job run under a guard needs it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run under a collapse guard")
+
 
 class Reporter(Protocol):
     def start(self, epochs: int, first_epoch: int) -> None: ...
     def epoch_start(self, epoch: int, steps: int) -> None: ...
     def step(self, logs: dict[str, float]) -> None: ...
     def epoch_end(self, row: dict[str, Any]) -> None: ...
+    def rolled_back(self, event: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -71,6 +81,7 @@ class SilentReporter:
     def epoch_start(self, epoch: int, steps: int) -> None: ...
     def step(self, logs: dict[str, float]) -> None: ...
     def epoch_end(self, row: dict[str, Any]) -> None: ...
+    def rolled_back(self, event: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -83,7 +94,7 @@ class Outcome:
     best_weights: Path
     model: torch.nn.Module | None = None  # the trained network, in memory, in this process
     extras: dict[str, Any] = field(default_factory=dict)
-    best_by: str = "top1"  # the score that chose best_weights
+    best_by: str | None = "top1"  # the score that chose best_weights; None: no best was chosen
     #: False in the other processes of a multi-process run, which leave the report to process 0
     main_process: bool = True
 
@@ -96,8 +107,15 @@ class Outcome:
         return max((r.get("top1", 0.0) for r in self.metrics), default=0.0)
 
     @property
-    def best_score(self) -> float:
+    def best_score(self) -> float | None:
+        if self.best_by is None:
+            return None
         return max((r.get(self.best_by, 0.0) for r in self.metrics), default=0.0)
+
+    @property
+    def guard_events(self) -> list[str]:
+        """What the collapse guard did, in order (each kept row says what happened before it)."""
+        return [event for r in self.metrics for event in r.get("guard", [])]
 
 
 @dataclass
@@ -110,9 +128,12 @@ class Loop:
     role: str = "student"  # file stem of the saved weights: student.safetensors, model.safetensors
     reporter: Reporter = field(default_factory=SilentReporter)
     on_best: Callable[[Path, dict[str, Any]], None] | None = None
-    #: the score that chooses the best checkpoint: test accuracy where there is a test split,
-    #: agreement with the teacher on the synthetic validation set where there is none
-    criterion: str = "top1"
+    #: the score that chooses the best checkpoint (test accuracy, or mIoU), or None where the
+    #: run has no labelled data: no score without data chose better epochs than the last
+    #: (docs/architecture.md), so such a run's result is its last epoch
+    criterion: str | None = "top1"
+    #: watches each epoch for a collapsed student or generator (data-free runs)
+    guard: CollapseGuard | None = None
 
     @property
     def weights_path(self) -> Path:
@@ -129,8 +150,14 @@ class Loop:
         self.reporter.start(self.epochs, first_epoch)
         start_tracking(self.accelerator, self.run)
         try:
-            for epoch in range(first_epoch, self.epochs):
-                best = self._one_epoch(job, epoch, best)
+            epoch = first_epoch
+            while epoch < self.epochs:
+                try:
+                    best = self._one_epoch(job, epoch, best)
+                except Collapsed as collapse:
+                    epoch, best = self._roll_back(job, collapse, epoch)
+                    continue
+                epoch += 1
         finally:
             self.reporter.close()
             end_tracking(self.accelerator)
@@ -173,9 +200,16 @@ class Loop:
             **{k: v for k, v in extras.items() if isinstance(v, int | float | str)},
             "seconds": round(time.perf_counter() - started, 3),
         }
-        score = scores.get(self.criterion, 0.0)
-        is_best = score > best
-        best = max(best, score)
+        if self.guard is not None:
+            reason = self.guard.diagnose(row)
+            if reason is not None:
+                raise Collapsed(epoch + 1, reason)  # nothing of this epoch is kept
+            row |= self.guard.accept(row)
+        is_best = False
+        if self.criterion is not None:
+            score = scores.get(self.criterion, 0.0)
+            is_best = score > best
+            best = max(best, score)
         if self.accelerator.is_main_process:
             if isinstance(extras.get("images"), torch.Tensor):
                 from dfkd.synthesis.grid import save_grid
@@ -199,18 +233,18 @@ class Loop:
         self.reporter.epoch_end(row | shown)
         return best
 
-    def _checkpoint(self, job: Job, epochs_done: int, best: float) -> None:
-        """One atomic file with the shared state and every process's own state and random
-        streams, so a multi-process run resumes each process where it was."""
-        mine = {
+    def _process_state(self, job: Job) -> dict[str, Any]:
+        return {
             "objects": {
                 k: _state_of(self.accelerator, v) for k, v in job.process_stateful().items()
             },
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
         }
-        processes = _gather_to_main(self.accelerator, mine)
-        if not self.accelerator.is_main_process:
-            return
+
+    def _state(
+        self, job: Job, epochs_done: int, best: float, processes: list[Any]
+    ) -> dict[str, Any]:
+        """Everything a resume or a rollback restores, as one structure."""
         state = {
             "epochs_done": epochs_done,
             "best_top1": best,
@@ -218,7 +252,32 @@ class Loop:
             "objects": {k: _state_of(self.accelerator, v) for k, v in job.stateful().items()},
             "processes": processes,
         }
+        if self.guard is not None:
+            state["guard"] = self.guard.state_dict()
+        return state
+
+    def _checkpoint(self, job: Job, epochs_done: int, best: float) -> None:
+        """One atomic file with the shared state and every process's own state and random
+        streams, so a multi-process run resumes each process where it was."""
+        processes = _gather_to_main(self.accelerator, self._process_state(job))
+        if not self.accelerator.is_main_process:
+            return
+        state = self._state(job, epochs_done, best, processes)
         write_atomic(self.run.state_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+
+    def _roll_back(self, job: Job, collapse: Collapsed, epoch: int) -> tuple[int, float]:
+        """Back to the last kept epoch's checkpoint, slowed down once more; the guard stops the
+        run when its tries are spent. (The guard only sees a collapse after a healthy epoch, so
+        there is always a checkpoint to go back to.)"""
+        assert self.guard is not None
+        self.guard.check_tries(collapse, self.run.path, epoch)
+        self.accelerator.wait_for_everyone()
+        state = torch.load(self.run.state_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+        epochs_done, best = self._load(job, state, keep_guard=True)
+        action = job.slow_down(self.guard.rollbacks + 1 - job.guard_level)
+        self.guard.rolled_back(collapse, epochs_done, action)
+        self.reporter.rolled_back(self.guard.history[-1])
+        return epochs_done, best
 
     def _restore(self, job: Job) -> tuple[int, float]:
         path = self.run.state_dir / CHECKPOINT
@@ -246,10 +305,10 @@ class Loop:
                 f"{START_OVER}"
             ) from exc
 
-    def _load(self, job: Job, state: dict[str, Any]) -> tuple[int, float]:
-        """Put every object, random stream and the metrics back as ``state`` has them. A key
-        that is missing or a tensor of the wrong shape raises: a damaged file, or a run whose
-        recorded options were edited since."""
+    def _load(self, job: Job, state: dict[str, Any], keep_guard: bool = False) -> tuple[int, float]:
+        """Put every object, random stream and the metrics back as ``state`` has them (the
+        guard's count too, unless a rollback keeps it). A key that is missing or a tensor of the
+        wrong shape raises: a damaged file, or a run whose recorded options were edited since."""
         recorded = state.get("num_processes", 1)
         if recorded != self.accelerator.num_processes:
             raise UsageError(
@@ -271,6 +330,8 @@ class Loop:
                     self.accelerator.unwrap_model(obj) if isinstance(obj, torch.nn.Module) else obj
                 )
                 target.load_state_dict(saved[name])
+        if self.guard is not None and "guard" in state and not keep_guard:
+            self.guard.load_state_dict(state["guard"])
         torch.set_rng_state(mine["rng"]["torch"])
         random.setstate(_as_python_state(mine["rng"]["python"]))
         if self.accelerator.is_main_process:

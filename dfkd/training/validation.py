@@ -197,6 +197,9 @@ def agreement(
     was_training = model.training
     model.eval()
     agree, kl, total = 0.0, 0.0, 0
+    classes = valset.teacher_logits.shape[1]
+    s_answers = torch.zeros(classes, dtype=torch.long)
+    t_answers = torch.zeros(classes, dtype=torch.long)
     for start in range(0, len(valset.images), batch_size):
         x = fmt.from_pixels(valset.images[start : start + batch_size]).to(accelerator.device)
         t = valset.teacher_logits[start : start + batch_size].to(accelerator.device)
@@ -205,5 +208,15 @@ def agreement(
         agree += (s.argmax(1) == t.argmax(1)).sum().item()
         kl += F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), log_target=True, reduction="sum")
         total += t.numel() // t.shape[1]
+        s_answers += torch.bincount(s.argmax(1).flatten().cpu(), minlength=classes)
+        t_answers += torch.bincount(t.argmax(1).flatten().cpu(), minlength=classes)
     model.train(was_training)
-    return {"agree": 100.0 * agree / total, "val_kl": float(kl) / total}
+    top = int(s_answers.argmax())
+    return {
+        "agree": 100.0 * agree / total,
+        "val_kl": float(kl) / total,
+        # the share of the set on the student's commonest class, and the teacher's share of
+        # that class: a student answering one class for everything shows here (guard.py)
+        "val_top_class": 100.0 * s_answers[top].item() / total,
+        "val_top_class_teacher": 100.0 * t_answers[top].item() / total,
+    }

@@ -1,0 +1,146 @@
+"""The collapse guard: a data-free run whose student or generator dies says so, after trying to
+recover, instead of handing back a constant classifier.
+
+A student distilled from an over-confident teacher can fall into answering one class for every
+input within a few epochs, and never leave it; a generator can fall onto one of the teacher's
+classes. Neither makes the loss stop being a number, so the NaN guard does not see them. The loop
+shows each epoch's row to the guard before it keeps the epoch: a collapsed epoch is never saved,
+the run rolls back to the last healthy epoch, the job lowers its rate, and the epoch runs again.
+After ``max_rollbacks`` tries the run stops with one line that says what to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dfkd.errors import DfkdError
+
+#: a student that puts this share (%) of the validation set on one class has collapsed, when
+#: the teacher puts at most ``TEACHER_SHARE`` of it there (the set's classes are balanced) and
+#: the student had spread its answers before (no class above ``SPREAD``): an untrained network
+#: often answers one class too, and that is where it starts, not where it fell
+ONE_CLASS, TEACHER_SHARE, SPREAD = 90.0, 50.0, 50.0
+#: a generator has collapsed when the teacher answers one class for this share (%) of a whole
+#: epoch's synthetic samples, after an epoch where no class had more than ``SPREAD`` (a
+#: generator often starts on one class too)
+GENERATOR_ONE_CLASS = 95.0
+#: agreement back at chance (within this factor of it) after it had reached ``LEARNED`` × chance
+NEAR_CHANCE, LEARNED = 1.5, 3.0
+
+
+class Collapsed(Exception):  # noqa: N818 - an event the loop handles, not an error
+    """Raised by the loop for an epoch the guard rejected; nothing of the epoch was saved."""
+
+    def __init__(self, epoch: int, reason: str) -> None:
+        super().__init__(reason)
+        self.epoch, self.reason = epoch, reason
+
+
+class RunCollapsed(DfkdError):
+    """The guard's tries are spent: the run stops, keeping its last healthy epoch."""
+
+
+@dataclass
+class CollapseGuard:
+    """Reads each epoch's row; counts and records the rollbacks. Its state is checkpointed
+    apart from the job's, so a rollback does not undo the count of rollbacks."""
+
+    num_classes: int
+    max_rollbacks: int = 3
+    rollbacks: int = 0
+    peak_agree: float = 0.0  # over the epochs kept so far
+    widest_student: float = 100.0  # the lowest share of one class in the student's answers
+    widest_synthesis: float = 100.0  # the lowest share of one class in an epoch's samples
+    unreported: list[str] = field(default_factory=list)  # events since the last kept row
+    history: list[str] = field(default_factory=list)
+
+    def diagnose(self, row: dict[str, Any]) -> str | None:
+        """Why the epoch of ``row`` is collapsed, or None when it is healthy."""
+        if self.num_classes < 3:
+            return None  # with two classes, one class for most inputs can be right
+        share, teacher = row.get("val_top_class"), row.get("val_top_class_teacher")
+        if (
+            share is not None
+            and share >= ONE_CLASS
+            and teacher <= TEACHER_SHARE
+            and self.widest_student <= SPREAD
+        ):
+            return (
+                f"the student answered one class for {share:.0f} % of the validation set "
+                f"(the teacher {teacher:.0f} %)"
+            )
+        chance = 100.0 / self.num_classes
+        agree = row.get("agree")
+        if (
+            agree is not None
+            and agree <= NEAR_CHANCE * chance
+            and self.peak_agree >= LEARNED * chance
+        ):
+            return (
+                f"agreement fell to {agree:.1f} % (chance {chance:.0f} %) "
+                f"from {self.peak_agree:.1f} %"
+            )
+        generated = row.get("syn_top_class")
+        if (
+            generated is not None
+            and generated >= GENERATOR_ONE_CLASS
+            and self.widest_synthesis <= SPREAD
+        ):
+            return (
+                f"the teacher answered one class for {generated:.0f} % of the epoch's "
+                "synthetic samples"
+            )
+        return None
+
+    def accept(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The kept row's additions: what the guard did since the last kept epoch."""
+        self.peak_agree = max(self.peak_agree, row.get("agree", 0.0))
+        self.widest_student = min(self.widest_student, row.get("val_top_class", 100.0))
+        self.widest_synthesis = min(self.widest_synthesis, row.get("syn_top_class", 100.0))
+        if not self.unreported:
+            return {}
+        done, self.unreported = self.unreported, []
+        return {"guard": done, "guard_rollbacks": self.rollbacks}
+
+    def rolled_back(self, collapse: Collapsed, to_epoch: int, action: str) -> None:
+        self.rollbacks += 1
+        event = (
+            f"epoch {collapse.epoch}: {collapse.reason}; rolled back to epoch {to_epoch}, {action}"
+        )
+        self.unreported.append(event)
+        self.history.append(event)
+
+    def check_tries(self, collapse: Collapsed, run: Any, last_kept: int) -> None:
+        """Stop the run, in one line, when the rollbacks are spent."""
+        if self.rollbacks < self.max_rollbacks:
+            return
+        kept = (
+            f"{run}/student.safetensors holds epoch {last_kept}'s student"
+            if last_kept
+            else "no epoch was kept"
+        )
+        raise RunCollapsed(
+            f"The run collapsed at epoch {collapse.epoch} ({collapse.reason}) after "
+            f"{self.rollbacks} rollbacks that lowered the student's learning rate; stopped, "
+            f"{kept}. Try a lower rate and tighter clipping (-o lr=... -o grad_clip=1), a higher "
+            "temperature (-o T=4), or another method (dfkd list-methods)."
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rollbacks": self.rollbacks,
+            "peak_agree": self.peak_agree,
+            "widest_student": self.widest_student,
+            "widest_synthesis": self.widest_synthesis,
+            "unreported": list(self.unreported),
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rollbacks = int(state["rollbacks"])
+        self.peak_agree = float(state["peak_agree"])
+        self.widest_student = float(state["widest_student"])
+        self.widest_synthesis = float(state["widest_synthesis"])
+        self.unreported = list(state["unreported"])
+        self.history = list(state["history"])

@@ -1,0 +1,197 @@
+"""The collapse guard: a forced collapse is rolled back and recovered from, or stops the run in
+one line with its last healthy epoch kept; what it did is in metrics.jsonl and survives resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from dfkd import hookimpl
+from dfkd.synthesis.base import SynthesisResult, Synthesizer
+from dfkd.synthesis.options import DataFreeOptions
+from dfkd.testing import checkpoint_objects, make_plugins, make_tiny_images
+from dfkd.training.datafree import RunConfig, run_datafree
+from dfkd.training.guard import CollapseGuard, RunCollapsed
+from dfkd.training.loop import SilentReporter
+
+
+class CollapsingSynthesizer(Synthesizer):
+    """The tiny dataset's kind of images (a healthy student learns from them); on the epochs
+    listed in ``POISONED`` the student's loss drives it to answer class 0 for everything, once
+    per listed epoch (a rollback's retry is healthy) or, with ``ALWAYS``, every time. The poison
+    is bookkeeping of the test, not the synthesizer's state, so a rollback does not undo it."""
+
+    POISONED: list[int] = []
+    ALWAYS = False
+
+    def synthesize(self):
+        images, _ = make_tiny_images(self.options.syn_batch, seed=int(torch.randint(1000, ())))
+        self.images = F.interpolate(images.float() / 255, size=self.ctx.image_size)
+        return SynthesisResult(self.images, {})
+
+    def sample(self):
+        return self.ctx.normalize(self.images).to(self.ctx.device)
+
+    def student_loss(self, s_logits, t_logits, step):
+        epoch = step // 20 + 1  # the tiny preset's 20 student steps an epoch
+        if epoch in self.POISONED:
+            return 100 * F.cross_entropy(s_logits, torch.zeros_like(s_logits[:, 0]).long()), {}
+        return super().student_loss(s_logits, t_logits, step)
+
+    def end_epoch(self, epoch):
+        if not self.ALWAYS and epoch + 1 in self.POISONED:
+            self.POISONED.remove(epoch + 1)
+        return {}
+
+
+class CollapsingPlugin:
+    @hookimpl
+    def register_methods(self, register):
+        register(
+            "collapse",
+            CollapsingSynthesizer,
+            "a student forced to collapse",
+            options=DataFreeOptions,
+            presets={"tiny": {"epochs": 3, "ep_steps": 20, "kd_steps": 2, "batch_size": 32}},
+        )
+
+
+@pytest.fixture
+def collapsing(monkeypatch):
+    monkeypatch.setattr(CollapsingSynthesizer, "POISONED", [])
+    monkeypatch.setattr(CollapsingSynthesizer, "ALWAYS", False)
+    return make_plugins((CollapsingPlugin(), "dfkd-plugin-collapse"))
+
+
+class Interrupt(SilentReporter):
+    def __init__(self, after: int):
+        self.after = after
+
+    def epoch_end(self, row):
+        if row["epoch"] == self.after:
+            raise KeyboardInterrupt
+
+
+def _config(weights, out: str) -> RunConfig:
+    return RunConfig(
+        method="collapse",
+        teacher="lenet5",
+        student="lenet5_half",
+        preset="tiny",
+        teacher_weights=str(weights["lenet5"]),  # no dataset: teacher-only, as users run it
+        out=out,
+    )
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_collapsed_epoch_is_rolled_back_and_run_again_slower(
+    collapsing, workdir, tiny_teacher_weights
+):
+    plain = run_datafree(_config(tiny_teacher_weights, "runs/plain"), plugins=collapsing)
+    CollapsingSynthesizer.POISONED[:] = [2]
+    guarded = run_datafree(_config(tiny_teacher_weights, "runs/g"), plugins=collapsing)
+    rows = _rows(workdir / "runs/g")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]  # the collapsed try left no row
+    assert "guard" not in rows[0]
+    [event] = rows[1]["guard"]
+    assert event.startswith("epoch 2: agreement fell to 0.0 % (chance 10 %) from ")
+    assert event.endswith(
+        "rolled back to epoch 1, student learning rate x0.5 of its schedule, gradient norm "
+        "clipped at 5"
+    )
+    assert guarded.guard_events == [event]
+    assert rows[1]["guard_rollbacks"] == 1 and "guard" not in rows[2]
+    assert all(r["val_top_class"] < 90 for r in rows)  # no kept epoch is collapsed
+    assert rows[2]["lr"] == pytest.approx(plain.metrics[2]["lr"] * 0.5)
+    untimed = [{k: v for k, v in r.items() if not k.startswith("seconds")} for r in rows]
+    assert untimed[0] == {k: v for k, v in plain.metrics[0].items() if not k.startswith("seconds")}
+    counters = checkpoint_objects(workdir / "runs/g")["counters"]
+    assert counters["guard_level"] == 1 and counters["grad_clip"] == 5.0
+    assert guarded.last["val_top_class"] < 90
+
+
+def test_a_run_rolled_back_resumes_exactly(collapsing, workdir, tiny_teacher_weights):
+    CollapsingSynthesizer.POISONED[:] = [2]
+    whole = run_datafree(_config(tiny_teacher_weights, "runs/whole"), plugins=collapsing)
+    CollapsingSynthesizer.POISONED[:] = [2]
+    with pytest.raises(KeyboardInterrupt):
+        run_datafree(
+            _config(tiny_teacher_weights, "runs/cut"), plugins=collapsing, reporter=Interrupt(2)
+        )
+    resumed = run_datafree(None, resume="runs/cut", plugins=collapsing)
+    a, b = load_file(whole.weights), load_file(resumed.weights)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _rows(workdir / "runs/cut")[1]["guard"] == _rows(workdir / "runs/whole")[1]["guard"]
+
+
+def test_a_collapse_that_persists_stops_in_one_line_keeping_the_last_healthy_epoch(
+    collapsing, workdir, tiny_teacher_weights
+):
+    CollapsingSynthesizer.POISONED[:] = [3]
+    CollapsingSynthesizer.ALWAYS = True
+    with pytest.raises(RunCollapsed) as stopped:
+        run_datafree(_config(tiny_teacher_weights, "runs/g"), plugins=collapsing)
+    message = str(stopped.value)
+    assert "\n" not in message
+    assert message.startswith("The run collapsed at epoch 3 (")
+    assert "after 3 rollbacks" in message
+    assert "runs/g/student.safetensors holds epoch 2's" in message
+    assert "-o lr=" in message
+    assert [r["epoch"] for r in _rows(workdir / "runs/g")] == [1, 2]
+    assert json.loads((workdir / "runs/g/student.json").read_text())["epoch"] == 2
+
+
+def test_the_cli_says_the_run_collapsed_and_exits_non_zero(
+    collapsing, workdir, tiny_teacher_weights
+):
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    CollapsingSynthesizer.POISONED[:] = [2]
+    CollapsingSynthesizer.ALWAYS = True
+    weights = str(tiny_teacher_weights["lenet5"])
+    done = CliRunner().invoke(
+        make_app(collapsing),
+        ["run", "collapse", "--teacher", "lenet5", "--student", "lenet5_half", "--preset",
+         "tiny", "--teacher-weights", weights, "--out", "runs/cli"],
+    )  # fmt: skip
+    assert done.exit_code == 1
+    assert "collapse guard: epoch 2: " in done.output
+    assert "The run collapsed at epoch 2" in done.output and "holds epoch 1's" in done.output
+    assert "Traceback" not in done.output
+
+
+@pytest.mark.parametrize(
+    ("row", "verdict"),
+    [
+        ({"val_top_class": 95.0, "val_top_class_teacher": 10.0}, "answered one class for 95 %"),
+        ({"val_top_class": 95.0, "val_top_class_teacher": 80.0}, None),  # the teacher too
+        ({"val_top_class": 60.0, "val_top_class_teacher": 10.0}, None),
+        ({"agree": 12.0}, "agreement fell to 12.0 % (chance 10 %) from 60.0 %"),
+        ({"agree": 40.0}, None),
+        ({"syn_top_class": 97.0}, "one class for 97 % of the epoch's synthetic samples"),
+        ({"syn_top_class": 70.0}, None),
+    ],
+)
+def test_the_guard_reads_a_collapse_from_an_epochs_row(row, verdict):
+    guard = CollapseGuard(num_classes=10)
+    guard.accept({"agree": 60.0, "syn_top_class": 30.0, "val_top_class": 20.0})
+    found = guard.diagnose(row)
+    assert (found is None) if verdict is None else (verdict in found)
+
+
+def test_a_student_or_generator_that_never_learned_is_not_called_collapsed():
+    assert CollapseGuard(num_classes=10).diagnose({"agree": 11.0}) is None
+    assert CollapseGuard(num_classes=10).diagnose({"syn_top_class": 100.0}) is None
+    one_class = {"val_top_class": 100.0, "val_top_class_teacher": 10.0}
+    assert CollapseGuard(num_classes=10).diagnose(one_class) is None
+    assert CollapseGuard(num_classes=2).diagnose({"val_top_class": 99.0}) is None
