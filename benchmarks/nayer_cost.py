@@ -68,7 +68,7 @@ def run_one_epoch(workdir: Path, threads: int, student_steps: int) -> dict:
         "--teacher", "wrn40_2", "--student", "wrn16_2", "--teacher-weights", str(weights),
         "--classes", "100", "--channels", "3", "--image-size", "32",
         "--mean", MEAN, "--std", STD, "--preset", "cifar100",
-        "-o", "warmup=0", "-o", "epochs=1",
+        "-o", "warmup=0", "-o", "epochs=1", "-o", "embeddings=random",  # cost only
         "-o", f"ep_steps={student_steps}", "-o", f"kd_steps={student_steps}",
         "--val-size", "8", "--val-steps", "1", "--out", str(run_dir),
     ]  # fmt: skip

@@ -1,5 +1,6 @@
 """FastDFKD plugin: the meta updates against hand-computed values, their wiring in a round, the
-warm-up switch, reset_l0, the state round trip, and the method contract."""
+warm-up switch, reset_l0, the state round trip, the per-teacher presets' check of the teacher,
+and the method contract."""
 
 from __future__ import annotations
 
@@ -20,13 +21,15 @@ from dfkd_plugin_fast.synthesizer import (
     reset_first_layers,
 )
 from torch import nn
+from typer.testing import CliRunner
 
+from dfkd.cli import make_app
 from dfkd.errors import UsageError
 from dfkd.models.lenet import lenet5_bn, lenet5_half
 from dfkd.options import build_options
 from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.generators import Generator
-from dfkd.testing import MethodContract
+from dfkd.testing import MethodContract, make_plugins
 
 DIST = "dfkd-plugin-fast"
 TINY = [
@@ -62,13 +65,19 @@ class TestContract(MethodContract):
     persistent_generator = False  # each process keeps its own meta-generator
 
 
-def options(*extra: str) -> FastOptions:
-    return build_options(FastOptions, {}, [*TINY, *extra])
+def options(*extra: str, preset: str | None = None) -> FastOptions:
+    return build_options(FastOptions, PRESETS[preset] if preset else {}, [*TINY, *extra])
 
 
-def synthesizer(*extra: str, seed: int = 0, run_dir: Path | None = None) -> FastSynthesizer:
-    """A synthesizer around an untrained 1-channel, 32 px LeNet-5-BN teacher; its pool is in
-    memory, or in ``run_dir``/images."""
+def synthesizer(
+    *extra: str,
+    seed: int = 0,
+    run_dir: Path | None = None,
+    preset: str | None = None,
+    teacher_name: str = "lenet5_bn",
+) -> FastSynthesizer:
+    """A synthesizer around an untrained 1-channel, 32 px LeNet-5-BN teacher (named
+    ``teacher_name`` to the synthesizer); its pool is in memory, or in ``run_dir``/images."""
     torch.manual_seed(0)  # the same teacher and student whatever the synthesizer's seed
     teacher = lenet5_bn(10, 1).eval().requires_grad_(False)
     student = lenet5_half(10, 1)
@@ -83,8 +92,9 @@ def synthesizer(*extra: str, seed: int = 0, run_dir: Path | None = None) -> Fast
         std=(0.3,),
         device=torch.device("cpu"),
         run_dir=run_dir,
+        run_info={"teacher": teacher_name},
     )
-    return FastSynthesizer(ctx, options(*extra))
+    return FastSynthesizer(ctx, options(*extra, preset=preset))
 
 
 class RecordingOptimizer:
@@ -265,3 +275,53 @@ def test_presets_carry_the_script_values():
 def test_bad_options_are_refused(bad):
     with pytest.raises(UsageError, match=bad.split("=")[0]):
         synthesizer(bad)
+
+
+@pytest.mark.parametrize(
+    ("preset", "teacher", "says"),
+    [
+        ("cifar10-resnet34", "resnet34", None),
+        (
+            "cifar100-resnet34-fast2",
+            "wrn40_2",
+            "a resnet34 teacher, not wrn40_2; the wrn40_2 presets",
+        ),
+        ("cifar10-vgg11-fast5", "lenet5_bn", "a vgg11 teacher, not lenet5_bn; tune them"),
+        ("cifar10", "resnet34", "a wrn40_2 teacher, not resnet34; the resnet34 presets"),
+        ("cifar100", "wrn40_2", None),
+        ("fashion-mnist", "resnet34", None),  # a preset of a dataset, not of a teacher
+    ],
+)
+def test_a_per_teacher_preset_says_in_one_line_when_the_teacher_is_another(
+    preset, teacher, says, capsys
+):
+    synthesizer(preset=preset, teacher_name=teacher)
+    lines = capsys.readouterr().err.splitlines()
+    if says is None:
+        assert lines == []
+    else:
+        (line,) = lines
+        assert says in line and "adv and oh" in line
+
+
+def test_a_preset_teacher_of_none_silences_the_check(capsys):
+    synthesizer("preset_teacher=none", preset="cifar10-resnet34", teacher_name="vgg11")
+    assert capsys.readouterr().err == ""
+    assert build_options(FastOptions, PRESETS["cifar10-vgg11"]).preset_teacher == "vgg11"
+
+
+def test_the_teacher_of_the_command_line_reaches_the_check(tiny_teacher_weights, workdir):
+    args = ["run", "fast", "--preset", "cifar10-resnet34", "--teacher", "lenet5_bn"]
+    args += ["--teacher-weights", str(tiny_teacher_weights["lenet5_bn"]), "--dataset", "tiny"]
+    args += ["--student", "lenet5_half", "--mixed-precision", "no", "--out", str(workdir / "r")]
+    args += ["--val-size", "8", "--val-steps", "1"]
+    for value in [*TINY, "warmup=0", "epochs=1"]:
+        args += ["-o", value]
+    done = CliRunner().invoke(make_app(make_plugins((dfkd_plugin_fast, DIST))), args)
+    assert done.exit_code == 0, done.output
+    said = [line for line in done.stderr.splitlines() if "published for" in line]
+    assert said == [
+        "Warning: fast: the preset's adv and oh were published for a resnet34 teacher, not "
+        "lenet5_bn; tune them with -o adv=... -o oh=..., or silence this with "
+        "-o preset_teacher=none."
+    ]

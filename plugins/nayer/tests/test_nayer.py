@@ -1,11 +1,14 @@
 """NAYER plugin: the noisy-layer generator, the loop's pieces, the generator's life, where label
 embeddings come from (file, teacher's folder, fixed fallback, the embed-labels command with an
-injected encoder), the state round trip, and the method contract."""
+injected encoder or an imported file) and how a run reports them, the state round trip, and the
+method contract."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import pickle
 import shutil
 import sys
 import warnings
@@ -25,6 +28,7 @@ from dfkd_plugin_nayer.generator import NoisyLayerGenerator
 from dfkd_plugin_nayer.options import NayerOptions
 from dfkd_plugin_nayer.synthesizer import NayerSynthesizer
 from safetensors import safe_open
+from typer.testing import CliRunner
 
 from dfkd.cli import make_app
 from dfkd.errors import UsageError
@@ -88,12 +92,14 @@ class TinyEncoder:
         return torch.tensor([[len(t), sum(c in "aeiou" for c in t), 1.0] for t in texts])
 
 
-def context(run_dir: Path | None = None, teacher_weights: Path | None = None) -> SynthesisContext:
+def context(
+    run_dir: Path | None = None, teacher_weights: Path | None = None, student=lenet5_half
+) -> SynthesisContext:
     torch.manual_seed(0)  # the same untrained teacher and student every time
     info = {"teacher_weights": str(teacher_weights)} if teacher_weights else {}
     return SynthesisContext(
         teacher=lenet5_bn(10, 1).eval().requires_grad_(False),
-        student=lenet5_half(10, 1),
+        student=student(10, 1),
         num_classes=10,
         channels=1,
         image_size=32,
@@ -108,9 +114,31 @@ def context(run_dir: Path | None = None, teacher_weights: Path | None = None) ->
 def synthesizer(*extra: str, seed: int = 0, **kwargs) -> NayerSynthesizer:
     ctx = context(**kwargs)
     torch.manual_seed(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return NayerSynthesizer(ctx, build_options(NayerOptions, {}, [*TINY, *extra]))
+    return NayerSynthesizer(ctx, build_options(NayerOptions, {}, [*TINY, *extra]))
+
+
+def nayer_cli(*args: object):
+    """``dfkd ARGS`` in-process with the NAYER plugin; Python warnings recorded, not shown."""
+    app = make_app(make_plugins((dfkd_plugin_nayer, DIST)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        done = CliRunner().invoke(app, [str(a) for a in args])
+    done.warnings = [str(w.message) for w in caught]
+    return done
+
+
+def run_args(weights: Path, out: Path, *options: str) -> list[str]:
+    """A tiny two-epoch `dfkd run nayer` (one warm-up epoch) from ``weights`` into ``out``."""
+    args = ["run", "nayer", "--teacher", "lenet5_bn", "--teacher-weights", weights]
+    args += ["--student", "lenet5_half", "--dataset", "tiny", "--mixed-precision", "no"]
+    args += ["--val-size", "8", "--val-steps", "1", "--out", out]
+    for value in [*TINY, "epochs=2", *options]:
+        args += ["-o", value]
+    return args
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 # --- the noisy-layer generator ---------------------------------------------------------------
@@ -175,11 +203,31 @@ def test_a_round_runs_its_loops_with_balanced_targets_and_new_noisy_layers():
     assert labels[:10].tolist() == list(range(10)) and labels[12:22].tolist() == list(range(10))
     assert not torch.equal(synth.generator.noisy[0].weight, noisy)
     assert synth.bn_stats.hooks[0].ema_mean is not None
-    synth.end_epoch(0)  # epoch 1 = warmup: g_loops = 1, still no adversarial term
-    result = synth.synthesize()
-    assert len(synth.pool) == 36 and "loss_adv" not in result.logs
-    synth.end_epoch(1)
-    assert "loss_adv" in synth.synthesize().logs
+    synth.end_epoch(0)  # epoch 1 = warmup: g_loops = 1
+    synth.synthesize()
+    assert len(synth.pool) == 36
+
+
+def test_the_adversarial_term_starts_with_the_first_distillation_epoch():
+    """As the reference, which counts the epoch up before it tests epoch > warmup."""
+    synth = synthesizer("warmup=2")
+    for epoch in range(2):
+        assert "loss_adv" not in synth.synthesize().logs, epoch
+        synth.end_epoch(epoch)
+    assert "loss_adv" in synth.synthesize().logs  # epoch 2 = warmup: KD starts, and so does adv
+    assert "loss_adv" not in synthesizer("warmup=2", "adv=0").synthesize().logs
+
+
+def test_the_loops_after_the_first_see_the_student_in_train_mode():
+    """As the reference: the student's batch statistics from the second loop on, which move its
+    BN running averages; the first loop of a round sees it in eval mode."""
+    for loops, moves in ((1, False), (2, True)):
+        synth = synthesizer("warmup=0", f"g_loops={loops}", student=lenet5_bn)
+        synth.end_epoch(0)  # epoch 1: adversarial whether it starts at warmup or warmup + 1
+        bn = next(m for m in synth.student.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        before = bn.running_mean.clone()
+        assert "loss_adv" in synth.synthesize().logs
+        assert (not torch.equal(bn.running_mean, before)) == moves, loops
 
 
 def test_the_generator_lives_g_life_epochs():
@@ -229,17 +277,81 @@ def test_a_run_reads_embeddings_beside_the_teacher_or_from_the_option(tmp_path):
     torch.testing.assert_close(synth.label_embeddings, -beside)
 
 
-def test_without_embeddings_a_fixed_seeded_embedding_is_used_and_announced(tmp_path):
-    with pytest.warns(UserWarning, match="fixed random embedding"):
-        first = NayerSynthesizer(
-            context(teacher_weights=tmp_path / "t.safetensors"),
-            build_options(NayerOptions, {}, TINY),
-        )
+def test_without_embeddings_a_fixed_seeded_embedding_is_used_and_said_in_one_line(tmp_path, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a line on stderr, not a Python warning
+        first = synthesizer(teacher_weights=tmp_path / "t.safetensors")
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "random label embeddings (embedding_seed 0)" in line
+    assert str(tmp_path / "t.labels.safetensors") in line and "dfkd nayer embed-labels" in line
     second = synthesizer(seed=3)
-    assert first.embedding_source == "random" and first.label_embeddings.shape == (10, 8)
+    assert first.embedding_source == "random (seed 0)" and first.label_embeddings.shape == (10, 8)
     torch.testing.assert_close(first.label_embeddings, second.label_embeddings)
     third = synthesizer("embedding_seed=1")
     assert not torch.equal(first.label_embeddings, third.label_embeddings)
+    capsys.readouterr()
+    chosen = synthesizer("embeddings=random", teacher_weights=tmp_path / "t.safetensors")
+    assert capsys.readouterr().err == ""  # asked for: nothing to say
+    torch.testing.assert_close(chosen.label_embeddings, first.label_embeddings)
+
+
+def test_random_embeddings_ignore_a_file_and_refuse_one_named(tmp_path):
+    weights = tmp_path / "teacher.safetensors"
+    save_label_embeddings(default_embeddings_path(weights), torch.ones(10, 4), list("abcdefghij"))
+    synth = synthesizer("embeddings=random", teacher_weights=weights)
+    assert synth.label_embeddings.shape == (10, 8) and synth.embedding_source == "random (seed 0)"
+    with pytest.raises(UsageError, match="embeddings=random ignores label_embeddings"):
+        synthesizer("embeddings=random", f"label_embeddings={weights}")
+
+
+def test_a_run_names_its_label_embeddings_in_every_metrics_row(tiny_teacher_weights, workdir):
+    """Which embeddings a number came from is in the run's record; without a file the run says so
+    in one plain line; the adversarial term is on from the first distillation epoch."""
+    weights = tiny_teacher_weights["lenet5_bn"]
+    done = nayer_cli(*run_args(weights, workdir / "random"))
+    assert done.exit_code == 0, done.output
+    rows = metrics(workdir / "random")
+    assert [r["embeddings"] for r in rows] == ["random (seed 0)"] * 2
+    assert "loss_adv" not in rows[0] and "loss_adv" in rows[1]
+    said = [line for line in done.stderr.splitlines() if "label embeddings" in line]
+    assert len(said) == 1 and "dfkd nayer embed-labels" in said[0], done.stderr
+    assert not [w for w in done.warnings if "embedding" in w]
+    path = workdir / "clip.labels.safetensors"
+    save_label_embeddings(path, torch.randn(10, 6), list("abcdefghij"), encoder="tiny")
+    done = nayer_cli(*run_args(weights, workdir / "file", f"label_embeddings={path}"))
+    assert done.exit_code == 0, done.output
+    rows = metrics(workdir / "file")
+    assert {r["embeddings"] for r in rows} == {f"file:{path} (encoder: tiny)"}
+    assert "label embeddings" not in done.stderr
+
+
+def test_a_preset_of_the_paper_refuses_random_embeddings_unless_asked(
+    tiny_teacher_weights, workdir
+):
+    weights = workdir / "teacher.safetensors"
+    shutil.copy(tiny_teacher_weights["lenet5_bn"], weights)
+    refused = nayer_cli(*run_args(weights, workdir / "refused"), "--preset", "cifar10")
+    assert refused.exit_code == 2, refused.output
+    (error,) = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+    assert "embeddings=text" in error and str(default_embeddings_path(weights)) in error
+    assert "embed-labels" in error and "--from FILE" in error and "open_clip" in error
+    assert "-o embeddings=random" in error and "Traceback" not in refused.output
+    chosen = nayer_cli(
+        *run_args(weights, workdir / "chosen", "embeddings=random"), "--preset", "cifar10"
+    )
+    assert chosen.exit_code == 0, chosen.output
+    assert {r["embeddings"] for r in metrics(workdir / "chosen")} == {"random (seed 0)"}
+    # the reference's embeddings, imported beside the teacher: the preset runs on them
+    reference = workdir / "cifar10_le.pickle"
+    reference.write_bytes(pickle.dumps(torch.randn(10, 12).half(), protocol=4))
+    imported = nayer_cli(
+        "nayer", "embed-labels", "-d", "tiny", "--teacher-weights", weights, "--from", reference
+    )
+    assert imported.exit_code == 0, imported.output
+    done = nayer_cli(*run_args(weights, workdir / "text"), "--preset", "cifar10")
+    assert done.exit_code == 0, done.output
+    named = f"file:{default_embeddings_path(weights)} (imported from {reference})"
+    assert {r["embeddings"] for r in metrics(workdir / "text")} == {named}
 
 
 def test_embed_labels_command_with_an_injected_encoder(tmp_path, monkeypatch):
@@ -252,8 +364,6 @@ def test_embed_labels_command_with_an_injected_encoder(tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     plugins = make_plugins((dfkd_plugin_nayer, DIST))
-    from typer.testing import CliRunner
-
     app = make_app(plugins)
     weights = tmp_path / "teacher.safetensors"
     args = ["nayer", "embed-labels", "--dataset", "tiny", "--teacher-weights", str(weights)]
@@ -271,6 +381,83 @@ def test_embed_labels_command_with_an_injected_encoder(tmp_path, monkeypatch):
     assert again.exit_code == 2 and "--overwrite" in again.output
 
 
+class Evil:
+    """A pickle that would make a folder when loaded with pickle.load."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.folder),))
+
+
+def test_embed_labels_imports_finished_embeddings_without_an_encoder(tmp_path):
+    weights = tmp_path / "teacher.safetensors"
+    args = ["nayer", "embed-labels", "-d", "tiny", "--teacher-weights", weights, "--overwrite"]
+    rows = torch.randn(10, 12)
+    # the reference's format: pickle.dump of a half tensor (its files hold CUDA storages)
+    (tmp_path / "le.pickle").write_bytes(pickle.dumps(rows.half(), protocol=4))
+    torch.save(rows, tmp_path / "le.pt")
+    save_label_embeddings(tmp_path / "le.safetensors", rows, [str(i) for i in range(10)])
+    for name, expected in (
+        ("le.pickle", rows.half().float()),
+        ("le.pt", rows),
+        ("le.safetensors", rows),
+    ):
+        done = nayer_cli(*args, "--from", tmp_path / name)
+        assert done.exit_code == 0, done.output
+        path = default_embeddings_path(weights)
+        torch.testing.assert_close(load_label_embeddings(path, 10), expected)
+        with safe_open(str(path), "pt") as f:
+            assert f.metadata()["imported"] == str(tmp_path / name)
+
+
+def test_embed_labels_refuses_a_bad_import_in_one_line(tmp_path):
+    weights = tmp_path / "teacher.safetensors"
+    args = ["nayer", "embed-labels", "-d", "tiny", "--teacher-weights", weights, "--from"]
+    made = tmp_path / "made-by-the-pickle"
+    (tmp_path / "evil.pickle").write_bytes(pickle.dumps(Evil(made)))
+    (tmp_path / "text.pickle").write_text("not a tensor\n")
+    (tmp_path / "three.pickle").write_bytes(pickle.dumps(torch.randn(3, 4)))
+    (tmp_path / "flat.pickle").write_bytes(pickle.dumps(torch.randn(10)))
+    nan = torch.randn(10, 4)
+    nan[2, 1] = float("nan")
+    (tmp_path / "nan.pickle").write_bytes(pickle.dumps(nan))
+    for name, says in (
+        ("evil.pickle", "not part of a tensor"),
+        ("text.pickle", "not a tensor file"),
+        ("three.pickle", "embeds 3 classes; the dataset has 10"),
+        ("flat.pickle", "not one (classes, size) float tensor"),
+        ("nan.pickle", "NaN"),
+        ("missing.pickle", "does not exist"),
+    ):
+        done = nayer_cli(*args, tmp_path / name)
+        assert done.exit_code == 2, (name, done.output)
+        assert says in done.output and len(done.output.strip().splitlines()) == 1, done.output
+    assert not made.exists() and not default_embeddings_path(weights).exists()
+    torch.save(torch.randn(10, 4), tmp_path / "le.pt")
+    done = nayer_cli(*args, tmp_path / "le.pt", "--encoder", "x:y")
+    assert done.exit_code == 2 and "drop --prompt and --encoder" in done.output
+
+
+def test_prompts_read_underscores_and_hyphens_as_spaces():
+    """As the reference's label_embedding.py (CIFAR-100's aquarium_fish, lawn_mower, ...)."""
+    texts: list[str] = []
+
+    class Recording:
+        def encode(self, batch: list[str]) -> torch.Tensor:
+            texts.extend(batch)
+            return torch.zeros(len(batch), 2)
+
+    compute_label_embeddings(["aquarium_fish", "lawn_mower", "t-shirt", "apple"], Recording())
+    assert texts == [
+        "a image of aquarium fish",
+        "a image of lawn mower",
+        "a image of t shirt",
+        "a image of apple",
+    ]
+
+
 def test_embed_labels_without_an_encoder_says_what_to_install(tmp_path, monkeypatch):
     import importlib.util
 
@@ -281,8 +468,6 @@ def test_embed_labels_without_an_encoder_says_what_to_install(tmp_path, monkeypa
         lambda name, *a: None if name in ("open_clip", "transformers") else real(name, *a),
     )
     app = make_app(make_plugins((dfkd_plugin_nayer, DIST)))
-    from typer.testing import CliRunner
-
     args = ["nayer", "embed-labels", "-d", "tiny", "--teacher-weights", str(tmp_path / "t.st")]
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 1
@@ -329,6 +514,8 @@ def test_presets_carry_the_script_values():
         512,
     )
     assert build_options(NayerOptions, PRESETS["cifar100-nayer300"]).epochs == 320
+    assert {PRESETS[name]["embeddings"] for name in PRESETS if name.startswith("cifar")} == {"text"}
+    assert build_options(NayerOptions, PRESETS["fashion-mnist"]).embeddings == "auto"
 
 
 @pytest.mark.parametrize(

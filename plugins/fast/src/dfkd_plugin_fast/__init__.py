@@ -40,12 +40,18 @@ def _script_presets() -> dict[str, dict]:
     <dataset>-<teacher>[-fast2|-fast5] for every published teacher and step setting."""
     presets = {}
     for dataset in ("cifar10", "cifar100"):
-        presets[dataset] = _SCRIPT | TEACHERS["wrn40_2"] | STEPS[10]
-        for teacher, weights in TEACHERS.items():
+        presets[dataset] = _SCRIPT | _tuned_for("wrn40_2") | STEPS[10]
+        for teacher in TEACHERS:
             for k, steps in STEPS.items():
                 suffix = "" if k == 10 else f"-fast{k}"
-                presets[f"{dataset}-{teacher}{suffix}"] = _SCRIPT | weights | steps
+                presets[f"{dataset}-{teacher}{suffix}"] = _SCRIPT | _tuned_for(teacher) | steps
     return presets
+
+
+def _tuned_for(teacher: str) -> dict:
+    """A published teacher's adv and oh, and its name, so that a run with another teacher says
+    that they were not tuned for it."""
+    return TEACHERS[teacher] | {"preset_teacher": teacher}
 
 
 # lenet5_bn -> lenet5_half, found by short benchmark runs on the CPU (README, "Benchmarks"):

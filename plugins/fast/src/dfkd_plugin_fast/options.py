@@ -39,3 +39,8 @@ class FastOptions(PooledInversionOptions):
         "and zero bias, once, at epoch warmup + reset_l0_epoch.",
     )
     reset_l0_epoch: int = option(120, "Epochs after warm-up at which reset_l0 happens.")
+    preset_teacher: str | None = option(
+        None,
+        "The teacher architecture whose published adv and oh these are (the per-teacher presets "
+        "set it); a run with another --teacher says so in one line. none: no check.",
+    )

@@ -23,6 +23,7 @@ from dfkd.api import (
     SynthesisContext,
     SynthesisResult,
 )
+from dfkd_plugin_fast import TEACHERS
 from dfkd_plugin_fast.options import FastOptions
 
 BETAS = (0.5, 0.999)
@@ -47,6 +48,30 @@ def reptile_gradients(meta: nn.Module, fast: nn.Module, scale: float) -> None:
         p_meta.grad = scale * (p_meta.detach() - p_fast.detach())
 
 
+def check_preset_teacher(ctx: SynthesisContext, options: FastOptions) -> None:
+    """One line on stderr (from the first process) when the options' adv and oh were published
+    for another teacher than the run's: they are the values that differ between teachers."""
+    teacher = ctx.run_info.get("teacher")
+    tuned = options.preset_teacher
+    if not tuned or not teacher or teacher == tuned or ctx.process_index != 0:
+        return
+    own = (
+        f"the {teacher} presets (e.g. cifar10-{teacher}) hold its own"
+        if teacher in TEACHERS
+        else "tune them with -o adv=... -o oh=..., or silence this with -o preset_teacher=none"
+    )
+    # imported here: a first import of rich draws from Python's random generator, which a run
+    # has seeded and checkpoints
+    from dfkd.api import err_console
+
+    err_console.print(
+        f"Warning: fast: the preset's adv and oh were published for a {tuned} teacher, not "
+        f"{teacher}; {own}.",
+        markup=False,
+        highlight=False,
+    )
+
+
 @torch.no_grad()
 def reset_first_layers(generator: Generator, rng: torch.Generator | None = None) -> None:
     """The reference's reset_l0: the projection Linear and the first BatchNorm get N(0, 0.02)
@@ -61,6 +86,7 @@ class FastSynthesizer(PooledInversion):
 
     def __init__(self, ctx: SynthesisContext, options: FastOptions) -> None:
         super().__init__(ctx, options, "fast")
+        check_preset_teacher(ctx, options)
         self.generator = Generator(options.nz, options.ngf, ctx.image_size, ctx.channels).to(
             ctx.device
         )

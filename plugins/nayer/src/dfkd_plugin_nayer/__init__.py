@@ -24,6 +24,8 @@ _SCRIPT = {
     "gwp_loops": 10,
     "ngf": 64,
     "le_emb_size": 1000,
+    # the paper's CLIP label-text embeddings: refused without them unless -o embeddings=random
+    "embeddings": "text",
 }
 G_STEPS = {"cifar10": 30, "cifar100": 40}
 #: NAYER-100/200/300: the total epochs of nayer_{100,200,300}.sh

@@ -3,17 +3,22 @@ a text encoder, computed once per teacher and stored beside its weights.
 
 The encoder is anything with ``encode(list[str]) -> Tensor`` (one row per text): the paper's CLIP
 ViT-B/32 text tower through ``open_clip`` or ``transformers`` when one is installed, or any
-object a ``module:attribute`` names.
+object a ``module:attribute`` names. Finished embeddings (the reference's ``{dataset}_le.pickle``)
+are imported instead of encoded.
 """
 
 from __future__ import annotations
 
+import collections
 import importlib
 import importlib.util
+import io
 import json
+import pickle
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -48,7 +53,8 @@ def compute_label_embeddings(
     """``encoder`` on ``prompt`` filled with each class name: a float32 (K, D) CPU tensor."""
     if not class_names:
         raise UsageError("the dataset has no class names to embed.")
-    texts = [prompt.format(name) for name in class_names]
+    # as the reference's label_embedding.py: "aquarium_fish" is embedded as "aquarium fish"
+    texts = [prompt.format(name.replace("_", " ").replace("-", " ")) for name in class_names]
     with torch.no_grad():
         rows = encoder.encode(texts)
     if not isinstance(rows, Tensor) or rows.dim() != 2 or rows.shape[0] != len(texts):
@@ -83,6 +89,86 @@ def load_label_embeddings(path: str | Path, num_classes: int | None = None) -> T
     if num_classes is not None and rows.shape[0] != num_classes:
         raise UsageError(f"{path} embeds {rows.shape[0]} classes; the teacher has {num_classes}.")
     return rows.float()
+
+
+def describe_label_embeddings(path: str | Path) -> str:
+    """How a run names the embedding file it read (in its metrics rows): the path, and the encoder
+    that made the file or the file it was imported from, as its metadata says."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if "encoder" in meta:
+        return f"file:{path} (encoder: {meta['encoder']})"
+    if "imported" in meta:
+        return f"file:{path} (imported from {meta['imported']})"
+    return f"file:{path}"
+
+
+def import_label_embeddings(path: str | Path, num_classes: int) -> Tensor:
+    """The (K, D) embeddings of a file made elsewhere, one row per class in the dataset's order:
+    safetensors (an ``embeddings`` tensor, or its only tensor), ``torch.save`` of a tensor, or a
+    pickled tensor such as the reference's ``cifar10_le.pickle``. Nothing in the file is run."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--from {path} does not exist.")
+    try:
+        found = _read_tensors(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file: one line, not a trace
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UsageError(
+            f"--from {path} is not a tensor file (safetensors, torch.save or a pickled tensor): "
+            f"{reason}"
+        ) from None
+    if isinstance(found, dict):
+        tensors = [v for v in found.values() if isinstance(v, Tensor)]
+        found = found.get("embeddings", tensors[0] if len(tensors) == 1 else found)
+    if not isinstance(found, Tensor) or found.dim() != 2 or not found.is_floating_point():
+        what = f"a {tuple(found.shape)} tensor" if isinstance(found, Tensor) else "no one tensor"
+        raise UsageError(f"--from {path} holds {what}, not one (classes, size) float tensor.")
+    if found.shape[0] != num_classes:
+        raise UsageError(
+            f"--from {path} embeds {found.shape[0]} classes; the dataset has {num_classes}."
+        )
+    if not torch.isfinite(found).all():
+        raise UsageError(f"--from {path} has NaN or infinite values.")
+    return found.detach().to("cpu", torch.float32).contiguous()
+
+
+def _read_tensors(path: Path) -> Any:
+    """A safetensors file's tensors, or what a ``torch.save`` or pickle file holds."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if zipfile.is_zipfile(path):  # torch.save's format
+        return torch.load(path, map_location="cpu", weights_only=True)
+    with path.open("rb") as f:  # pickle.dump's, as the reference wrote its files
+        return _TensorUnpickler(f).load()
+
+
+def _storage_from_bytes(data: bytes) -> Any:
+    """A pickled tensor's storage: a small ``torch.save`` file, read weights-only onto the CPU
+    (the reference's files hold CUDA storages; torch's own loader would run any code in them)."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+#: the only callables a pickled tensor may name: they rebuild it around a storage read weights-only
+_TENSOR_PICKLE = {
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+}
+
+
+class _TensorUnpickler(pickle.Unpickler):
+    """Unpickles a ``pickle.dump(tensor)``, which ``torch.load`` cannot read, and nothing else."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _TENSOR_PICKLE.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which is not part of a tensor")
+        return found
 
 
 def load_encoder(spec: str = "clip") -> TextEncoder:

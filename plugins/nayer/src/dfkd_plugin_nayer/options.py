@@ -5,8 +5,12 @@ reads it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from dfkd.api import PooledInversionOptions, UsageError, option
+
+#: where the label embeddings come from (see the option's help)
+EmbeddingSource = Literal["auto", "text", "random"]
 
 
 @dataclass
@@ -32,6 +36,12 @@ class NayerOptions(PooledInversionOptions):
         "Label-embedding file (safetensors, `dfkd nayer embed-labels`); default: "
         "<teacher weights stem>.labels.safetensors beside the teacher, if it exists.",
     )
+    embeddings: EmbeddingSource = option(
+        "auto",
+        "Label embeddings: text (the paper's: a file is required, else the run is refused; the "
+        "CIFAR presets), random (fixed random vectors, le_size and embedding_seed, even where a "
+        "file exists), or auto (the file if there is one, else random, said in one line).",
+    )
     le_size: int = option(
         512,
         "Size of the fixed random per-class embedding used when no embedding file exists.",
@@ -40,8 +50,14 @@ class NayerOptions(PooledInversionOptions):
     embedding_seed: int = option(0, "Seed of that fixed random embedding.")
 
     def check(self) -> None:
-        """The shared rules, and a synthesis batch the generator's BatchNorm can take."""
+        """The shared rules, one source of label embeddings, and a synthesis batch the
+        generator's BatchNorm can take."""
         super().check()
+        if self.embeddings == "random" and self.label_embeddings:
+            raise UsageError(
+                f"nayer: embeddings=random ignores label_embeddings={self.label_embeddings}; drop "
+                "one of the two."
+            )
         if self.syn_batch < 2:
             raise UsageError(
                 f"Option 'synthesis_batch_size' ({self.syn_batch}) must be at least 2: the "

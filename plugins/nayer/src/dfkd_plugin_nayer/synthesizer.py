@@ -11,7 +11,6 @@ batch to the image pool on which the student trains.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,14 @@ from dfkd.api import (
     PooledInversion,
     SynthesisContext,
     SynthesisResult,
+    UsageError,
     balanced_labels,
 )
-from dfkd_plugin_nayer.embeddings import default_embeddings_path, load_label_embeddings
+from dfkd_plugin_nayer.embeddings import (
+    default_embeddings_path,
+    describe_label_embeddings,
+    load_label_embeddings,
+)
 from dfkd_plugin_nayer.generator import NoisyLayerGenerator
 from dfkd_plugin_nayer.options import NayerOptions
 
@@ -33,25 +37,43 @@ BETAS = (0.5, 0.999)
 
 
 def find_label_embeddings(ctx: SynthesisContext, o: NayerOptions) -> tuple[Tensor, str]:
-    """The run's label embeddings and where they came from: ``label_embeddings``, else the file
-    beside the teacher's weights, else (with a warning) a fixed random embedding per class."""
-    if o.label_embeddings:
-        path = Path(o.label_embeddings)
-        return load_label_embeddings(path, ctx.num_classes), str(path)
+    """The run's label embeddings and how its metrics rows name them: the file
+    ``label_embeddings``, else the file beside the teacher's weights, else a fixed random embedding
+    per class. ``embeddings=text`` refuses the random ones and ``embeddings=random`` looks for no
+    file; with ``auto`` the fallback is one line on stderr, not a Python warning in the middle of
+    the run's output."""
     weights = ctx.run_info.get("teacher_weights")
-    if weights:
-        path = default_embeddings_path(weights)
-        if path.is_file():
-            return load_label_embeddings(path, ctx.num_classes), str(path)
-    where = f" (no {default_embeddings_path(weights)})" if weights else ""
-    warnings.warn(
-        f"nayer: no label embeddings for this teacher{where}; using a fixed random embedding per "
-        f"class (embedding_seed {o.embedding_seed}). `dfkd nayer embed-labels` makes the paper's "
-        "text embeddings.",
-        stacklevel=2,
-    )
+    beside = default_embeddings_path(weights) if weights else None
+    if o.embeddings != "random":
+        path = Path(o.label_embeddings) if o.label_embeddings else beside
+        if o.label_embeddings or (beside is not None and beside.is_file()):
+            return load_label_embeddings(path, ctx.num_classes), describe_label_embeddings(path)
+        make = (
+            f"dfkd nayer embed-labels --dataset {ctx.run_info.get('dataset') or 'DATASET'} "
+            f"--teacher-weights {weights or 'WEIGHTS'}"
+        )
+        missing = f"there is no {beside}" if beside else "no label-embedding file was given"
+        if o.embeddings == "text":
+            raise UsageError(
+                f"nayer: embeddings=text needs the paper's label-text embeddings, but {missing}. "
+                f"Make them with `{make}` (needs pip install open_clip_torch), import finished "
+                f"ones with `{make} --from FILE`, or pass -o embeddings=random to use random ones."
+            )
+        if ctx.process_index == 0:
+            # imported here: a first import of rich draws from Python's random generator, which a
+            # run has seeded and checkpoints
+            from dfkd.api import err_console
+
+            err_console.print(
+                f"Warning: nayer uses random label embeddings (embedding_seed "
+                f"{o.embedding_seed}): {missing}. For the paper's text embeddings run `{make}` "
+                "(or add --from FILE to import finished ones).",
+                markup=False,
+                highlight=False,
+            )
     rng = torch.Generator().manual_seed(o.embedding_seed)
-    return torch.randn(ctx.num_classes, o.le_size, generator=rng), "random"
+    rows = torch.randn(ctx.num_classes, o.le_size, generator=rng)
+    return rows, f"random (seed {o.embedding_seed})"
 
 
 class NayerSynthesizer(PooledInversion):
@@ -88,8 +110,9 @@ class NayerSynthesizer(PooledInversion):
 
     @property
     def adversarial(self) -> bool:
-        """The adversarial term is on after the first epoch of distillation (epoch > warmup)."""
-        return bool(self.options.adv) and self.epoch > self.options.warmup
+        """The adversarial term is on from the first epoch of distillation, as in the reference:
+        it counts the epoch up before it tests epoch > warmup."""
+        return bool(self.options.adv) and self.epoch >= self.options.warmup
 
     def synthesize(self) -> SynthesisResult:
         o = self.options
@@ -104,6 +127,9 @@ class NayerSynthesizer(PooledInversion):
             images, loop_logs = self._loop()
             for name, value in loop_logs.items():
                 logs[name] = logs.get(name, 0.0) + value / loops
+            # as the reference: the loops after the first see the student in train mode (its
+            # batch statistics, which also move its BN running averages)
+            self.student.train()
         return SynthesisResult(images, logs)
 
     def _loop(self) -> tuple[Tensor, dict[str, float]]:
@@ -129,16 +155,22 @@ class NayerSynthesizer(PooledInversion):
         logs = {f"loss_{name}": best[name].item() for name in terms}
         return images, {"loss_g": best.loss, **logs}
 
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        """The label embeddings in every metrics row, so a report says which ones a number had."""
+        return {**super().end_epoch(epoch), "embeddings": self.embedding_source}
+
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
             "generator": self.generator.state_dict(),
             "label_embeddings": self.label_embeddings.clone(),
+            "embedding_source": self.embedding_source,
             "checked_epoch": self.checked_epoch,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.label_embeddings = state["label_embeddings"].float()
+        self.embedding_source = str(state["embedding_source"])
         self.generator = self._new_generator()  # around the restored embeddings
         self.generator.load_state_dict(state["generator"])
         self.checked_epoch = int(state["checked_epoch"])
