@@ -173,10 +173,11 @@ def test_the_cli_says_the_run_collapsed_and_exits_non_zero(
 @pytest.mark.parametrize(
     ("row", "verdict"),
     [
-        ({"val_top_class": 95.0, "val_top_class_teacher": 10.0}, "answered one class for 95 %"),
-        ({"val_top_class": 95.0, "val_top_class_teacher": 80.0}, None),  # the teacher too
-        ({"val_top_class": 60.0, "val_top_class_teacher": 10.0}, None),
+        ({"epoch": 2, "val_top_class": 95.0, "val_top_class_teacher": 10.0}, "one class for 95"),
+        ({"epoch": 2, "val_top_class": 95.0, "val_top_class_teacher": 80.0}, None),  # teacher too
+        ({"epoch": 2, "val_top_class": 60.0, "val_top_class_teacher": 10.0}, None),
         ({"agree": 12.0}, "agreement fell to 12.0 % (chance 10 %) from 60.0 %"),
+        ({"agree": 15.0}, None),
         ({"agree": 40.0}, None),
         ({"syn_top_class": 97.0}, "one class for 97 % of the epoch's synthetic samples"),
         ({"syn_top_class": 70.0}, None),
@@ -192,6 +193,16 @@ def test_the_guard_reads_a_collapse_from_an_epochs_row(row, verdict):
 def test_a_student_or_generator_that_never_learned_is_not_called_collapsed():
     assert CollapseGuard(num_classes=10).diagnose({"agree": 11.0}) is None
     assert CollapseGuard(num_classes=10).diagnose({"syn_top_class": 100.0}) is None
-    one_class = {"val_top_class": 100.0, "val_top_class_teacher": 10.0}
+    one_class = {"epoch": 3, "val_top_class": 100.0, "val_top_class_teacher": 10.0}
     assert CollapseGuard(num_classes=10).diagnose(one_class) is None
+    assert CollapseGuard(num_classes=10, patience=4).diagnose(one_class) is None
+
+
+def test_a_student_still_at_one_class_after_its_patience_is_stuck():
+    stuck = {"epoch": 4, "val_top_class": 96.0, "val_top_class_teacher": 10.0}
+    found = CollapseGuard(num_classes=10, patience=4).diagnose(stuck)
+    assert found == (
+        "the student still answered one class for 96 % of the validation set (the teacher 10 %) "
+        "after 4 epochs"
+    )
     assert CollapseGuard(num_classes=2).diagnose({"val_top_class": 99.0}) is None

@@ -419,6 +419,12 @@ class _Counters:
         self.job.grad_clip = float(state.get("grad_clip", self.job.options.grad_clip))
 
 
+def _patience(options: Any) -> int:
+    """The epoch by which the student must answer more than one class: a fifth of its training
+    epochs (at least 3) after the warm-up, in which it does not train."""
+    return options.warmup + max(3, (options.epochs - options.warmup) // 5)
+
+
 def run_datafree(
     cfg: RunConfig | None,
     *,
@@ -534,7 +540,7 @@ def run_datafree(
         weights_meta(s_spec, source, command="run", method=cfg.method, teacher=cfg.teacher),
         reporter=reporter or SilentReporter(),
         criterion=test_score(source.task) if test is not None else None,
-        guard=CollapseGuard(source.num_classes),
+        guard=CollapseGuard(source.num_classes, patience=_patience(options)),
     )
     with run.lock(accelerator):
         outcome = loop.fit(job, resume=bool(resume))

@@ -26,7 +26,8 @@ ONE_CLASS, TEACHER_SHARE, SPREAD = 90.0, 50.0, 50.0
 #: generator often starts on one class too)
 GENERATOR_ONE_CLASS = 95.0
 #: agreement back at chance (within this factor of it) after it had reached ``LEARNED`` × chance
-NEAR_CHANCE, LEARNED = 1.5, 3.0
+#: (an over-confident teacher's inverted set can keep a good student's agreement near 15 %)
+NEAR_CHANCE, LEARNED = 1.2, 4.0
 
 
 class Collapsed(Exception):  # noqa: N818 - an event the loop handles, not an error
@@ -47,6 +48,9 @@ class CollapseGuard:
     apart from the job's, so a rollback does not undo the count of rollbacks."""
 
     num_classes: int
+    #: the epoch by which a student must have left one class (None: no limit): one still there
+    #: has not learned, and is treated as collapsed
+    patience: int | None = None
     max_rollbacks: int = 3
     rollbacks: int = 0
     peak_agree: float = 0.0  # over the epochs kept so far
@@ -60,16 +64,14 @@ class CollapseGuard:
         if self.num_classes < 3:
             return None  # with two classes, one class for most inputs can be right
         share, teacher = row.get("val_top_class"), row.get("val_top_class_teacher")
-        if (
-            share is not None
-            and share >= ONE_CLASS
-            and teacher <= TEACHER_SHARE
-            and self.widest_student <= SPREAD
-        ):
-            return (
-                f"the student answered one class for {share:.0f} % of the validation set "
-                f"(the teacher {teacher:.0f} %)"
+        if share is not None and share >= ONE_CLASS and teacher <= TEACHER_SHARE:
+            answered = (
+                f"one class for {share:.0f} % of the validation set (the teacher {teacher:.0f} %)"
             )
+            if self.widest_student <= SPREAD:
+                return f"the student answered {answered}"
+            if self.patience is not None and row["epoch"] >= self.patience:
+                return f"the student still answered {answered} after {row['epoch']} epochs"
         chance = 100.0 / self.num_classes
         agree = row.get("agree")
         if (
