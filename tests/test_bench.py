@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import struct
+import subprocess
+import sys
+from collections import Counter
 from importlib.metadata import version
 from pathlib import Path
 
 import dfkd_plugin_dafl
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -106,6 +112,74 @@ options = ["T=1"]
     assert "--teacher-weights" in args and "--mixed-precision" in args
 
 
+def test_pairs_name_their_own_dataset_and_methods_their_own_seeds(tmp_path):
+    file = _write(
+        tmp_path / "b.toml",
+        """
+dataset = "fashion-mnist"
+methods = ["dafl", "dfq"]
+[method.dafl]
+seeds = [0, 4]
+[[pairs]]
+name = "plain"
+teacher = "lenet5_bn"
+student = "lenet5_half"
+teacher_weights = "a.safetensors"
+[[pairs]]
+name = "five-class"
+teacher = "lenet5_bn"
+student = "lenet5_half"
+teacher_weights = "b.safetensors"
+dataset = "folder:data/five"
+""",
+    )
+    cells, errors = resolve(load_matrix(file), Plugins())  # the installed methods
+    assert errors == []
+    assert [(c.name, c.dataset) for c in cells] == [
+        ("dafl-plain-lenet5_bn-lenet5_half-seed0", "fashion-mnist"),
+        ("dafl-plain-lenet5_bn-lenet5_half-seed4", "fashion-mnist"),
+        ("dafl-five-class-lenet5_bn-lenet5_half-seed0", "folder:data/five"),
+        ("dafl-five-class-lenet5_bn-lenet5_half-seed4", "folder:data/five"),
+        ("dfq-plain-lenet5_bn-lenet5_half-seed0", "fashion-mnist"),
+        ("dfq-five-class-lenet5_bn-lenet5_half-seed0", "folder:data/five"),
+    ]
+    assert cells[2].describe()["pair"] == "five-class (lenet5_bn → lenet5_half)"
+    args = cells[2].run_arguments(Path("cell"))
+    assert args[args.index("--dataset") + 1] == "folder:data/five"
+    assert args[args.index("--teacher-weights") + 1] == "b.safetensors"
+
+
+PAIR = '[[pairs]]\nteacher = "lenet5"\nstudent = "lenet5_half"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (PAIR + 'name = ""', "pairs[0].name must be a non-empty string."),
+        (PAIR + "dataset = 3", "pairs[0].dataset must be a non-empty string."),
+        (PAIR + "[method.dafl]\nseeds = 0", "[method.dafl]: seeds must be a count (3) or a list"),
+        (PAIR + '[method.dafl]\nseeds = ["a"]', "[method.dafl]: seeds must be a count"),
+    ],
+)
+def test_bad_pair_and_method_keys_are_one_line(tmp_path, text, message):
+    file = _write(tmp_path / "b.toml", f'dataset = "tiny"\nmethods = ["dafl"]\n{text}\n')
+    with pytest.raises(UsageError) as caught:
+        load_matrix(file)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_pairs_unknown_dataset_and_unnamed_twin_pairs_are_refused(tmp_path):
+    file = _write(
+        tmp_path / "b.toml",
+        f"""dataset = "tiny"\nmethods = ["dafl"]\n{PAIR}dataset = "tinyy"\n{PAIR}{PAIR}""",
+    )
+    _, errors = resolve(load_matrix(file), dafl_plugins())
+    assert errors[0].startswith("lenet5 → lenet5_half: dataset: Unknown dataset 'tinyy'.")
+    assert len(errors) == 2
+    assert "cell dafl-lenet5-lenet5_half-seed0 appears 3 times" in errors[1]
+    assert "need a name each" in errors[1]
+
+
 def test_every_bad_cell_is_one_line_and_nothing_runs(bench_cli, workdir):
     file = _write(
         workdir / "bad.toml",
@@ -180,6 +254,81 @@ def test_the_shipped_bench_files_resolve_every_cell(file, pairs, workdir):
             assert preset == ("cifar100" if has else "cifar10")
         elif (method, preset) != ("cudfkd", "cifar10-r34-r18"):  # its resnet34 pair's own
             assert preset == file
+
+
+def test_the_robustness_bench_gives_each_teacher_its_data_and_some_methods_two_seeds():
+    matrix = load_matrix(REPO / "benchmarks/robustness.toml")
+    assert matrix.preset == ["default"]
+    # Until every method has its `default` preset, the rest is checked with its Fashion-MNIST one.
+    matrix.preset = ["default", "fashion-mnist"]
+    cells, errors = resolve(matrix, Plugins())
+    assert errors == []
+    assert len(cells) == (9 + 4) * 7
+    seeds = Counter((c.method, c.pair.name) for c in cells)
+    assert {m for (m, _), n in seeds.items() if n == 2} == {"nayer", "dfq", "cmi", "dafl"}
+    datasets = {c.pair.name: c.dataset for c in cells}
+    assert datasets["overfit"] == datasets["resnet"] == "fashion-mnist"
+    assert datasets["colour32"] == "folder:data/robust/colour32"
+    assert all(
+        c.pair.teacher_weights == f"checkpoints/robust/{c.pair.name}.safetensors" for c in cells
+    )
+
+
+def _write_fake_fashion_mnist(directory: Path, n_train: int = 40, n_test: int = 20) -> np.ndarray:
+    """Noise in the real files' format (gzipped IDX); returns the train images."""
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    splits = {
+        p: rng.integers(0, 256, (n, 28, 28), np.uint8)
+        for p, n in [("train", n_train), ("t10k", n_test)]
+    }
+    for prefix, images in splits.items():
+        for kind, array in (("images-idx3", images), ("labels-idx1", np.arange(len(images)) % 10)):
+            header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+            with gzip.open(directory / f"{prefix}-{kind}-ubyte.gz", "wb") as f:
+                f.write(header + array.astype(np.uint8).tobytes())
+    return splits["train"]
+
+
+@pytest.mark.slow
+def test_robust_teachers_writes_folder_datasets_and_caches_teachers(workdir):
+    from dfkd.data import open_dataset
+
+    original = _write_fake_fashion_mnist(workdir / "fmnist")
+    script = [sys.executable, str(REPO / "benchmarks/robust_teachers.py"), "--data-root", "fmnist"]
+    names = "overfit,smooth,five-class,inverted,colour32"
+    made = subprocess.run(
+        [*script, "--epochs-scale", "0.01", "--only", names], capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    five = open_dataset("folder:data/robust/five-class")
+    assert five.classes == ["Coat", "Dress", "Pullover", "T-shirt_top", "Trouser"]
+    assert (five.channels, five.image_size, len(five.load("train")[1])) == (1, 28, 20)
+    inverted = open_dataset("folder:data/robust/inverted")
+    images, _ = inverted.load("train")
+    assert len(inverted.classes) == 10 and inverted.mean == (0.5,)
+    assert int(images.sum()) == 255 * images.numel() - int(original.sum())
+    colour = open_dataset("folder:data/robust/colour32")
+    assert (len(colour.classes), colour.channels, colour.image_size) == (10, 3, 32)
+    images, _ = colour.load("test")
+    assert (images.float().std(dim=1) > 0).any()  # tinted, not grey in three channels
+    for name, classes, channels in [("smooth", 10, 1), ("five-class", 5, 1), ("colour32", 10, 3)]:
+        meta = json.loads((workdir / f"checkpoints/robust/{name}.json").read_text())
+        assert (meta["num_classes"], meta["channels"], meta["epoch"]) == (classes, channels, 1)
+        assert (workdir / f"checkpoints/robust/{name}.safetensors").is_file()
+    assert not list((workdir / "checkpoints").glob("*.safetensors"))  # no default teacher
+    config = json.loads((workdir / "runs/robust-teachers/smooth/config.json").read_text())
+    assert config["options"]["label_smoothing"] == 0.1
+    table = made.stdout[made.stdout.index("| teacher |") :].splitlines()
+    assert len(table) == 2 + 5 and table[4].startswith("| five-class | lenet5_bn | folder:")
+    script += ["--epochs-scale", "0.01"]  # at 1 it would write the repository's results table
+    again = subprocess.run([*script, "--only", "five-class"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "five-class: cached in checkpoints/robust, skipped" in again.stdout
+    bad = subprocess.run([*script, "--only", "tiny"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("Error: Unknown teacher(s) tiny. Known: overfit, smooth,")
+    assert bad.stderr.count("\n") == 1
 
 
 class InProcess:

@@ -156,6 +156,22 @@ def test_cli_scratch_recipe_is_recorded_and_its_schedule_is_used(cli, workdir):
     assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.001, 0.001])
 
 
+def test_cli_scratch_label_smoothing_is_recorded_and_changes_the_loss(cli, workdir):
+    losses = {}
+    for smoothing in ("0", "0.3"):
+        out = f"runs/ls{smoothing}"
+        done = cli(
+            "scratch", "--model", "lenet5_bn", "--dataset", "tiny", "--epochs", "1",
+            "--batch-size", "32", "--label-smoothing", smoothing, "--out", out, "--quiet",
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+        options = json.loads((workdir / out / "config.json").read_text())["options"]
+        assert options["label_smoothing"] == float(smoothing)
+        losses[smoothing] = json.loads((workdir / out / "metrics.jsonl").read_text())["loss"]
+    # the same seed, data and weights: only the targets differ, and smoothed ones cost more
+    assert losses["0.3"] > losses["0"]
+
+
 def test_kd_distils_on_each_kind_of_transfer_set(plugins, workdir, tiny_teacher_weights):
     teacher = str(tiny_teacher_weights["lenet5"])
     base = dict(
@@ -316,6 +332,22 @@ def test_cli_scratch_eval_and_kd(cli, workdir):
         (
             ["scratch", "--model", "lenet5", "--dataset", "tiny", "--recipe", "fast"],
             "Unknown recipe 'fast'. Known recipes: default, reference.",
+        ),
+        (
+            ["scratch", "--model", "lenet5", "--dataset", "tiny", "--label-smoothing", "1"],
+            "--label-smoothing must be >= 0 and < 1, not 1.0.",
+        ),
+        (
+            [
+                "scratch",
+                "--model",
+                "segnet_small",
+                "--dataset",
+                "tiny-seg",
+                "--label-smoothing",
+                "0.1",
+            ],
+            "--label-smoothing is for classifiers; tiny-seg is segmentation.",
         ),
     ],
 )

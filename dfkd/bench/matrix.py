@@ -1,4 +1,8 @@
-"""A benchmark matrix: methods x pairs x seeds x option variants on one dataset, as cells.
+"""A benchmark matrix: methods x pairs x seeds x option variants, as cells.
+
+The file names one dataset; a pair may name its own (a teacher trained on other data), and a
+``[method.NAME]`` table its own seeds (more where a method's spread matters), which stand even
+when ``--seeds`` replaces the file's.
 
 A matrix comes from the command line or from a TOML file (``benchmarks/*.toml``). Every name in
 it is checked against the plugin registries before anything runs, so a typo in cell 40 of a
@@ -28,8 +32,10 @@ TOP_KEYS = {
     "data_root",
     "method",
 }
-METHOD_KEYS = {"preset", "options", "mixed_precision"}
-PAIR_KEYS = {"teacher", "student", "teacher_weights", "preset"}
+METHOD_KEYS = {"preset", "options", "mixed_precision", "seeds"}
+PAIR_KEYS = {"name", "teacher", "student", "teacher_weights", "dataset", "preset"}
+#: pair keys that hold one non-empty string
+PAIR_STRINGS = ("name", "teacher", "student", "teacher_weights", "dataset")
 VARIANT_KEYS = {"label", "options"}
 
 
@@ -38,10 +44,14 @@ class Pair:
     teacher: str
     student: str
     teacher_weights: str | None = None
+    #: tells apart pairs of the same teacher and student (other weights, other data)
+    name: str | None = None
+    dataset: str | None = None  # None: the matrix's
 
     @property
     def label(self) -> str:
-        return f"{self.teacher} → {self.student}"
+        models = f"{self.teacher} → {self.student}"
+        return f"{self.name} ({models})" if self.name else models
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,8 @@ class Cell:
     @property
     def name(self) -> str:
         """The cell's folder name: readable, unique in a matrix, safe on any filesystem."""
-        parts = [self.method, self.variant.label, self.pair.teacher, self.pair.student]
+        pair = self.pair
+        parts = [self.method, self.variant.label, pair.name, pair.teacher, pair.student]
         text = "-".join(p for p in parts if p) + f"-seed{self.seed}"
         return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
 
@@ -209,7 +220,18 @@ def load_matrix(path: Path) -> Matrix:
         if not isinstance(pair, dict) or not {"teacher", "student"} <= set(pair):
             raise UsageError(f"{where}: pairs[{i}] needs teacher and student.")
         _check_keys(pair, PAIR_KEYS, f"{where}: pairs[{i}]")
-        pairs.append(Pair(pair["teacher"], pair["student"], pair.get("teacher_weights")))
+        for key in PAIR_STRINGS:
+            if key in pair and (not isinstance(pair[key], str) or not pair[key].strip()):
+                raise UsageError(f"{where}: pairs[{i}].{key} must be a non-empty string.")
+        pairs.append(
+            Pair(
+                pair["teacher"],
+                pair["student"],
+                pair.get("teacher_weights"),
+                pair.get("name"),
+                pair.get("dataset"),
+            )
+        )
         if not isinstance(pair.get("preset", {}), dict):
             raise UsageError(f"{where}: pairs[{i}].preset must be a table {{method = preset}}.")
         pair_presets[pairs[-1].label] = pair.get("preset", {})
@@ -225,6 +247,8 @@ def load_matrix(path: Path) -> Matrix:
         _check_keys(table, METHOD_KEYS, f"{where}: [method.{name}]")
         if name not in data["methods"]:
             raise UsageError(f"{where}: [method.{name}] configures a method not in 'methods'.")
+        if "seeds" in table:
+            table["seeds"] = seed_list(table["seeds"], f"{where}: [method.{name}]")
     epochs = data.get("epochs")
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
         raise UsageError(f"{where}: epochs must be a positive integer.")
@@ -255,6 +279,11 @@ def resolve(matrix: Matrix, plugins: Any) -> tuple[list[Cell], list[str]]:
         plugins.datasets.get(matrix.dataset)
     except DfkdError as exc:
         errors.append(f"dataset: {exc}")
+    for pair in (p for p in matrix.pairs if p.dataset):
+        try:
+            plugins.datasets.get(pair.dataset)
+        except DfkdError as exc:
+            errors.append(f"{pair.label}: dataset: {exc}")
     cells: list[Cell] = []
     for method, pair, variant in matrix.groups():
         settings = matrix.per_method.get(method, {})
@@ -294,17 +323,18 @@ def resolve(matrix: Matrix, plugins: Any) -> tuple[list[Cell], list[str]]:
                 method,
                 pair,
                 seed,
-                matrix.dataset,
+                pair.dataset or matrix.dataset,
                 preset,
                 variant,
                 tuple(options),
                 precision,
                 matrix.data_root,
             )
-            for seed in matrix.seeds
+            for seed in settings.get("seeds", matrix.seeds)
         ]
     errors += [
-        f"cell {name} appears {count} times: a method, pair, seed or variant label is listed twice."
+        f"cell {name} appears {count} times: a method, pair, seed or variant label is listed "
+        "twice (pairs of the same teacher and student need a name each)."
         for name, count in Counter(c.name for c in cells).items()
         if count > 1
     ]

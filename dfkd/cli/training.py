@@ -64,6 +64,13 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
                 + FROM_RECIPE
             ),
         ] = None,
+        label_smoothing: Annotated[
+            float,
+            typer.Option(
+                help="Cross-entropy label smoothing in [0, 1): the label gets 1 - s, the classes "
+                "share s."
+            ),
+        ] = 0.0,
         augment: Augment = "auto",
         seed: Seed = 0,
         mixed_precision: Precision = "no",

@@ -95,6 +95,9 @@ class ScratchConfig(TrainConfig):
     momentum: float | None = None
     weight_decay: float | None = None
     schedule: str | None = None
+    # Cross-entropy against 1 - s on the label and s spread evenly over the classes: a common way
+    # to train the teachers users bring, and one that changes what their logits say
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value in scratch_recipe(self.recipe).items():
@@ -103,6 +106,9 @@ class ScratchConfig(TrainConfig):
         super().__post_init__()  # the ranges hold for the recipe's values as for the flags
         if self.schedule == "multistep" and not self.milestones:
             self.milestones = default_milestones(self.epochs)
+
+    def _ranges(self) -> list[tuple[str, Any, dict[str, float]]]:
+        return [*super()._ranges(), ("--label-smoothing", self.label_smoothing, {"ge": 0, "lt": 1})]
 
 
 @dataclass
@@ -245,6 +251,8 @@ def train_scratch(
     plugins = plugins or get_plugins()
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
+    if cfg.label_smoothing and source.task == SEGMENTATION:
+        raise UsageError(f"--label-smoothing is for classifiers; {source.name} is segmentation.")
     model, spec = build(cfg.model, source, plugins)
     images, labels = source.load("train")
     test_images, test_labels = source.load("test")
@@ -257,7 +265,7 @@ def train_scratch(
     def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Any:
         if source.task == SEGMENTATION:
             return pixel_cross_entropy(logits, y), {}
-        return F.cross_entropy(logits, y), {}
+        return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing), {}
 
     job = SupervisedJob(
         accelerator, model, cfg, images, labels, fmt, augmentation(cfg, source), cross_entropy
