@@ -533,3 +533,13 @@ def test_command_module_does_not_import_torch():
         "import sys, dfkd_plugin_nayer, dfkd_plugin_nayer.cli; assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", check], check=True)
+
+
+def test_a_teacher_only_run_names_the_teachers_dataset_in_its_embeddings_hint(
+    tiny_teacher_weights, workdir
+):
+    args = run_args(tiny_teacher_weights["lenet5_bn"], workdir / "alone")
+    at = args.index("--dataset")
+    done = nayer_cli(*args[:at], *args[at + 2 :])  # no --dataset: the sidecar says tiny
+    assert done.exit_code == 0, done.output
+    assert "dfkd nayer embed-labels --dataset tiny --teacher-weights" in done.stderr

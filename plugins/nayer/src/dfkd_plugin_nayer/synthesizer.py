@@ -19,11 +19,13 @@ from torch import Tensor
 
 from dfkd.api import (
     BestIterate,
+    DfkdError,
     PooledInversion,
     SynthesisContext,
     SynthesisResult,
     UsageError,
     balanced_labels,
+    read_meta,
 )
 from dfkd_plugin_nayer.embeddings import (
     default_embeddings_path,
@@ -49,7 +51,7 @@ def find_label_embeddings(ctx: SynthesisContext, o: NayerOptions) -> tuple[Tenso
         if o.label_embeddings or (beside is not None and beside.is_file()):
             return load_label_embeddings(path, ctx.num_classes), describe_label_embeddings(path)
         make = (
-            f"dfkd nayer embed-labels --dataset {ctx.run_info.get('dataset') or 'DATASET'} "
+            f"dfkd nayer embed-labels --dataset {_dataset_of(ctx, weights)} "
             f"--teacher-weights {weights or 'WEIGHTS'}"
         )
         missing = f"there is no {beside}" if beside else "no label-embedding file was given"
@@ -74,6 +76,17 @@ def find_label_embeddings(ctx: SynthesisContext, o: NayerOptions) -> tuple[Tenso
     rng = torch.Generator().manual_seed(o.embedding_seed)
     rows = torch.randn(ctx.num_classes, o.le_size, generator=rng)
     return rows, f"random (seed {o.embedding_seed})"
+
+
+def _dataset_of(ctx: SynthesisContext, weights: str | None) -> str:
+    """The dataset whose class names embed-labels needs: the run's, else the one the teacher's
+    sidecar names (a teacher-only run has no --dataset)."""
+    if ctx.run_info.get("dataset"):
+        return ctx.run_info["dataset"]
+    try:
+        return read_meta(weights)["dataset"] if weights else "DATASET"
+    except (DfkdError, OSError, KeyError):
+        return "DATASET"
 
 
 class NayerSynthesizer(PooledInversion):
