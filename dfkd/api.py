@@ -20,6 +20,7 @@ from dfkd.options import option
 _LAZY = {
     # options every data-free method shares (torch-free)
     "DataFreeOptions": "dfkd.synthesis.options:DataFreeOptions",
+    "default_preset": "dfkd.synthesis.options:default_preset",
     "GenerativeOptions": "dfkd.synthesis.generative_options:GenerativeOptions",
     "GeneratorKind": "dfkd.synthesis.generative_options:GeneratorKind",
     "Schedule": "dfkd.synthesis.options:Schedule",

@@ -176,8 +176,8 @@ class GenerativeSynthesizer(Synthesizer):
             loss.backward(inputs=params)
             if self.shared:
                 self._average([p.grad for p in params])
-            if self.options.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, self.options.grad_clip)
+            if self.options.g_grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, self.options.g_grad_clip)
             self.optimizer.step()
         if self.shared:
             self._average_batchnorm()

@@ -32,6 +32,12 @@ class GenerativeOptions(DataFreeOptions):
         "The generator's rate follows the student's schedule (DFAD's reference decays both); "
         "off, it stays at lr_g.",
     )
+    g_grad_clip: float = option(
+        0.0,
+        "Largest gradient norm of a generator step; 0: no clipping (the original ZSKT code "
+        "clips at 5).",
+        ge=0,
+    )
     beta1: float = option(0.5, "Adam's first-moment decay for the generator.", ge=0, lt=1)
     beta2: float = option(0.999, "Adam's second-moment decay for the generator.", ge=0, lt=1)
     oh: float = option(0.0, "Weight of the one-hot loss CE(t, argmax t).", ge=0)

@@ -7,7 +7,7 @@ stay torch-free because `dfkd list-methods --options` reads it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from dfkd.errors import UsageError
 from dfkd.options import option
@@ -48,8 +48,8 @@ class DataFreeOptions:
     weight_decay: float = option(1e-4, "Student weight decay.", ge=0)
     grad_clip: float = option(
         0.0,
-        "Largest gradient norm of a student (and generator) step; 0: no clipping "
-        "(the original ZSKT code clips at 5).",
+        "Largest gradient norm of a student step; 0: no clipping (the original ZSKT code clips "
+        "at 5; the default presets at 5).",
         ge=0,
     )
     T: float = option(1.0, "Temperature of the student's KD loss.", gt=0)
@@ -84,3 +84,17 @@ class DataFreeOptions:
                 "never takes effect. Set them with -o milestones=A,B (empty: 60/75/90 % of "
                 "the epochs)."
             )
+
+
+#: What every method's `default` preset adds to its values for small images. A student step's
+#: gradient is T(p_s - p_t) under the KD loss's T^2 scale: an over-confident teacher keeps p_t
+#: peaked even at T = 20, so that gradient grows with T and can drive a BatchNorm-free student
+#: into one class in a few steps. On a well-calibrated teacher the clip does not bite: NAYER's
+#: Fashion-MNIST run scored 82.96 % with and without it, to the digit (2026-12-07).
+STABLE_STUDENT: dict[str, Any] = {"grad_clip": 5.0}
+
+
+def default_preset(small_images: dict[str, Any]) -> dict[str, Any]:
+    """A method's `default` preset, for teachers no preset was tuned on: its values for small
+    images (found by dfkd's CPU benchmarks) with the stable student step above."""
+    return {**small_images, **STABLE_STUDENT}

@@ -1,6 +1,6 @@
 """dfkd-plugin-cmi: Contrastive Model Inversion. Torch-free: registers a record only."""
 
-from dfkd.api import hookimpl
+from dfkd.api import default_preset, hookimpl
 from dfkd_plugin_cmi.options import CMIOptions
 
 # The reference's CIFAR-10 wrn40_2 -> wrn16_1 scripts, scratch_cmi and adv_cmi
@@ -65,5 +65,6 @@ def register_methods(register):
             "cifar10": _CIFAR10,
             "cifar10-adv": _CIFAR10_ADV,
             "fashion-mnist": _FASHION_MNIST,
+            "default": default_preset(_FASHION_MNIST),
         },
     )

@@ -1,7 +1,7 @@
 """CuDFKD (Li et al., "How to Teach: Learning Data-Free Knowledge Distillation from Curriculum")
 as a dfkd plugin. Torch-free: it only registers the method."""
 
-from dfkd.api import hookimpl
+from dfkd.api import default_preset, hookimpl
 from dfkd_plugin_cudfkd.options import CuDFKDOptions
 
 #: the reference's first commit (81b96d4), CIFAR-10 wrn40_2 → wrn16_1
@@ -100,5 +100,6 @@ def register_methods(register):
             "cifar10": CIFAR10,
             "cifar10-r34-r18": CIFAR10_R34_R18,
             "fashion-mnist": FASHION_MNIST,
+            "default": default_preset(FASHION_MNIST),
         },
     )

@@ -1,6 +1,6 @@
 """DAFL (Chen et al., ICCV 2019) as a dfkd plugin. Torch-free: it only registers the method."""
 
-from dfkd.api import hookimpl
+from dfkd.api import default_preset, hookimpl
 from dfkd_plugin_dafl.options import DAFLOptions
 
 #: the DataFree script for CIFAR-10 wrn40_2 → wrn16_1
@@ -50,5 +50,9 @@ def register_methods(register):
         "Generator trained on one-hot, activation and class-balance losses",
         paper="Chen et al., Data-Free Learning of Student Networks, ICCV 2019",
         options=DAFLOptions,
-        presets={"cifar10": CIFAR10, "fashion-mnist": FASHION_MNIST},
+        presets={
+            "cifar10": CIFAR10,
+            "fashion-mnist": FASHION_MNIST,
+            "default": default_preset(FASHION_MNIST),
+        },
     )

@@ -4,7 +4,7 @@ Torch-free: the entry point only registers records and the command; the synthesi
 inversion load torch when they are used.
 """
 
-from dfkd.api import hookimpl
+from dfkd.api import default_preset, hookimpl
 from dfkd_plugin_deepinv.options import DeepInvOptions
 
 PRESETS = {
@@ -40,6 +40,7 @@ PRESETS = {
         "T": 20.0,
     },
 }
+PRESETS["default"] = default_preset(PRESETS["fashion-mnist"])
 
 
 @hookimpl

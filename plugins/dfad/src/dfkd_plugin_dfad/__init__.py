@@ -1,6 +1,6 @@
 """DFAD (Fang et al., 2019) as a dfkd plugin. Torch-free: it only registers the method."""
 
-from dfkd.api import hookimpl
+from dfkd.api import default_preset, hookimpl
 from dfkd_plugin_dfad.options import DFADOptions
 
 #: VainF's DFAD_cifar.py as run in its README (ResNet-34 → ResNet-18,
@@ -118,6 +118,7 @@ def register_methods(register):
             "cifar10": CIFAR10,
             "mnist": MNIST,
             "fashion-mnist": FASHION_MNIST,
+            "default": default_preset(FASHION_MNIST),
             "camvid": CAMVID,
             "nyuv2": NYUV2,
             "fashion-mnist-scenes": FASHION_MNIST_SCENES,

@@ -1,7 +1,7 @@
 """DFQ (Choi et al., CVPR workshops 2020) as a dfkd plugin. Torch-free: it only registers the
 method."""
 
-from dfkd.api import hookimpl
+from dfkd.api import default_preset, hookimpl
 from dfkd_plugin_dfq.options import DFQOptions
 
 #: the DataFree script for CIFAR-10 wrn40_2 → wrn16_1 (docs/methods/dfq.md#loop-and-hyperparameters)
@@ -53,5 +53,9 @@ def register_methods(register):
         paper="Choi et al., Data-Free Network Quantization with Adversarial Knowledge "
         "Distillation, CVPR Workshops 2020",
         options=DFQOptions,
-        presets={"cifar10": CIFAR10, "fashion-mnist": FASHION_MNIST},
+        presets={
+            "cifar10": CIFAR10,
+            "fashion-mnist": FASHION_MNIST,
+            "default": default_preset(FASHION_MNIST),
+        },
     )

@@ -1,6 +1,6 @@
 """dfkd-plugin-fast: FastDFKD (Fast-2/5/10). Torch-free: registers a record only."""
 
-from dfkd.api import hookimpl
+from dfkd.api import default_preset, hookimpl
 from dfkd_plugin_fast.options import FastOptions
 
 # fast_cifar.sh (docs/methods/fast.md#loop-and-hyperparameters), written for CIFAR-100; CIFAR-10
@@ -77,7 +77,11 @@ _FASHION_MNIST = {
     "ngf": 16,
 }
 
-PRESETS = {**_script_presets(), "fashion-mnist": _FASHION_MNIST}
+PRESETS = {
+    **_script_presets(),
+    "fashion-mnist": _FASHION_MNIST,
+    "default": default_preset(_FASHION_MNIST),
+}
 
 
 @hookimpl

@@ -4,7 +4,7 @@ Torch-free: it registers the method record and the command group; the work impor
 it runs.
 """
 
-from dfkd.api import hookimpl
+from dfkd.api import default_preset, hookimpl
 from dfkd_plugin_lopes.options import LopesOptions
 
 #: the reference's MNIST pipeline where the shared loop can express it
@@ -51,7 +51,11 @@ def register_methods(register):
         paper="Lopes, Fenu, Starner, Data-Free Knowledge Distillation for Deep Neural Networks, "
         "NIPS-W 2017 (arXiv:1710.07535)",
         options=LopesOptions,
-        presets={"mnist": MNIST, "fashion-mnist": FASHION_MNIST},
+        presets={
+            "mnist": MNIST,
+            "fashion-mnist": FASHION_MNIST,
+            "default": default_preset(FASHION_MNIST),
+        },
     )
 
 

@@ -1,7 +1,7 @@
 """dfkd-plugin-nayer: NAYER, and the `dfkd nayer embed-labels` command. Torch-free: the entry
 point registers a record and the command; the synthesizer loads torch when it is used."""
 
-from dfkd.api import hookimpl
+from dfkd.api import default_preset, hookimpl
 from dfkd_plugin_nayer.options import NayerOptions
 
 # nayer_100.sh (docs/methods/nayer.md#loop-and-hyperparameters), written for CIFAR-100. The same
@@ -64,7 +64,11 @@ _FASHION_MNIST = {
     "le_emb_size": 128,
 }
 
-PRESETS = {**_script_presets(), "fashion-mnist": _FASHION_MNIST}
+PRESETS = {
+    **_script_presets(),
+    "fashion-mnist": _FASHION_MNIST,
+    "default": default_preset(_FASHION_MNIST),
+}
 
 
 @hookimpl

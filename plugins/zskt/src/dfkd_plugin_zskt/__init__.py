@@ -1,7 +1,7 @@
 """ZSKT (Micaelli & Storkey, NeurIPS 2019) as a dfkd plugin. Torch-free: it only registers the
 method."""
 
-from dfkd.api import hookimpl
+from dfkd.api import default_preset, hookimpl
 from dfkd_plugin_zskt.options import ZSKTOptions
 
 #: the DataFree script for CIFAR-10 wrn40_2 → wrn16_1
@@ -49,5 +49,9 @@ def register_methods(register):
         paper="Micaelli & Storkey, Zero-shot Knowledge Transfer via Adversarial Belief "
         "Matching, NeurIPS 2019",
         options=ZSKTOptions,
-        presets={"cifar10": CIFAR10, "fashion-mnist": FASHION_MNIST},
+        presets={
+            "cifar10": CIFAR10,
+            "fashion-mnist": FASHION_MNIST,
+            "default": default_preset(FASHION_MNIST),
+        },
     )
