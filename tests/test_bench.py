@@ -463,6 +463,7 @@ def _fake_cell(
     top1: list[float],
     agree: bool = False,
     score: str = "top1",
+    second_row: dict | None = None,
 ) -> None:
     """A finished cell's directory as `dfkd run` leaves it, with chosen accuracies (or mIoUs)."""
     from PIL import Image
@@ -477,6 +478,7 @@ def _fake_cell(
         | ({"agree": 90.0 - abs(i - 1)} if agree else {})  # highest at the second epoch
         for i, t in enumerate(top1)
     ]
+    rows[1] |= second_row or {}
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     Image.new("RGB", (16, 16), (seed * 100, 0, 0)).save(path / "samples.png")
     record = cell_record(cell, path, Finished(0, peak_rss_kb=300 * 1024, cpu_seconds=120.0))
@@ -539,3 +541,16 @@ def test_plot_draws_runs_and_refuses_a_folder_without_metrics(bench_cli, workdir
     assert refused.output.strip() == (
         "Error: empty has no test score yet (no top1 or miou rows in metrics.jsonl)."
     )
+
+
+def test_the_report_says_what_the_collapse_guard_did_and_which_embeddings_ran(bench_cli, workdir):
+    one, two = Pair("lenet5", "lenet5_half"), Pair("lenet5_bn", "lenet5_half")
+    event = "epoch 2: agreement fell to 9.0 % (chance 10 %) from 60.0 %; rolled back to epoch 1"
+    _fake_cell(workdir / "b", one, 0, [50.0, 81.0], second_row={"guard": [event]})
+    _fake_cell(workdir / "b", two, 0, [40.0, 45.0], second_row={"embeddings": "random (seed 0)"})
+    done = bench_cli("bench", "--report-only", "b")
+    assert done.exit_code == 0, done.output
+    report = (workdir / "b" / "report.md").read_text()
+    assert "Collapse guard: rolled back 1 epoch(s) in 1 of 2 cells:" in report
+    assert f"- `dafl-lenet5-lenet5_half-seed0`: {event}" in report
+    assert "Label embeddings of dafl: random (seed 0) (1 cells)." in report

@@ -170,6 +170,22 @@ def accuracy_markdown(
         text.append("Failed cells:\n")
         text += [f"- `{r['cell']}`: {r['error']}" for r in failures]
         text.append("")
+    guarded = [r for r in records if r.get("guard_events")]
+    text.append(
+        f"Collapse guard: rolled back {sum(len(r['guard_events']) for r in guarded)} epoch(s) in "
+        f"{len(guarded)} of {len(records)} cells" + (":\n" if guarded else ".\n")
+    )
+    if guarded:
+        text += [f"- `{r['cell']}`: {'; '.join(r['guard_events'])}" for r in guarded]
+        text.append("")
+    embeddings = {}
+    for r in records:
+        if r.get("embeddings"):
+            embeddings.setdefault(r["method"], {}).setdefault(r["embeddings"], 0)
+            embeddings[r["method"]][r["embeddings"]] += 1
+    for method, sources in embeddings.items():
+        listed = ", ".join(f"{source} ({n} cells)" for source, n in sources.items())
+        text.append(f"Label embeddings of {method}: {listed}.\n")
     versions: dict[str, str] = {}  # the core's, the libraries' and every method plugin's
     for record in records:
         versions |= record.get("versions") or {}

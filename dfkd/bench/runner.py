@@ -245,6 +245,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "seconds_synthesis": round(sum(synthesis), 3) if len(synthesis) == len(rows) else None,
         "peak_gpu_mb": max(gpu) if gpu else None,
+        # what the collapse guard did, and NAYER's label embeddings: what ran, in the report
+        "guard_events": [event for r in rows for event in r.get("guard", [])],
+        "embeddings": rows[-1].get("embeddings") if rows else None,
     }
 
 
