@@ -143,6 +143,18 @@ def make_plugins(*extra: tuple[object, str]) -> Plugins:
     return plugins
 
 
+def method_plugin(name: str, factory: Any, summary: str, **info: Any) -> tuple[object, str]:
+    """A plugin that registers one method, as ``make_plugins`` takes it: a test's own method
+    without a class of hook boilerplate."""
+
+    class OneMethod:
+        @hookimpl
+        def register_methods(self, register: Any) -> None:
+            register(name, factory, summary, **info)
+
+    return OneMethod(), f"dfkd-plugin-{name}"
+
+
 @pytest.fixture
 def plugins() -> Plugins:
     return make_plugins()

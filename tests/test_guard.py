@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from dfkd import hookimpl
 from dfkd.synthesis.base import SynthesisResult, Synthesizer
 from dfkd.synthesis.options import DataFreeOptions
-from dfkd.testing import checkpoint_objects, make_plugins, make_tiny_images
+from dfkd.testing import checkpoint_objects, make_plugins, make_tiny_images, method_plugin
 from dfkd.training.datafree import RunConfig, run_datafree
 from dfkd.training.guard import CollapseGuard, RunCollapsed
 from dfkd.training.loop import SilentReporter
@@ -49,23 +48,20 @@ class CollapsingSynthesizer(Synthesizer):
         return {}
 
 
-class CollapsingPlugin:
-    @hookimpl
-    def register_methods(self, register):
-        register(
-            "collapse",
-            CollapsingSynthesizer,
-            "a student forced to collapse",
-            options=DataFreeOptions,
-            presets={"tiny": {"epochs": 3, "ep_steps": 20, "kd_steps": 2, "batch_size": 32}},
-        )
-
-
 @pytest.fixture
 def collapsing(monkeypatch):
     monkeypatch.setattr(CollapsingSynthesizer, "POISONED", [])
     monkeypatch.setattr(CollapsingSynthesizer, "ALWAYS", False)
-    return make_plugins((CollapsingPlugin(), "dfkd-plugin-collapse"))
+    tiny = {"epochs": 3, "ep_steps": 20, "kd_steps": 2, "batch_size": 32}
+    return make_plugins(
+        method_plugin(
+            "collapse",
+            CollapsingSynthesizer,
+            "a student forced to collapse",
+            options=DataFreeOptions,
+            presets={"tiny": tiny},
+        )
+    )
 
 
 class Interrupt(SilentReporter):
