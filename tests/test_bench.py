@@ -464,6 +464,7 @@ def _fake_cell(
     agree: bool = False,
     score: str = "top1",
     second_row: dict | None = None,
+    teacher_weights: str | None = None,
 ) -> None:
     """A finished cell's directory as `dfkd run` leaves it, with chosen accuracies (or mIoUs)."""
     from PIL import Image
@@ -471,7 +472,8 @@ def _fake_cell(
     cell = Cell("dafl", pair, seed, "tiny", "fashion-mnist")
     path = bench / "cells" / cell.name
     path.mkdir(parents=True)
-    config = {"resolved_options": {"epochs": len(top1)}} | cell.describe()
+    config = {"resolved_options": {"epochs": len(top1)}, "teacher_weights": teacher_weights}
+    config |= cell.describe()
     (path / "config.json").write_text(json.dumps({"options": config, "versions": {"dfkd": "x"}}))
     rows = [
         {"epoch": i + 1, score: t, "seconds": 30.0, "seconds_synthesis": 12.0}
@@ -543,10 +545,16 @@ def test_plot_draws_runs_and_refuses_a_folder_without_metrics(bench_cli, workdir
     )
 
 
-def test_the_report_says_what_the_collapse_guard_did_and_which_embeddings_ran(bench_cli, workdir):
+def test_the_report_says_what_the_guard_did_which_embeddings_ran_and_the_teachers_share(
+    bench_cli, workdir
+):
     one, two = Pair("lenet5", "lenet5_half"), Pair("lenet5_bn", "lenet5_half")
     event = "epoch 2: agreement fell to 9.0 % (chance 10 %) from 60.0 %; rolled back to epoch 1"
-    _fake_cell(workdir / "b", one, 0, [50.0, 81.0], second_row={"guard": [event]})
+    (workdir / "t.json").write_text(json.dumps({"top1": 90.0}))  # the teacher's sidecar
+    guarded = {"guard": [event]}
+    _fake_cell(
+        workdir / "b", one, 0, [50.0, 81.0], second_row=guarded, teacher_weights="t.safetensors"
+    )
     _fake_cell(workdir / "b", two, 0, [40.0, 45.0], second_row={"embeddings": "random (seed 0)"})
     done = bench_cli("bench", "--report-only", "b")
     assert done.exit_code == 0, done.output
@@ -554,3 +562,5 @@ def test_the_report_says_what_the_collapse_guard_did_and_which_embeddings_ran(be
     assert "Collapse guard: rolled back 1 epoch(s) in 1 of 2 cells:" in report
     assert f"- `dafl-lenet5-lenet5_half-seed0`: {event}" in report
     assert "Label embeddings of dafl: random (seed 0) (1 cells)." in report
+    assert "own test score (its sidecar's): lenet5 → lenet5_half 90.00." in report
+    assert "| dafl | 90 | — |" in report  # 81 of the teacher's 90; the other has no sidecar

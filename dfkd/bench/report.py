@@ -163,6 +163,21 @@ def accuracy_markdown(
                 [[row, *(_agreement(by_place.get((row, p))) for p in pairs)] for row in rows],
             ),
         ]
+    teachers = {p: _teacher_score(records, p) for p in pairs}
+    if any(score is not None for score in teachers.values()):
+        text += [
+            "Share of the teacher: the last epoch's mean as a % of the teacher's own test score "
+            "(its sidecar's): "
+            + ", ".join(f"{p} {_pct(t)}" for p, t in teachers.items() if t is not None)
+            + ".\n",
+            _table(
+                header,
+                [
+                    [row, *(_share(by_place.get((row, p)), teachers[p]) for p in pairs)]
+                    for row in rows
+                ],
+            ),
+        ]
     presets = dict.fromkeys(f"{r['method']}: {r['preset'] or 'defaults'}" for r in records)
     text.append(f"Presets: {'; '.join(presets)}.\n")
     failures = [r for r in records if r["status"] != "done"]
@@ -198,6 +213,29 @@ def accuracy_markdown(
     if locks:
         text.append(f"Lock: {'; '.join(locks)}.\n")
     return "\n".join(text)
+
+
+def _teacher_score(records: list[dict[str, Any]], pair: str) -> float | None:
+    """The test score the teacher of ``pair`` recorded in its weights' sidecar, if it did."""
+    import json
+
+    from dfkd.weights import read_meta
+
+    for record in records:
+        if record["pair"] != pair or not record.get("score"):
+            continue
+        try:  # the teacher the cell's run recorded (relative to where the bench ran)
+            config = json.loads((Path(record["dir"]) / "config.json").read_text())
+            weights = config["options"].get("teacher_weights")
+            return read_meta(weights).get(record["score"]) if weights else None
+        except (UsageError, OSError, ValueError, KeyError):
+            return None
+    return None
+
+
+def _share(group: Group | None, teacher: float | None) -> str:
+    last = group.mean("last_score") if group is not None else None
+    return "—" if last is None or not teacher else f"{100 * last / teacher:.0f}"
 
 
 def _agreement(group: Group | None) -> str:
