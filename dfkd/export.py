@@ -35,6 +35,7 @@ from dfkd.errors import DfkdError, UsageError
 from dfkd.fileio import write_atomic, write_json
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.tasks import SEGMENTATION
+from dfkd.training.runs import RunDir, check_output
 from dfkd.weights import load_weights, read_meta, sidecar_path
 
 #: file suffix of each format
@@ -149,6 +150,7 @@ def export_student(
     if fmt not in FORMATS:
         raise UsageError(f"--format must be onnx or torchscript, not '{fmt}'.")
     weights = find_weights(source, which)
+    RunDir(weights.parent).refuse_while_in_use()  # mid-run weights are no result to ship
     meta = _read_sidecar(weights)
     segmentation = meta.get("task") == SEGMENTATION
     # a segmentation network takes any size: by default the crops it was trained on
@@ -165,8 +167,7 @@ def export_student(
     if path.resolve() == weights.resolve():
         raise UsageError(f"--out {path} would replace the weights it is exported from.")
     for target in (path, sidecar):
-        if target.exists() and not overwrite:
-            raise UsageError(f"{target} exists; pass --overwrite to replace it, or --out FILE.")
+        check_output(target, overwrite)
     if fmt == "onnx":
         _require_onnx()
 

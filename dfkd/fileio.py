@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -69,3 +71,31 @@ def error_reason(exc: BaseException) -> str:
         return exc.strerror
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def sha256_of(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes, read in blocks: what tells one weights file from another
+    (a teacher's validation set, the teacher a run was started with)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def held_lock(path: str | Path) -> Iterator[None]:
+    """Wait for, then hold, an exclusive ``flock`` on ``path`` (made if missing), so that
+    processes deciding on one shared file decide one after another. The OS drops the lock when
+    its holder dies: a killed process leaves no stale lock."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DfkdError(f"Cannot write to {path.parent}: {exc.strerror or exc}.") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock

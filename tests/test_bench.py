@@ -529,6 +529,30 @@ def test_a_segmentation_bench_reports_miou(bench_cli, workdir):
     assert (rows[0]["score"], rows[0]["last_score_mean"]) == ("miou", "45")
 
 
+def test_plot_never_writes_over_a_file_unasked_nor_over_a_runs_own(bench_cli, workdir):
+    (workdir / "a").mkdir()
+    (workdir / "a" / "metrics.jsonl").write_text('{"epoch": 1, "top1": 10.0}\n')
+    (workdir / "a" / "config.json").write_text('{"command": "run", "options": {}}\n')
+    own = {p.name: p.read_bytes() for p in (workdir / "a").iterdir()}
+    for name in own:
+        for flags in ((), ("--overwrite",)):
+            refused = bench_cli("plot", "a", "--out", f"a/{name}", *flags)
+            assert refused.exit_code == 2, refused.output
+            assert refused.output.strip() == (
+                f"Error: a/{name} is one of run {workdir / 'a'}'s own files; choose another --out."
+            )
+    assert {p.name: p.read_bytes() for p in (workdir / "a").iterdir()} == own
+    (workdir / "curves.png").write_bytes(b"mine")
+    refused = bench_cli("plot", "a", "--out", "curves.png")
+    assert refused.output.strip() == (
+        "Error: curves.png exists; pass --overwrite to replace it, or --out FILE."
+    )
+    assert (workdir / "curves.png").read_bytes() == b"mine"
+    assert bench_cli("plot", "a", "--out", "curves.png", "--overwrite").exit_code == 0
+    assert (workdir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert bench_cli("plot", "a", "--out", "a/curves.png").exit_code == 0  # beside a run's files
+
+
 def test_plot_draws_runs_and_refuses_a_folder_without_metrics(bench_cli, workdir):
     for name, top1 in (("a", [10.0, 20.0]), ("b", [15.0])):
         (workdir / name).mkdir()

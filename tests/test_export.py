@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -180,6 +181,41 @@ def test_an_existing_output_needs_overwrite(export_cli, run_dir):
     assert not (run_dir / "model.torchscript.pt.json").exists()
     assert export_cli("export", run_dir, "-f", "torchscript", "--overwrite").exit_code == 0
     assert target.read_bytes() != b"old"
+
+
+def test_a_run_still_going_is_not_exported(export_cli, run_dir, workdir):
+    code = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from dfkd.training.runs import RunDir\n"
+        "with RunDir(Path('run')).lock():\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=workdir, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        before = files_under(workdir)
+        for source in (run_dir, run_dir / "model.safetensors"):
+            line = one_error_line(export_cli("export", source, "-f", "torchscript"), 2)
+            assert f"Run {run_dir} is in use by process {holder.pid}" in line
+        assert files_under(workdir) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert export_cli("export", run_dir, "-f", "torchscript").exit_code == 0
+
+
+def test_an_export_never_writes_over_a_runs_own_files(export_cli, run_dir):
+    config = (run_dir / "config.json").read_bytes()
+    shown = export_cli(
+        "export", run_dir, "-f", "torchscript", "--out", run_dir / "config.json", "--overwrite"
+    )
+    line = one_error_line(shown, 2)
+    assert f"{run_dir / 'config.json'} is one of run {run_dir}'s own files" in line
+    assert (run_dir / "config.json").read_bytes() == config
 
 
 def test_onnx_without_its_packages_names_the_extra(export_cli, run_dir, workdir, monkeypatch):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dfkd_plugin_dafl
 import pytest
 import torch
 from PIL import Image
@@ -17,9 +18,11 @@ from dfkd.data import open_dataset
 from dfkd.errors import DfkdError, UsageError
 from dfkd.models import build_model
 from dfkd.synthesis.options import DataFreeOptions
-from dfkd.testing import KillAfterEpoch, make_plugins
+from dfkd.testing import KillAfterEpoch, make_plugins, tiny_run_config
+from dfkd.training.datafree import run_datafree
+from dfkd.training.loop import SilentReporter
 from dfkd.training.runs import RunDir
-from dfkd.training.supervised import ScratchConfig, train_scratch
+from dfkd.training.supervised import KDConfig, ScratchConfig, train_kd, train_scratch
 from dfkd.weights import load_state_file, save_weights, sidecar_path
 
 
@@ -81,9 +84,9 @@ def test_scratch_makes_only_the_first_teacher_the_default_unless_asked(cli, work
     assert "The default teacher checkpoints/tiny-lenet5.safetensors is unchanged" in second.stderr
     assert "--teacher-weights runs/b/model-best.safetensors" in second.stderr
     assert f"'dfkd {promote} --set-default'" in second.stderr
-    # the first run made the default, and recorded it, so a resume of it keeps doing so
-    options = json.loads((workdir / "runs/a/config.json").read_text())["options"]
-    assert options["set_default"] is True
+    # the default names the run that made it: that run's later best epochs may replace it
+    made_by = json.loads(sidecar_path(default).read_text())["run"]
+    assert made_by == str((workdir / "runs/a").resolve())
     assert (
         json.loads((workdir / "runs/b/config.json").read_text())["options"]["set_default"] is False
     )
@@ -116,6 +119,75 @@ def test_import_weights_writes_beside_an_existing_default(cli, workdir, plugins)
     one_line(both, 2, "--set-default writes the default teacher checkpoint; drop --out.")
 
 
+class StoppedAtStart(SilentReporter):
+    """Interrupts a run before its first epoch, like a kill while it was loading."""
+
+    def start(self, epochs: int, first_epoch: int) -> None:
+        raise KeyboardInterrupt
+
+
+class OtherRunMeanwhile(SilentReporter):
+    """Runs ``dfkd scratch ARGS`` in the first epoch of the run it reports: a run started at the
+    same time that finishes first."""
+
+    def __init__(self, cli, *args: str) -> None:
+        self.cli, self.args, self.done = cli, args, None
+
+    def epoch_start(self, epoch: int, steps: int) -> None:
+        if self.done is None:
+            self.done = self.cli(*self.args)
+
+
+def test_a_resumed_run_leaves_a_default_made_since_it_started(cli, workdir, plugins):
+    default = workdir / "checkpoints/tiny-lenet5.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        train_scratch(scratch_config(out="runs/a"), plugins=plugins, reporter=StoppedAtStart())
+    assert not default.exists()  # run a started while there was no default
+    made = cli(*scratch(), "--seed", "1", "--out", "runs/b")
+    assert "teacher checkpoint: checkpoints/tiny-lenet5.safetensors" in made.stdout
+
+    resumed = cli("scratch", "--resume", "runs/a")
+    assert resumed.exit_code == 0, resumed.output
+    assert "teacher checkpoint: runs/a/model-best.safetensors" in resumed.stdout
+    assert "The default teacher checkpoints/tiny-lenet5.safetensors is unchanged" in resumed.stderr
+    assert tensors_equal(default, workdir / "runs/b/model-best.safetensors")
+
+
+def test_of_two_runs_started_together_the_first_to_publish_makes_the_default(cli, workdir, plugins):
+    default = workdir / "checkpoints/tiny-lenet5.safetensors"
+    other = OtherRunMeanwhile(cli, *scratch(), "--seed", "1", "--out", "runs/b")
+    outcome = train_scratch(scratch_config(out="runs/a"), plugins=plugins, reporter=other)
+    assert other.done.exit_code == 0, other.done.output
+    assert "teacher checkpoint: checkpoints/tiny-lenet5.safetensors" in other.done.stdout
+    # the CLI prints this path as the run's checkpoint, with the hint to make it the default
+    assert outcome.extras["checkpoint"] == Path("runs/a/model-best.safetensors")
+    assert tensors_equal(default, workdir / "runs/b/model-best.safetensors")
+    assert not tensors_equal(default, workdir / "runs/a/model-best.safetensors")
+
+
+def test_import_weights_never_writes_over_a_file_or_the_default_unasked(cli, workdir, plugins):
+    default = workdir / "checkpoints/tiny-lenet5.safetensors"
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        torch.save(build_model("lenet5", 10, 1, plugins=plugins).state_dict(), f"{seed}.pth")
+    args = ("--model", "lenet5", "--dataset", "tiny")
+    assert cli("import-weights", "1.pth", *args).exit_code == 0
+    mine = workdir / "mine.safetensors"
+    mine.write_bytes(b"a file of mine")
+    one_line(
+        cli("import-weights", "2.pth", *args, "--out", mine),
+        2,
+        f"{mine} exists; pass --overwrite to replace it",
+    )
+    assert mine.read_bytes() == b"a file of mine"
+    assert cli("import-weights", "2.pth", *args, "--out", mine, "--overwrite").exit_code == 0
+    assert tensors_equal(mine, Path("2.pth"))
+    for flags in ((), ("--overwrite",)):  # --set-default is what replaces the default
+        refused = cli("import-weights", "2.pth", *args, "--out", default, *flags)
+        one_line(refused, 2, "is the default teacher checkpoint; replace it with --set-default")
+    assert tensors_equal(default, Path("1.pth"))
+
+
 # 2. One writer per run directory
 
 
@@ -142,6 +214,89 @@ def test_a_run_in_use_is_refused_and_a_dead_holder_leaves_no_lock(cli, workdir):
         holder.kill()
         holder.wait()
     assert cli("scratch", "--resume", "runs/r").exit_code == 0
+
+
+# 3. A resume goes on with the run it names: its method, its teacher
+
+
+def dafl_cli():
+    """The CLI with DAFL installed, the method of the runs resumed here."""
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    app = make_app(make_plugins((dfkd_plugin_dafl, "dfkd-plugin-dafl")))
+    return lambda *args: CliRunner().invoke(app, [str(a) for a in args])
+
+
+def copy_teacher(weights: Path, dest: Path) -> Path:
+    """A private copy of a teacher and its sidecar, for a test that replaces it."""
+    shutil.copy(weights, dest)
+    shutil.copy(sidecar_path(weights), sidecar_path(dest))
+    return dest
+
+
+def start_then_kill(command: str, teacher: Path) -> None:
+    """Start a two-epoch `kd` or DAFL `run` from ``teacher`` in runs/r, killed after epoch 1."""
+    with pytest.raises(KeyboardInterrupt):
+        if command == "kd":
+            cfg = KDConfig(
+                dataset="tiny",
+                teacher="lenet5",
+                student="lenet5_half",
+                teacher_weights=str(teacher),
+                epochs=2,
+                batch_size=32,
+                out="runs/r",
+            )
+            train_kd(cfg, plugins=make_plugins(), reporter=KillAfterEpoch(1))
+        else:
+            budget = ["epochs=2", "ep_steps=2", "kd_steps=1", "batch_size=8", "nz=8", "ngf=4"]
+            cfg = tiny_run_config("dafl", "lenet5", teacher, "runs/r", budget)
+            cfg.val_size, cfg.val_steps = 16, 1
+            dafl = make_plugins((dfkd_plugin_dafl, "dfkd-plugin-dafl"))
+            run_datafree(cfg, plugins=dafl, reporter=KillAfterEpoch(1))
+
+
+@pytest.mark.parametrize("command", ["kd", "run"])
+def test_a_resume_refuses_another_teacher_than_the_run_started_with(
+    workdir, tiny_teacher_weights, command
+):
+    teacher = copy_teacher(tiny_teacher_weights["lenet5"], workdir / "teacher.safetensors")
+    start_then_kill(command, teacher)
+    torch.manual_seed(7)  # the default teacher retrained, say
+    retrained = build_model("lenet5", 10, 1, plugins=make_plugins())
+    save_weights(retrained, teacher, json.loads(sidecar_path(teacher).read_text()))
+    metrics = (workdir / "runs/r/metrics.jsonl").read_text()
+
+    refused = dafl_cli()(command, "--resume", "runs/r")
+    one_line(refused, 2, f"{teacher} is not the teacher runs/r was started with")
+    assert (workdir / "runs/r/metrics.jsonl").read_text() == metrics
+    # with its teacher back, a run from before the teacher's sha256 was recorded resumes as it did
+    copy_teacher(tiny_teacher_weights["lenet5"], teacher)
+    config = json.loads((workdir / "runs/r/config.json").read_text())
+    del config["teacher_sha256"]
+    (workdir / "runs/r/config.json").write_text(json.dumps(config))
+    resumed = dafl_cli()(command, "--resume", "runs/r", "-q")
+    assert resumed.exit_code == 0, resumed.output
+
+
+def test_a_resume_refuses_a_method_or_model_other_than_the_runs(workdir, tiny_teacher_weights):
+    start_then_kill("run", tiny_teacher_weights["lenet5"])
+    cli = dafl_cli()
+    one_line(
+        cli("run", "cmi", "--resume", "runs/r"),
+        2,
+        "runs/r was started with method dafl, not cmi; leave method out to resume it",
+    )
+    one_line(
+        cli("run", "dafl", "--student", "lenet5", "--resume", "runs/r"),
+        2,
+        "runs/r was started with --student lenet5_half, not lenet5",
+    )
+    assert [json.loads(r)["epoch"] for r in (workdir / "runs/r/metrics.jsonl").open()] == [1]
+    resumed = cli("run", "dafl", "--student", "lenet5_half", "--resume", "runs/r", "-q")
+    assert resumed.exit_code == 0, resumed.output
 
 
 # 5. Damaged files and failed writes: one line, never a traceback

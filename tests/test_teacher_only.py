@@ -216,6 +216,25 @@ def test_the_cli_runs_without_a_dataset_and_says_which_teacher(teacher, workdir,
     assert bad.exit_code == 2 and "--classes describe the teacher's inputs" in bad.output
 
 
+def test_the_teachers_sidecar_names_it_when_teacher_is_not_given(teacher, workdir):
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    app = make_app(plugins())
+    options = [*sum((["-o", o] for o in BUDGET), []), "-o", "epochs=1", "--val-size", "8"]
+    common = ["--teacher-weights", str(teacher), "--student", "lenet5_half", "--dataset", "tiny"]
+    done = CliRunner().invoke(app, ["run", "dafl", *common, *options, "-q", "--out", "r"])
+    assert done.exit_code == 0, done.output
+    assert json.loads((workdir / "r/config.json").read_text())["options"]["teacher"] == "lenet5"
+
+    both = ["run", "dafl", "--teacher", "lenet5_bn", *common, *options, "--out", "r2"]
+    refused = CliRunner().invoke(app, both)
+    assert refused.exit_code == 2
+    assert refused.output.strip() == f"Error: {teacher} holds weights of lenet5, not lenet5_bn."
+    assert not (workdir / "r2").exists()
+
+
 @pytest.mark.parametrize("labelled", [True, False])
 def test_eval_data_scores_the_users_own_images(teacher, workdir, labelled):
     from dfkd.testing import make_tiny_images

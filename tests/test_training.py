@@ -311,6 +311,24 @@ def test_cli_scratch_eval_and_kd(cli, workdir):
     assert (workdir / "runs/kd/student.safetensors").exists()
 
 
+def test_kd_takes_its_teacher_from_the_weights_and_keeps_it_on_resume(
+    cli, workdir, tiny_teacher_weights
+):
+    weights = tiny_teacher_weights["lenet5"]
+    args = ("--student", "lenet5_half", "--dataset", "tiny", "--batch-size", "32", "-q")
+    done = cli("kd", "--teacher-weights", weights, *args, "--epochs", "1", "--out", "runs/kd")
+    assert done.exit_code == 0, done.output
+    assert json.loads((workdir / "runs/kd/config.json").read_text())["options"]["teacher"] == (
+        "lenet5"
+    )
+    refused = cli("kd", "--teacher", "lenet5_bn", "--resume", "runs/kd")
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.strip() == (
+        "Error: runs/kd was started with --teacher lenet5, not lenet5_bn; leave --teacher out to "
+        "resume it, or start a new run."
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

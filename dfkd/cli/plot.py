@@ -21,8 +21,13 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         out: Annotated[str, typer.Option("--out", "-O", help="PNG file to write.")] = (
             "accuracy.png"
         ),
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace an existing --out file.")
+        ] = False,
     ) -> None:
         """Draw the test score (top-1 or mIoU) per epoch of each run on one axes."""
         from dfkd.bench.plots import plot_runs
+        from dfkd.training.runs import check_output
 
+        check_output(out, overwrite)
         console.print(str(plot_runs(run_dirs, Path(out))), highlight=False)

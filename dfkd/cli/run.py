@@ -18,7 +18,12 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
     def run(
         ctx: typer.Context,
         method: Annotated[str, typer.Argument(help="Method name (see dfkd list-methods).")] = None,
-        teacher: Annotated[str, typer.Option(help="Teacher architecture.")] = None,
+        teacher: Annotated[
+            str,
+            typer.Option(
+                help="Teacher architecture (default: what --teacher-weights' sidecar names)."
+            ),
+        ] = None,
         student: Annotated[str, typer.Option(help="Student architecture.")] = None,
         dataset: opts.Dataset = None,
         preset: Annotated[str, typer.Option(help="Named option set of the method.")] = None,
@@ -97,10 +102,14 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
                 print_options(plugins, method)
             raise typer.Exit()
         from dfkd.training.datafree import RunConfig, method_options, run_datafree
+        from dfkd.training.setup import resume_options, teacher_from_weights
 
         if resume:
+            given = {"method": method, "teacher": teacher, "student": student, "dataset": dataset}
+            resume_options(resume, "run", given)  # the run goes on with what it recorded
             cfg = None
         else:
+            teacher = teacher_from_weights(teacher, teacher_weights)
             require_options(method=method, teacher=teacher, student=student)
             overrides = list(option or []) + ([f"epochs={epochs}"] if epochs is not None else [])
             mean, std = _floats("mean", mean), _floats("std", std)

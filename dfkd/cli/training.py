@@ -94,7 +94,9 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         from dfkd.training.supervised import ScratchConfig, load_config, train_scratch
 
         if resume:
-            cfg = load_config(ScratchConfig, resume, "scratch")
+            cfg = load_config(
+                ScratchConfig, resume, "scratch", {"model": model, "dataset": dataset}
+            )
         else:
             require_options(model=model, dataset=dataset)
             cfg = from_arguments(ScratchConfig, locals())
@@ -121,7 +123,10 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         transfer_set: Annotated[
             str, typer.Option(help="Images to distil on: a dataset name or folder:PATH.")
         ] = None,
-        teacher_weights: Annotated[str, typer.Option(help="Teacher weights file.")] = None,
+        teacher_weights: Annotated[
+            str,
+            typer.Option(help="Teacher weights file (its sidecar names --teacher if not given)."),
+        ] = None,
         alpha: Annotated[float, typer.Option(help="Weight of the KL term.")] = 1.0,
         beta: Annotated[float, typer.Option(help="Weight of cross-entropy on labels.")] = 0.0,
         temperature: Annotated[
@@ -145,11 +150,14 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         quiet: Quiet = False,
     ) -> None:
         """Vanilla KD: alpha*KL(t||s;T)*T^2 + beta*CE on a transfer set (default: the dataset)."""
+        from dfkd.training.setup import teacher_from_weights
         from dfkd.training.supervised import KDConfig, load_config, train_kd
 
         if resume:
-            cfg = load_config(KDConfig, resume, "kd")
+            given = {"teacher": teacher, "student": student, "dataset": dataset}
+            cfg = load_config(KDConfig, resume, "kd", given)
         else:
+            teacher = teacher_from_weights(teacher, teacher_weights)
             require_options(teacher=teacher, student=student, dataset=dataset)
             cfg = from_arguments(KDConfig, locals())
         outcome = train_kd(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)

@@ -29,12 +29,21 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             bool,
             typer.Option("--set-default", help="Replace the default teacher checkpoint."),
         ] = False,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace an existing --out file.")
+        ] = False,
         data_root: Annotated[str, typer.Option(help="Only to read the dataset's metadata.")] = None,
     ) -> None:
         """Convert a state dict (.pth, or a run's .safetensors) into a teacher checkpoint."""
         from dfkd.data import open_dataset
         from dfkd.errors import UsageError
-        from dfkd.training.setup import build, default_weights_path, weights_meta
+        from dfkd.training.runs import check_output
+        from dfkd.training.setup import (
+            build,
+            default_teacher_lock,
+            default_weights_path,
+            weights_meta,
+        )
         from dfkd.weights import load_weights, save_weights
 
         if out and set_default:
@@ -42,14 +51,21 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         source = open_dataset(dataset, data_root, False, plugins=plugins)
         net, spec = build(model, source, plugins)
         load_weights(net, file)
+        meta = weights_meta(spec, source, imported_from=str(file))
         default = default_weights_path(source.name, model)
-        if out:
+        if out and out.resolve() != default.resolve():
+            check_output(out, overwrite)
             target = out
-        elif set_default or not default.exists():
-            target = default
-        else:
-            target = _beside(default)
-        save_weights(net, target, weights_meta(spec, source, imported_from=str(file)))
+            save_weights(net, target, meta)
+        else:  # the default, or beside it: chosen and written under the default's lock
+            with default_teacher_lock(default):
+                if out and default.exists():
+                    raise UsageError(
+                        f"--out {out} is the default teacher checkpoint; replace it with "
+                        "--set-default instead of --out."
+                    )
+                target = default if out or set_default or not default.exists() else _beside(default)
+                save_weights(net, target, meta)
         console.print(f"wrote {target}", highlight=False)
         if not out and target != default:
             err_console.print(

@@ -25,6 +25,7 @@ from dfkd.training.precision import resolve_precision
 from dfkd.training.runs import RunDir
 from dfkd.training.setup import (
     build,
+    check_resumed_teacher,
     load_teacher,
     make_accelerator,
     open_run,
@@ -421,8 +422,9 @@ class _Counters:
 
 def _patience(options: Any) -> int:
     """The epoch by which the student must answer more than one class: a fifth of its training
-    epochs (at least 3) after the warm-up, in which it does not train."""
-    return options.warmup + max(3, (options.epochs - options.warmup) // 5)
+    epochs (at least 5: a short trial run may not have started) after the warm-up, in which it
+    does not train."""
+    return options.warmup + max(5, (options.epochs - options.warmup) // 5)
 
 
 def run_datafree(
@@ -449,6 +451,8 @@ def run_datafree(
     source = _inputs(cfg, plugins)
     check_method_task(entry, cfg, source)
     teacher, t_spec, teacher_path = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
+    if resume:
+        check_resumed_teacher(resume, teacher_path)
     student, s_spec = build(cfg.student, source, plugins)
     test = None if isinstance(source, TeacherInputs) else source.load("test")
     if chosen_precision:
@@ -476,6 +480,7 @@ def run_datafree(
             out=str(path),
             overwrite=cfg.overwrite,
             plugin_versions={entry.provider: entry.version},
+            teacher=teacher_path,
         )
     teacher.to(accelerator.device)
     student.to(accelerator.device)

@@ -117,17 +117,74 @@ class RunDir:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
-                raise UsageError(
-                    f"Run {self.path} is in use by process {holder}: wait for it to finish, or "
-                    "stop it first."
-                ) from None
+                raise self._in_use(fd) from None
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             remove_temporaries(self.path)
             yield
         finally:
             os.close(fd)  # closing the only descriptor releases the lock
+
+    def refuse_while_in_use(self) -> None:
+        """Refuse to read a run another process is writing: its weights are an epoch in the
+        middle of the run, not its result. A shared ``flock`` for the moment of the test, which
+        fails only while a writer holds the run (and a run never locked has no RUN/.lock)."""
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._in_use(fd) from None
+        finally:
+            os.close(fd)
+
+    def _in_use(self, fd: int) -> UsageError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        return UsageError(
+            f"Run {self.path} is in use by process {holder}: wait for it to finish, or stop it "
+            "first."
+        )
+
+
+#: what a run writes in its folder besides its weights (``*.safetensors`` and their ``.json``
+#: sidecars); cell.json is a bench cell's record (dfkd.bench.runner)
+RUN_FILES = (CONFIG, METRICS, LOCK, "samples.png", "cell.json")
+#: a run's subfolders: its checkpoint and its pool's images
+RUN_FOLDERS = (STATE, "images")
+
+
+def run_owning(path: str | Path) -> Path | None:
+    """The run directory ``path`` is one of the files of, or None: its config, metrics, lock,
+    sample grid, bench record, weights and sidecars, and what its subfolders hold. Files beside
+    them that a command wrote on request (an export, a plot) are not the run's."""
+    path = Path(path).absolute()
+    folder = path.parent
+    if folder.name in RUN_FOLDERS and _is_run(folder.parent):
+        return folder.parent
+    weights = path.suffix == ".safetensors" or (
+        path.suffix == ".json" and path.with_suffix(".safetensors").exists()
+    )
+    if _is_run(folder) and (path.name in RUN_FILES or weights):
+        return folder
+    return None
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / CONFIG).is_file() or (folder / METRICS).is_file()
+
+
+def check_output(path: str | Path, overwrite: bool) -> None:
+    """Refuse an output file that exists unless ``overwrite`` (--overwrite) says to replace it,
+    and one of a run's own files even then: a plot or an export written over RUN/config.json
+    loses the run."""
+    run = run_owning(path)
+    if run is not None:
+        raise UsageError(f"{path} is one of run {run}'s own files; choose another --out.")
+    if Path(path).exists() and not overwrite:
+        raise UsageError(f"{path} exists; pass --overwrite to replace it, or --out FILE.")
 
 
 def default_run_path(command: str, model: str, dataset: str, root: Path = Path("runs")) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from dataclasses import dataclass
@@ -11,9 +12,10 @@ from typing import Any
 import torch
 
 from dfkd.errors import UsageError
+from dfkd.fileio import held_lock, sha256_of
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.tasks import CLASSIFICATION
-from dfkd.weights import load_weights, read_meta
+from dfkd.weights import load_weights, read_meta, save_weights
 
 
 def make_accelerator(
@@ -64,6 +66,43 @@ def default_weights_path(dataset: str, model: str) -> Path:
     """Where `dfkd scratch` leaves the best weights and `--teacher M` looks for them."""
     safe = model.replace(":", "_").replace("/", "_")
     return checkpoints_dir() / f"{dataset.replace(':', '_').replace('/', '_')}-{safe}.safetensors"
+
+
+def default_teacher_lock(target: Path) -> contextlib.AbstractContextManager[None]:
+    """Held while a command decides whether to write the default teacher ``target`` and writes
+    it (``<dataset>-<model>.lock`` beside it): two commands that both find no default cannot
+    both make theirs the default, the last to finish winning."""
+    return held_lock(target.with_suffix(".lock"))
+
+
+def publish_teacher(
+    model: torch.nn.Module, target: Path, meta: dict[str, Any], replace: bool
+) -> None:
+    """Write ``model`` as the default teacher ``target`` when there is none, when ``replace``
+    (--set-default) says so, or when the default is this run's own earlier best (its sidecar
+    names ``meta["run"]``). Decided under the lock at the moment of writing, not when the run
+    started: a resumed run, or one of two started together, must not replace a default that
+    another made meanwhile."""
+    with default_teacher_lock(target):
+        if target.exists() and not replace and not published_by(target, meta["run"]):
+            return
+        save_weights(model, target, meta)
+
+
+def published_by(target: Path, run: str) -> bool:
+    """Whether the default teacher ``target`` holds the weights run ``run`` published."""
+    try:
+        return target.exists() and read_meta(target).get("run") == run
+    except UsageError:  # a damaged sidecar names no run
+        return False
+
+
+def teacher_from_weights(teacher: str | None, weights: str | None) -> str | None:
+    """``--teacher``, or where it is absent the model the weights' sidecar names (a ``--teacher``
+    that contradicts the sidecar is `check_meta`'s to refuse, naming both)."""
+    if teacher or not weights or not Path(weights).is_file():
+        return teacher  # a missing file is load_teacher's to report
+    return read_meta(weights).get("model")
 
 
 @dataclass
@@ -185,25 +224,33 @@ def open_run(
     out: str | None,
     overwrite: bool,
     plugin_versions: dict[str, str] | None = None,
+    teacher: Path | None = None,
 ) -> Any:
-    """Create the run directory (main process) and record everything needed to reproduce it."""
+    """Create the run directory (main process) and record everything needed to reproduce it,
+    the sha256 of the ``teacher`` weights file included (see `check_resumed_teacher`)."""
     from dfkd.training.runs import create_run, versions
 
     path = run_path(command, model, dataset, out)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         run = create_run(path, overwrite=overwrite)
-        run.write_config(
-            {"command": command, "options": options, "versions": versions(plugin_versions)}
-        )
+        config = {"command": command, "options": options, "versions": versions(plugin_versions)}
+        if teacher is not None:
+            config["teacher_sha256"] = sha256_of(teacher)
+        run.write_config(config)
     accelerator.wait_for_everyone()
     from dfkd.training.runs import RunDir
 
     return RunDir(path)
 
 
-def resume_options(run_path: str | Path, command: str) -> dict[str, Any]:
-    """The options a run was started with, so `--resume` continues exactly that run."""
+def resume_options(
+    run_path: str | Path, command: str, given: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The options a run was started with, so `--resume` continues exactly that run. ``given``
+    holds what the command line names beside --resume (method, models, dataset): one that is
+    not what the run recorded is refused rather than ignored, since the run goes on with its
+    own."""
     from dfkd.training.runs import RunDir
 
     run = RunDir(Path(run_path))
@@ -213,4 +260,27 @@ def resume_options(run_path: str | Path, command: str) -> dict[str, Any]:
             f"{run_path} is a '{config.get('command')}' run; resume it with "
             f"'dfkd {config.get('command')} --resume {run_path}'."
         )
-    return config["options"]
+    options = config["options"]
+    for name, value in (given or {}).items():
+        recorded = options.get(name)
+        if value is not None and recorded is not None and value != recorded:
+            what = "method" if name == "method" else f"--{name.replace('_', '-')}"
+            raise UsageError(
+                f"{run_path} was started with {what} {recorded}, not {value}; leave {what} out "
+                "to resume it, or start a new run."
+            )
+    return options
+
+
+def check_resumed_teacher(run_path: str | Path, weights: Path) -> None:
+    """Refuse to resume a run from another teacher file than it started with (a default teacher
+    retrained since, a file replaced): its next epochs would distil another network, silently.
+    Runs from before the teacher's sha256 was recorded are not checked."""
+    from dfkd.training.runs import RunDir
+
+    recorded = RunDir(Path(run_path)).read_config().get("teacher_sha256")
+    if recorded is not None and sha256_of(weights) != recorded:
+        raise UsageError(
+            f"{weights} is not the teacher {run_path} was started with (its sha256 differs); put "
+            "that teacher back to resume the run, or start a new one."
+        )

@@ -26,17 +26,19 @@ from dfkd.training.segmentation import pixel_cross_entropy, pixel_rows
 from dfkd.training.setup import (
     ModelSpec,
     build,
+    check_resumed_teacher,
     default_weights_path,
     epoch_generator,
     load_teacher,
     make_accelerator,
     open_run,
+    publish_teacher,
+    published_by,
     resume_options,
     run_path,
     seed_everything,
     weights_meta,
 )
-from dfkd.weights import save_weights
 
 
 @dataclass
@@ -85,8 +87,9 @@ class ScratchConfig(TrainConfig):
     records the recipe together with every value the run actually used, milestones included."""
 
     model: str = "lenet5"
-    # The best weights become the default teacher, checkpoints/<dataset>-<model>.safetensors.
-    # Set for the user when there is none yet; an existing teacher is replaced only on request.
+    # --set-default: the best weights replace the default teacher,
+    # checkpoints/<dataset>-<model>.safetensors, even if another is there. Without it they
+    # become the default only while there is none, or it is this run's (`publish_teacher`).
     set_default: bool = False
     recipe: str = "default"
     epochs: int | None = None
@@ -215,8 +218,17 @@ class SupervisedJob(Job):
         return {"lr": self.optimizer.param_groups[0]["lr"]}
 
 
-def _prepare(cfg: TrainConfig, command: str, model_name: str, resume: str | None) -> Any:
-    """Options (from the run when resuming), accelerator and seeds, the open run directory."""
+def _prepare(
+    cfg: TrainConfig,
+    command: str,
+    model_name: str,
+    resume: str | None,
+    teacher: Path | None = None,
+) -> Any:
+    """Options (from the run when resuming), accelerator and seeds, the open run directory. A
+    run with a ``teacher`` records its weights' sha256, and a resume checks it."""
+    if resume and teacher is not None:
+        check_resumed_teacher(resume, teacher)
     path = Path(resume) if resume else run_path(command, model_name, cfg.dataset, cfg.out)
     accelerator = make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.log_with, path)
     seed_everything(cfg.seed, accelerator.process_index)  # models are built; streams per process
@@ -231,12 +243,14 @@ def _prepare(cfg: TrainConfig, command: str, model_name: str, resume: str | None
             dataset=cfg.dataset,
             out=str(path),
             overwrite=cfg.overwrite,
+            teacher=teacher,
         )
     return accelerator, run
 
 
-def load_config(cls: type, resume: str, command: str) -> Any:
-    return cls(**resume_options(resume, command))
+def load_config(cls: type, resume: str, command: str, given: dict[str, Any] | None = None) -> Any:
+    """The config a run recorded; ``given``: what the command line names beside --resume."""
+    return cls(**resume_options(resume, command, given))
 
 
 def train_scratch(
@@ -246,8 +260,9 @@ def train_scratch(
     reporter: Reporter | None = None,
     plugins: Plugins | None = None,
 ) -> Outcome:
-    """Train ``cfg.model`` on the dataset's labels. The best weights become the default teacher
-    when there is none yet or ``cfg.set_default`` says so; otherwise they stay in the run."""
+    """Train ``cfg.model`` on the dataset's labels. Each best epoch's weights become the default
+    teacher when, at that moment, there is none, it is this run's, or ``cfg.set_default`` says
+    so; otherwise they stay in the run."""
     plugins = plugins or get_plugins()
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
@@ -257,9 +272,8 @@ def train_scratch(
     images, labels = source.load("train")
     test_images, test_labels = source.load("test")
     target = default_weights_path(source.name, cfg.model)
-    if not resume and not target.exists():
-        cfg = dataclasses.replace(cfg, set_default=True)  # recorded, so a resume keeps to it
     accelerator, run = _prepare(cfg, "scratch", cfg.model, resume)
+    owner = str(run.path.resolve())  # named in the sidecar of each weights file it writes
     fmt = InputFormat.of(source, spec.size)
 
     def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Any:
@@ -272,22 +286,22 @@ def train_scratch(
     )
 
     def publish(best: Any, meta: dict[str, Any]) -> None:
-        save_weights(accelerator.unwrap_model(job.model), target, meta)
+        publish_teacher(accelerator.unwrap_model(job.model), target, meta, cfg.set_default)
 
     loop = Loop(
         accelerator,
         run,
         cfg.epochs,
         split_scorer(source, (test_images, test_labels), fmt, accelerator),
-        weights_meta(spec, source, command="scratch"),
+        weights_meta(spec, source, command="scratch", run=owner),
         role="model",
         reporter=reporter or SilentReporter(),
-        on_best=publish if cfg.set_default else None,
+        on_best=publish,
         criterion=test_score(source.task),
     )
     with run.lock(accelerator):
         outcome = loop.fit(job, resume=bool(resume))
-    outcome.extras["checkpoint"] = target if cfg.set_default else loop.best_path
+    outcome.extras["checkpoint"] = target if published_by(target, owner) else loop.best_path
     outcome.extras["default"] = target
     outcome.extras["run"] = run.path
     return outcome
@@ -317,7 +331,7 @@ def train_kd(
     plugins = plugins or get_plugins()
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
-    teacher, t_spec, _ = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
+    teacher, t_spec, teacher_path = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
     student, s_spec = build(cfg.student, source, plugins)
     transfer, labelled = open_transfer_set(cfg, source, plugins)
     if cfg.beta and not labelled:
@@ -325,7 +339,7 @@ def train_kd(
     kd_loss = plugins.losses.get(cfg.kd_loss).load()
     images, labels = transfer.load("train")
     test_images, test_labels = source.load("test")
-    accelerator, run = _prepare(cfg, "kd", cfg.student, resume)
+    accelerator, run = _prepare(cfg, "kd", cfg.student, resume, teacher_path)
     teacher.to(accelerator.device)
     s_fmt = InputFormat.of(source, s_spec.size)
     t_fmt = InputFormat.of(source, t_spec.size)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd.errors import DfkdError
-from dfkd.fileio import write_atomic
+from dfkd.fileio import sha256_of, write_atomic
 from dfkd.tasks import CLASSIFICATION, SEGMENTATION
 from dfkd.training.inputs import InputFormat
 
@@ -47,11 +46,7 @@ class ValidationSet:
 
 
 def _fingerprint(weights: Path, size: int = SIZE, steps: int = STEPS) -> str:
-    digest = hashlib.sha256()
-    with weights.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"{digest.hexdigest()[:16]}-{size}-{steps}-{LR}-{SEED}-{TV_WEIGHT}"
+    return f"{sha256_of(weights)[:16]}-{size}-{steps}-{LR}-{SEED}-{TV_WEIGHT}"
 
 
 def cache_path(weights: Path) -> Path:
