@@ -386,6 +386,9 @@ class DataFreeJob(Job):
             self.scheduler.step()
         extras: dict[str, Any] = dict(self.synthesizer.end_epoch(epoch))
         answers, self.teacher_answers = self.teacher_answers, torch.zeros(0, dtype=torch.long)
+        if answers.numel() and self.accelerator.num_processes > 1:
+            # every process's samples, so that every process's guard sees the same epoch
+            answers = self.accelerator.reduce(answers.to(self.accelerator.device), "sum").cpu()
         if answers.sum() > 0:
             extras["syn_top_class"] = round(100.0 * answers.max().item() / answers.sum().item(), 2)
         extras["lr"] = self.optimizer.param_groups[0]["lr"]

@@ -340,7 +340,7 @@ def test_resume_restores_generator_adv_weight_and_pace(tiny_teacher_weights, wor
 
 
 def test_presets_build_valid_options():
-    presets = {"cifar10", "cifar10-r34-r18", "fashion-mnist"}
+    presets = {"cifar10", "cifar10-r34-r18", "fashion-mnist", "default"}
     entry = cudfkd_plugins().methods.get("cudfkd")
     assert set(entry.info["presets"]) == presets
     for name in presets:

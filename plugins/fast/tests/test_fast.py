@@ -256,7 +256,7 @@ def test_state_round_trip_restores_the_meta_generator_its_adam_and_the_bn_ema(tm
 
 
 def test_presets_carry_the_script_values():
-    assert len(PRESETS) == 2 + 2 * 3 * 3 + 1
+    assert len(PRESETS) == 2 + 2 * 3 * 3 + 2  # and fashion-mnist, default
     r34 = build_options(FastOptions, PRESETS["cifar100-resnet34-fast2"])
     assert (r34.adv, r34.oh, r34.g_steps, r34.lr_g, r34.lr_z) == (1.33, 0.5, 2, 5e-3, 0.015)
     wrn = build_options(FastOptions, PRESETS["cifar10"])
