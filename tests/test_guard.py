@@ -128,6 +128,22 @@ def test_a_run_rolled_back_resumes_exactly(collapsing, workdir, tiny_teacher_wei
     assert _rows(workdir / "runs/cut")[1]["guard"] == _rows(workdir / "runs/whole")[1]["guard"]
 
 
+def test_a_student_stuck_since_its_start_restarts_the_run_slower(
+    collapsing, workdir, tiny_teacher_weights
+):
+    CollapsingSynthesizer.POISONED[:] = [1, 2, 3, 4, 5]  # dead from its first steps, once
+    cfg = _config(tiny_teacher_weights, "runs/g")
+    cfg.overrides = ["epochs=6"]  # patience: 5 epochs
+    run_datafree(cfg, plugins=collapsing)
+    rows = _rows(workdir / "runs/g")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]  # the stuck epochs are gone
+    [event] = rows[0]["guard"]
+    assert event.startswith("epoch 5: the student still answered one class for ")
+    assert "after 5 epochs; restarted the student from its first weights" in event
+    assert "student learning rate x0.5 of its schedule" in event
+    assert rows[-1]["val_top_class"] < 90
+
+
 def test_a_collapse_that_persists_stops_in_one_line_keeping_the_last_healthy_epoch(
     collapsing, workdir, tiny_teacher_weights
 ):
@@ -172,23 +188,27 @@ def test_the_cli_says_the_run_collapsed_and_exits_non_zero(
         ({"epoch": 2, "val_top_class": 95.0, "val_top_class_teacher": 10.0}, "one class for 95"),
         ({"epoch": 2, "val_top_class": 95.0, "val_top_class_teacher": 80.0}, None),  # teacher too
         ({"epoch": 2, "val_top_class": 60.0, "val_top_class_teacher": 10.0}, None),
-        ({"agree": 12.0}, "agreement fell to 12.0 % (chance 10 %) from 60.0 %"),
-        ({"agree": 15.0}, None),
-        ({"agree": 40.0}, None),
-        ({"syn_top_class": 97.0}, "one class for 97 % of the epoch's synthetic samples"),
-        ({"syn_top_class": 70.0}, None),
+        ({"epoch": 2, "agree": 12.0}, "agreement fell to 12.0 % (chance 10 %) from 60.0 %"),
+        ({"epoch": 2, "agree": 15.0}, None),
+        ({"epoch": 2, "agree": 40.0}, None),
+        (
+            {"epoch": 2, "syn_top_class": 97.0},
+            "one class for 97 % of the epoch's synthetic samples",
+        ),
+        ({"epoch": 2, "syn_top_class": 70.0}, None),
     ],
 )
 def test_the_guard_reads_a_collapse_from_an_epochs_row(row, verdict):
     guard = CollapseGuard(num_classes=10)
     guard.accept({"agree": 60.0, "syn_top_class": 30.0, "val_top_class": 20.0})
     found = guard.diagnose(row)
-    assert (found is None) if verdict is None else (verdict in found)
+    assert (found is None) if verdict is None else (verdict in found.reason)
+    assert found is None or not found.restart  # a fall goes back one epoch
 
 
 def test_a_student_or_generator_that_never_learned_is_not_called_collapsed():
-    assert CollapseGuard(num_classes=10).diagnose({"agree": 11.0}) is None
-    assert CollapseGuard(num_classes=10).diagnose({"syn_top_class": 100.0}) is None
+    assert CollapseGuard(num_classes=10).diagnose({"epoch": 2, "agree": 11.0}) is None
+    assert CollapseGuard(num_classes=10).diagnose({"epoch": 2, "syn_top_class": 100.0}) is None
     one_class = {"epoch": 3, "val_top_class": 100.0, "val_top_class_teacher": 10.0}
     assert CollapseGuard(num_classes=10).diagnose(one_class) is None
     assert CollapseGuard(num_classes=10, patience=4).diagnose(one_class) is None
@@ -197,8 +217,9 @@ def test_a_student_or_generator_that_never_learned_is_not_called_collapsed():
 def test_a_student_still_at_one_class_after_its_patience_is_stuck():
     stuck = {"epoch": 4, "val_top_class": 96.0, "val_top_class_teacher": 10.0}
     found = CollapseGuard(num_classes=10, patience=4).diagnose(stuck)
-    assert found == (
+    assert found.reason == (
         "the student still answered one class for 96 % of the validation set (the teacher 10 %) "
         "after 4 epochs"
     )
+    assert found.restart  # every kept epoch is as dead: back to the start
     assert CollapseGuard(num_classes=2).diagnose({"val_top_class": 99.0}) is None

@@ -31,11 +31,13 @@ NEAR_CHANCE, LEARNED = 1.2, 4.0
 
 
 class Collapsed(Exception):  # noqa: N818 - an event the loop handles, not an error
-    """Raised by the loop for an epoch the guard rejected; nothing of the epoch was saved."""
+    """Raised by the loop for an epoch the guard rejected; nothing of the epoch was saved.
+    ``restart``: every kept epoch is as bad (a student that never left one class is dead from
+    its first steps), so the run goes back to its start, not to the last kept epoch."""
 
-    def __init__(self, epoch: int, reason: str) -> None:
+    def __init__(self, epoch: int, reason: str, restart: bool = False) -> None:
         super().__init__(reason)
-        self.epoch, self.reason = epoch, reason
+        self.epoch, self.reason, self.restart = epoch, reason, restart
 
 
 class RunCollapsed(DfkdError):
@@ -59,8 +61,14 @@ class CollapseGuard:
     unreported: list[str] = field(default_factory=list)  # events since the last kept row
     history: list[str] = field(default_factory=list)
 
-    def diagnose(self, row: dict[str, Any]) -> str | None:
-        """Why the epoch of ``row`` is collapsed, or None when it is healthy."""
+    def diagnose(self, row: dict[str, Any]) -> Collapsed | None:
+        """The collapse of the epoch of ``row``, or None when it is healthy."""
+        reason = self._reason(row)
+        if reason is None or isinstance(reason, Collapsed):
+            return reason
+        return Collapsed(row["epoch"], reason)
+
+    def _reason(self, row: dict[str, Any]) -> str | Collapsed | None:
         if self.num_classes < 3:
             return None  # with two classes, one class for most inputs can be right
         share, teacher = row.get("val_top_class"), row.get("val_top_class_teacher")
@@ -71,7 +79,8 @@ class CollapseGuard:
             if self.widest_student <= SPREAD:
                 return f"the student answered {answered}"
             if self.patience is not None and row["epoch"] >= self.patience:
-                return f"the student still answered {answered} after {row['epoch']} epochs"
+                stuck = f"the student still answered {answered} after {row['epoch']} epochs"
+                return Collapsed(row["epoch"], stuck, restart=True)
         chance = 100.0 / self.num_classes
         agree = row.get("agree")
         if (
@@ -107,9 +116,14 @@ class CollapseGuard:
 
     def rolled_back(self, collapse: Collapsed, to_epoch: int, action: str) -> None:
         self.rollbacks += 1
-        event = (
-            f"epoch {collapse.epoch}: {collapse.reason}; rolled back to epoch {to_epoch}, {action}"
+        if collapse.restart:  # the epochs these were read from are gone
+            self.peak_agree, self.widest_student, self.widest_synthesis = 0.0, 100.0, 100.0
+        back = (
+            "restarted the student from its first weights (the synthesizer goes on)"
+            if collapse.restart
+            else f"rolled back to epoch {to_epoch}"
         )
+        event = f"epoch {collapse.epoch}: {collapse.reason}; {back}, {action}"
         self.unreported.append(event)
         self.history.append(event)
 

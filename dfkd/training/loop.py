@@ -25,6 +25,7 @@ from dfkd.training.tracking import end_tracking, log_epoch, start_tracking
 from dfkd.weights import save_weights
 
 CHECKPOINT = "checkpoint.pt"
+START = "start.pt"  # the state before the first epoch, where a guarded run restarts from
 
 
 class TrainingDiverged(DfkdError):
@@ -147,6 +148,8 @@ class Loop:
         if not self.accelerator.is_main_process:
             self.reporter = SilentReporter()  # one progress display per run, not per process
         first_epoch, best = self._restore(job) if resume else (0, -1.0)
+        if self.guard is not None and first_epoch == 0:
+            self._save_state(job, 0, best, START, processes_own=False)
         self.reporter.start(self.epochs, first_epoch)
         start_tracking(self.accelerator, self.run)
         try:
@@ -181,11 +184,7 @@ class Loop:
             logs = job.train_step(epoch, step)
             loss = logs["loss"]
             if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"Loss became {loss} at epoch {epoch + 1}, step {step + 1}; stopped. The last "
-                    f"good checkpoint (epoch {epoch}) is kept in {self.run.state_dir}. "
-                    "Lower the learning rate or try --mixed-precision no."
-                )
+                raise TrainingDiverged(self._diverged(loss, epoch, step))
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1
@@ -201,9 +200,9 @@ class Loop:
             "seconds": round(time.perf_counter() - started, 3),
         }
         if self.guard is not None:
-            reason = self.guard.diagnose(row)
-            if reason is not None:
-                raise Collapsed(epoch + 1, reason)  # nothing of this epoch is kept
+            collapse = self.guard.diagnose(row)
+            if collapse is not None:
+                raise collapse  # nothing of this epoch is kept
             row |= self.guard.accept(row)
         is_best = False
         if self.criterion is not None:
@@ -233,11 +232,25 @@ class Loop:
         self.reporter.epoch_end(row | shown)
         return best
 
-    def _process_state(self, job: Job) -> dict[str, Any]:
+    def _diverged(self, loss: float, epoch: int, step: int) -> str:
+        """What a NaN stop says: where the last kept epoch is, or that no epoch was kept, so
+        there is no checkpoint to name (a resume would start over with the same values)."""
+        where = f"Loss became {loss} at epoch {epoch + 1}, step {step + 1}; stopped."
+        advice = "Lower the learning rate or try --mixed-precision no"
+        if epoch == 0:
+            return (
+                f"{where} No epoch was kept, so there is no checkpoint. {advice}, and start the "
+                f"run again with --overwrite (or --out elsewhere)."
+            )
+        return (
+            f"{where} The last good checkpoint (epoch {epoch}) is kept in "
+            f"{self.run.state_dir}. {advice}."
+        )
+
+    def _process_state(self, job: Job, objects: bool = True) -> dict[str, Any]:
+        own = job.process_stateful() if objects else {}
         return {
-            "objects": {
-                k: _state_of(self.accelerator, v) for k, v in job.process_stateful().items()
-            },
+            "objects": {k: _state_of(self.accelerator, v) for k, v in own.items()},
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
         }
 
@@ -259,21 +272,32 @@ class Loop:
     def _checkpoint(self, job: Job, epochs_done: int, best: float) -> None:
         """One atomic file with the shared state and every process's own state and random
         streams, so a multi-process run resumes each process where it was."""
-        processes = _gather_to_main(self.accelerator, self._process_state(job))
+        self._save_state(job, epochs_done, best, CHECKPOINT)
+
+    def _save_state(
+        self, job: Job, epochs_done: int, best: float, name: str, processes_own: bool = True
+    ) -> None:
+        """``processes_own=False`` leaves out each process's own objects (the synthesizer, its
+        pool): the run's start, to which only the student returns."""
+        processes = _gather_to_main(self.accelerator, self._process_state(job, processes_own))
         if not self.accelerator.is_main_process:
             return
         state = self._state(job, epochs_done, best, processes)
-        write_atomic(self.run.state_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+        write_atomic(self.run.state_dir / name, lambda tmp: torch.save(state, tmp))
 
     def _roll_back(self, job: Job, collapse: Collapsed, epoch: int) -> tuple[int, float]:
-        """Back to the last kept epoch's checkpoint, slowed down once more; the guard stops the
-        run when its tries are spent. (The guard only sees a collapse after a healthy epoch, so
-        there is always a checkpoint to go back to.)"""
+        """Back to the last kept epoch's checkpoint (or, for a student stuck since its start,
+        to the run's start), slowed down once more; the guard stops the run when its tries are
+        spent. (The guard sees a collapse only after a kept epoch, so there is always a
+        checkpoint to go back to; a run resumed from before start.pt existed has only that.)"""
         assert self.guard is not None
         self.guard.check_tries(collapse, self.run.path, epoch)
         self.accelerator.wait_for_everyone()
-        state = torch.load(self.run.state_dir / CHECKPOINT, map_location="cpu", weights_only=True)
-        epochs_done, best = self._load(job, state, keep_guard=True)
+        path = self.run.state_dir / (START if collapse.restart else CHECKPOINT)
+        if not path.exists():
+            path = self.run.state_dir / CHECKPOINT
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        epochs_done, best = self._load(job, state, keep_guard=True, partial=collapse.restart)
         action = job.slow_down(self.guard.rollbacks + 1 - job.guard_level)
         self.guard.rolled_back(collapse, epochs_done, action)
         self.reporter.rolled_back(self.guard.history[-1])
@@ -305,10 +329,13 @@ class Loop:
                 f"{START_OVER}"
             ) from exc
 
-    def _load(self, job: Job, state: dict[str, Any], keep_guard: bool = False) -> tuple[int, float]:
+    def _load(
+        self, job: Job, state: dict[str, Any], keep_guard: bool = False, partial: bool = False
+    ) -> tuple[int, float]:
         """Put every object, random stream and the metrics back as ``state`` has them (the
         guard's count too, unless a rollback keeps it). A key that is missing or a tensor of the
-        wrong shape raises: a damaged file, or a run whose recorded options were edited since."""
+        wrong shape raises: a damaged file, or a run whose recorded options were edited since;
+        ``partial`` (a restart of the student) leaves the objects ``state`` lacks as they are."""
         recorded = state.get("num_processes", 1)
         if recorded != self.accelerator.num_processes:
             raise UsageError(
@@ -326,6 +353,8 @@ class Loop:
             (job.process_stateful(), mine["objects"]),
         ):
             for name, obj in objects.items():
+                if partial and name not in saved:
+                    continue
                 target = (
                     self.accelerator.unwrap_model(obj) if isinstance(obj, torch.nn.Module) else obj
                 )
