@@ -302,6 +302,7 @@ def _torchscript_runner(blob: bytes) -> Runner:
 
 
 _EXPORTERS = {"onnx": _export_onnx, "torchscript": _export_torchscript}
+_RUNNERS = {"onnx": _onnx_runner, "torchscript": _torchscript_runner}
 
 
 def _verify(
@@ -382,12 +383,47 @@ class ExportedModel(nn.Module):
         try:
             self.meta = json.loads(sidecar.read_text())
             fmt = self.meta["format"]
+            runner = _RUNNERS[fmt]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise UsageError(f"{sidecar} is damaged; export the student again.") from None
         if fmt == "onnx":
             _require_onnx()
-        runner = {"onnx": _onnx_runner, "torchscript": _torchscript_runner}[fmt]
-        self._runner = runner(path.read_bytes())
+        self.path = path
+        try:
+            with _quiet():
+                self._runner = runner(path.read_bytes())
+        except Exception as exc:  # noqa: BLE001 - a truncated or damaged file, as the runtime says
+            raise UsageError(
+                f"Cannot load {path} as an exported {fmt} model ({_reason(exc)}); export the "
+                "student again."
+            ) from exc
+
+    def check_fits(self, source: Any, test_size: Sequence[int]) -> None:
+        """Refuse a dataset the file was not exported for, as one line: other channels or sizes
+        otherwise fail deep inside the runtime, and other classes are scored against the wrong
+        labels without a word. ``test_size``: the test images' (height, width)."""
+        channels, classes = self.meta.get("channels"), self.meta.get("num_classes")
+        if channels not in (None, source.channels):
+            raise UsageError(
+                f"{self.path} takes {channels}-channel images; {source.name} has {source.channels}."
+            )
+        if classes not in (None, source.num_classes):
+            raise UsageError(
+                f"{self.path} was exported for {classes} classes; {source.name} has "
+                f"{source.num_classes}."
+            )
+        size = self.meta.get("input_size")
+        height, width = test_size
+        if source.task == SEGMENTATION and size and (height, width) != (size, size):
+            again = (
+                f"export it again with --input-size {height}"
+                if height == width
+                else f"score the weights it was exported from, {self.meta.get('exported_from')}"
+            )
+            raise UsageError(
+                f"{self.path} takes {size}x{size} px images (its masks come out at that size); "
+                f"{source.name}'s test images are {height}x{width} px: {again}."
+            )
 
     @property
     def takes_pixels(self) -> bool:

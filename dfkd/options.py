@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -35,7 +36,7 @@ def describe(options_cls: type) -> list[dict[str, str]]:
     return [
         {
             "name": f.name,
-            "type": _type_name(hints[f.name]),
+            "type": type_name(hints[f.name]),
             "default": repr(f.default),
             "help": f.metadata.get("help", ""),
         }
@@ -145,8 +146,33 @@ def parse_value(key: str, text: str, hint: Any) -> Any:
     try:
         return hint(text)
     except (TypeError, ValueError):
-        raise UsageError(f"Option '{key}' must be {_type_name(hint)}, not '{text}'.") from None
+        raise UsageError(f"Option '{key}' must be {type_name(hint)}, not '{text}'.") from None
 
 
-def _type_name(hint: Any) -> str:
+def fits_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value (a run's config.json) can stand for a field of type ``hint``: an int
+    for a float, a list for a tuple, None only where the field is optional."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(fits_type(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is tuple and len(args) > 1 and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(map(fits_type, value, args))
+        return not args or all(fits_type(v, args[0]) for v in value)
+    if hint in (int, float) and isinstance(value, bool):
+        return False
+    if hint is float:
+        return isinstance(value, int | float)
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
+def type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

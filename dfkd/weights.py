@@ -9,6 +9,7 @@ from typing import Any
 from dfkd import __version__
 from dfkd.errors import UsageError
 from dfkd.fileio import write_atomic, write_json
+from dfkd.options import fits_type
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -24,6 +25,24 @@ def save_weights(model: Any, path: str | Path, meta: dict[str, Any]) -> None:
     write_json(sidecar_path(path), {**meta, "dfkd_version": __version__})
 
 
+#: the sidecar fields dfkd reads, their types and how a message names them (null is taken as
+#: absent): checked where a sidecar is read, so that a field of another type is one line naming
+#: it, not a traceback or a wrong message where it is used
+META_TYPES: dict[str, tuple[Any, str]] = {
+    "model": (str, "a model name"),
+    "dataset": (str, "a dataset name"),
+    "task": (str, "a task name"),
+    "run": (str, "a path"),
+    "num_classes": (int, "a whole number"),
+    "channels": (int, "a whole number"),
+    "input_size": (int, "a whole number"),
+    "image_size": (int, "a whole number"),
+    "mean": (list[float], "a list of numbers"),
+    "std": (list[float], "a list of numbers"),
+    "classes": (list[str], "a list of names"),
+}
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     side = sidecar_path(path)
     if not side.exists():
@@ -32,11 +51,16 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         meta = json.loads(side.read_text(errors="replace"))
     except json.JSONDecodeError:
         meta = None
+    fix = "fix it, or delete it to load the weights without their checks."
     if not isinstance(meta, dict):
-        raise UsageError(
-            f"{side}, the description of {Path(path).name}, is damaged; fix it, or delete it to "
-            "load the weights without their checks."
-        )
+        raise UsageError(f"{side}, the description of {Path(path).name}, is damaged; {fix}")
+    for key, (hint, kind) in META_TYPES.items():
+        value = meta.get(key)
+        if value is not None and not fits_type(value, hint):
+            raise UsageError(
+                f"{side}, the description of {Path(path).name}, gives {key} as "
+                f"{json.dumps(value)}, not {kind}; {fix}"
+            )
     return meta
 
 

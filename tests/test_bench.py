@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dfkd.bench.matrix import Cell, Pair, load_matrix, resolve
+from dfkd.bench.matrix import Cell, Pair, load_matrix, parse_pairs, resolve
 from dfkd.bench.runner import Finished, cell_record, plan, run_bench, run_cell
 from dfkd.cli import make_app
 from dfkd.errors import UsageError
@@ -44,9 +44,22 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+def teachers_in_place(dataset: str, pairs: list[Pair]) -> None:
+    """An (empty) file where each pair's teacher is looked for: a dry run checks they exist."""
+    from dfkd.training.setup import default_weights_path
+
+    for pair in pairs:
+        teacher_data = pair.dataset or dataset
+        path = Path(pair.teacher_weights or default_weights_path(teacher_data, pair.teacher))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+
 def test_a_matrix_from_the_command_line_is_every_method_pair_and_seed(bench_cli, workdir):
+    pairs = "lenet5:lenet5_half,lenet5_bn:lenet5_half"
+    teachers_in_place("tiny", parse_pairs(pairs))
     shown = bench_cli(
-        "bench", "--methods", "dafl", "--pairs", "lenet5:lenet5_half,lenet5_bn:lenet5_half",
+        "bench", "--methods", "dafl", "--pairs", pairs,
         "--seeds", "2", "--dataset", "tiny", "--preset", "fashion-mnist", "-o", "lr=0.5",
         "--epochs", "1", "--out", "b", "--dry-run",
     )  # fmt: skip
@@ -235,6 +248,8 @@ options = ["lrr=0.1"]
 @pytest.mark.parametrize(("file", "pairs"), [("fashion-mnist", 2), ("cifar10", 5), ("cifar100", 5)])
 def test_the_shipped_bench_files_resolve_every_cell(file, pairs, workdir):
     plugins = Plugins()  # the installed plugins, as `dfkd bench` sees them
+    matrix = load_matrix(REPO / f"benchmarks/{file}.toml")
+    teachers_in_place(matrix.dataset, matrix.pairs)
     done = CliRunner().invoke(
         make_app(plugins), ["bench", str(REPO / f"benchmarks/{file}.toml"), "--dry-run"]
     )
@@ -254,6 +269,43 @@ def test_the_shipped_bench_files_resolve_every_cell(file, pairs, workdir):
             assert preset == ("cifar100" if has else "cifar10")
         elif (method, preset) != ("cudfkd", "cifar10-r34-r18"):  # its resnet34 pair's own
             assert preset == file
+
+
+def test_a_dry_run_lists_the_cells_then_refuses_the_teachers_they_lack(bench_cli, workdir):
+    file = _write(
+        workdir / "b.toml",
+        """
+dataset = "tiny"
+methods = ["dafl"]
+[[pairs]]
+teacher = "lenet5"
+student = "lenet5_half"
+teacher_weights = "nowhere/t.safetensors"
+[[pairs]]
+name = "other-data"
+teacher = "lenet5"
+student = "lenet5_half"
+dataset = "folder:mine"
+""",
+    )
+    (workdir / "checkpoints").mkdir()
+    (workdir / "checkpoints/tiny-lenet5.safetensors").touch()  # the file's dataset's teacher
+    done = bench_cli("bench", file, "--dry-run")
+    assert done.exit_code == 2, done.output
+    assert len([line for line in done.stdout.splitlines() if ": dfkd run " in line]) == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == [
+        "Error: lenet5: no teacher weights at nowhere/t.safetensors. Train them with 'dfkd "
+        "scratch --model lenet5 --dataset tiny' or name a file (teacher_weights in the bench "
+        "file, @FILE after the pair).",
+        "Error: other-data: no teacher weights at checkpoints/folder_mine-lenet5.safetensors. "
+        "Train them with 'dfkd scratch --model lenet5 --dataset folder:mine' or name a file "
+        "(teacher_weights in the bench file, @FILE after the pair).",
+    ]
+    teachers_in_place("tiny", load_matrix(file).pairs)
+    done = bench_cli("bench", file, "--dry-run")
+    assert done.exit_code == 0, done.output
+    assert not (workdir / "runs").exists()
 
 
 def test_the_robustness_bench_gives_each_teacher_its_data_and_some_methods_two_seeds():
@@ -565,8 +617,27 @@ def test_plot_draws_runs_and_refuses_a_folder_without_metrics(bench_cli, workdir
     refused = bench_cli("plot", "a", "empty")
     assert refused.exit_code == 2
     assert refused.output.strip() == (
-        "Error: empty has no test score yet (no top1 or miou rows in metrics.jsonl)."
+        "Error: empty has no score to plot yet (no top1, miou or agree rows in metrics.jsonl)."
     )
+
+
+def test_plot_names_a_missing_folder_and_draws_a_teacher_only_runs_agreement(bench_cli, workdir):
+    missing = bench_cli("plot", "nowhere")
+    assert missing.exit_code == 2 and missing.output.strip() == "Error: nowhere does not exist."
+    (workdir / "alone").mkdir()  # a run without a test split records agreement, not accuracy
+    rows = [{"epoch": e, "agree": a, "val_kl": 1.0} for e, a in ((1, 30.0), (2, 42.0))]
+    (workdir / "alone" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (workdir / "tested").mkdir()
+    (workdir / "tested" / "metrics.jsonl").write_text('{"epoch": 1, "top1": 80.0, "agree": 40.0}\n')
+    for runs in (["alone"], ["alone", "tested"]):
+        done = bench_cli("plot", *runs, "--out", "curves.png", "--overwrite")
+        assert done.exit_code == 0, done.output
+        assert done.stdout.strip() == "curves.png"
+        assert done.stderr.strip() == (
+            "alone has no test split: its curve is its agreement with the teacher on the "
+            "synthetic validation set, not accuracy."
+        )
+        assert (workdir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_report_says_what_the_guard_did_which_embeddings_ran_and_the_teachers_share(

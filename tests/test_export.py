@@ -15,7 +15,7 @@ from torch import nn
 
 from dfkd import hookimpl
 from dfkd.data.pipeline import to_float
-from dfkd.export import TRACE_BATCH
+from dfkd.export import FORMATS, TRACE_BATCH
 from dfkd.models import build_model
 from dfkd.testing import make_plugins, make_tiny_images
 from dfkd.weights import load_weights, save_weights
@@ -289,3 +289,61 @@ def test_eval_scores_the_exported_file_as_pytorch_scores_the_weights(
         assert done.exit_code == 0, done.output
         scored[scored_file.suffix] = json.loads(done.output)["top1"]
     assert len(set(scored.values())) == 1 and scored[".safetensors"] > 50
+
+
+def image_folder(root: Path, mode: str, classes: int) -> str:
+    """``folder:ROOT``: two 16 px images per class in train/ and test/, grey (L) or RGB."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for k in range(classes):
+            (root / split / f"c{k}").mkdir(parents=True)
+            for i in range(2):
+                Image.new(mode, (16, 16), 40 * i).save(root / split / f"c{k}" / f"{i}.png")
+    return f"folder:{root.name}"
+
+
+def exported_teacher(export_cli, tiny_teacher_weights, workdir: Path, fmt: str) -> Path:
+    """The tiny LeNet-5 teacher (1 channel, 10 classes), exported beside a copy of it."""
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    weights = workdir / "t.safetensors"
+    shutil.copy(tiny_teacher_weights["lenet5"], weights)
+    shutil.copy(tiny_teacher_weights["lenet5"].with_suffix(".json"), weights.with_suffix(".json"))
+    assert export_cli("export", weights, "-f", fmt).exit_code == 0
+    return workdir / f"t{FORMATS[fmt]}"
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_eval_refuses_an_exported_file_on_data_of_another_shape(
+    export_cli, tiny_teacher_weights, workdir, fmt
+):
+    exported = exported_teacher(export_cli, tiny_teacher_weights, workdir, fmt)
+    rgb = image_folder(workdir / "rgb", "RGB", 10)
+    grey = image_folder(workdir / "grey", "L", 3)
+    line = one_error_line(export_cli("eval", "--weights", exported, "--dataset", rgb), 2)
+    assert line == f"Error: {exported} takes 1-channel images; {rgb} has 3."
+    line = one_error_line(export_cli("eval", "--weights", exported, "--dataset", grey), 2)
+    assert line == f"Error: {exported} was exported for 10 classes; {grey} has 3."
+
+
+def test_eval_refuses_a_segmentation_export_of_another_size(
+    export_cli, tiny_seg_teacher_weights, workdir
+):
+    weights = workdir / "seg.safetensors"
+    shutil.copy(tiny_seg_teacher_weights, weights)
+    shutil.copy(tiny_seg_teacher_weights.with_suffix(".json"), weights.with_suffix(".json"))
+    args = ("-f", "torchscript", "--input-size", "16")
+    assert export_cli("export", weights, *args).exit_code == 0
+    exported = workdir / "seg.torchscript.pt"
+    line = one_error_line(export_cli("eval", "--weights", exported, "--dataset", "tiny-seg"), 2)
+    assert "tiny-seg's test images are 32x32 px: export it again with --input-size 32." in line
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_eval_of_a_truncated_export_is_one_line(export_cli, tiny_teacher_weights, workdir, fmt):
+    exported = exported_teacher(export_cli, tiny_teacher_weights, workdir, fmt)
+    exported.write_bytes(exported.read_bytes()[:300])
+    line = one_error_line(export_cli("eval", "--weights", exported, "--dataset", "tiny"), 2)
+    assert line.startswith(f"Error: Cannot load {exported} as an exported {fmt} model (")
+    assert line.endswith("); export the student again.")

@@ -324,9 +324,44 @@ def test_damaged_weights_are_one_line(cli, workdir, plugins, damage, command):
     assert not (workdir / "runs").exists()
 
 
+@pytest.mark.parametrize("command", ["eval", "run", "run-without-dataset"])
+def test_a_sidecar_field_of_the_wrong_type_is_one_line(cli, workdir, plugins, command):
+    path = workdir / "w.safetensors"
+    meta = {"model": "lenet5", "num_classes": "ten", "channels": 1, "mean": [0.2], "std": [0.3]}
+    save_weights(build_model("lenet5", 10, 1, plugins=plugins), path, meta)
+    if command == "eval":
+        done = cli("eval", "--model", "lenet5", "--dataset", "tiny", "--weights", path)
+    else:
+        dataset = ("--dataset", "tiny") if command == "run" else ("--image-size", "32")
+        args = ("--teacher", "lenet5", "--student", "lenet5_half", *dataset)
+        done = cli("run", "quiet", *args, "--teacher-weights", path)
+    message = f'{sidecar_path(path)}, the description of w.safetensors, gives num_classes as "ten"'
+    one_line(done, 2, message + ", not a whole number; fix it")
+    assert not (workdir / "runs").exists()
+
+
 def test_out_naming_a_file_is_one_line(cli, workdir):
     (workdir / "taken").write_text("a file\n")
     one_line(cli(*scratch(), "--out", "taken"), 2, "taken is a file, not a run directory")
+
+
+def test_a_run_directory_behind_a_symlink_is_overwritten_and_made_through_it(cli, workdir):
+    assert cli(*scratch(), "--out", "disk/r").exit_code == 0
+    (workdir / "disk/r/notes.txt").write_text("the first run's\n")
+    (workdir / "runs").mkdir()
+    (workdir / "runs/r").symlink_to(workdir / "disk/r")
+    done = cli(*scratch(), "--seed", "1", "--out", "runs/r", "--overwrite")
+    assert done.exit_code == 0, done.output
+    assert (workdir / "runs/r").is_symlink() and not (workdir / "disk/r/notes.txt").exists()
+    assert json.loads((workdir / "disk/r/config.json").read_text())["options"]["seed"] == 1
+
+    (workdir / "runs/new").symlink_to(workdir / "disk/new")  # a link to a folder not made yet
+    done = cli(*scratch(), "--out", "runs/new")
+    assert done.exit_code == 0, done.output
+    assert (workdir / "disk/new/model.safetensors").is_file()
+    (workdir / "runs/loop").symlink_to("loop")
+    message = "Cannot create run directory runs/loop: it is a symbolic link that leads to no folder"
+    one_line(cli(*scratch(), "--out", "runs/loop"), 2, message)
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_one(plugins, workdir, monkeypatch):
@@ -363,6 +398,12 @@ def test_a_failed_metrics_append_is_an_error_not_a_traceback(tmp_path):
         ),
         ("config.json", lambda b: b[:30], "runs/r/config.json is damaged"),
         ("config.json", lambda b: b"[]", "runs/r/config.json holds no run options"),
+        (
+            "config.json",
+            lambda b: edit_options(b, lr="abc"),
+            'runs/r/config.json records lr = "abc", not float | None; correct it to resume',
+        ),
+        ("config.json", lambda b: edit_options(b, model=None), "config.json records no model."),
         ("metrics.jsonl", lambda b: b"{oops\n" + b, "runs/r/metrics.jsonl is damaged at line 1"),
     ],
 )
@@ -373,6 +414,44 @@ def test_a_damaged_run_stops_its_resume_in_one_line(cli, workdir, name, damage, 
     done = cli("scratch", "--resume", "runs/r")
     one_line(done, 2, message)
     assert "--overwrite" in done.output
+
+
+def edit_options(config: bytes, **changes) -> bytes:
+    """config.json with its options changed (None: the option removed), as a hand edit."""
+    data = json.loads(config)
+    for key, value in changes.items():
+        data["options"].pop(key)
+        if value is not None:
+            data["options"][key] = value
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize("command", ["kd", "run"])
+def test_a_config_with_a_wrong_type_or_without_its_models_stops_a_resume(
+    workdir, tiny_teacher_weights, command
+):
+    start_then_kill(command, tiny_teacher_weights["lenet5"])
+    config = workdir / "runs/r/config.json"
+    recorded = config.read_bytes()
+    metrics = (workdir / "runs/r/metrics.jsonl").read_text()
+    if command == "kd":
+        wrong = edit_options(recorded, lr="abc")
+    else:  # the method's options are recorded as resolved_options
+        data = json.loads(recorded)
+        data["options"]["resolved_options"]["lr"] = "abc"
+        wrong = json.dumps(data).encode()
+    cases = [
+        (wrong, 'runs/r/config.json records lr = "abc", not float; correct it to resume the run.'),
+        (edit_options(recorded, teacher=None), "runs/r/config.json records no teacher."),
+        (edit_options(recorded, student=None), "runs/r/config.json records no student."),
+    ]
+    for damaged, message in cases:
+        config.write_bytes(damaged)
+        one_line(dafl_cli()(command, "--resume", "runs/r"), 2, message)
+    assert (workdir / "runs/r/metrics.jsonl").read_text() == metrics
+    config.write_bytes(recorded)
+    resumed = dafl_cli()(command, "--resume", "runs/r", "-q")
+    assert resumed.exit_code == 0, resumed.output
 
 
 def test_a_torn_last_metrics_line_is_dropped_on_resume(plugins, workdir):
@@ -409,6 +488,28 @@ def test_resume_removes_the_temporaries_a_killed_writer_left(plugins, workdir):
 )
 def test_a_misspelt_teacher_is_an_unknown_model_not_missing_weights(cli, args):
     one_line(cli(*args), 2, "Unknown model 'wrn40_3'. Did you mean 'wrn40_2'")
+
+
+def test_a_nan_in_the_first_epoch_names_no_checkpoint(cli, workdir):
+    done = cli(*scratch(), "--lr", "1e30", "--batch-size", "32", "--out", "runs/r")
+    one_line(done, 1, "; stopped. No epoch was kept, so there is no checkpoint. Lower the learning")
+    assert "epoch 0" not in done.output
+    assert not (workdir / "runs/r/state").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "kd", "run", "run-without-dataset"])
+def test_a_timm_teacher_timm_does_not_have_is_unknown_not_untrained(cli, command):
+    pytest.importorskip("timm")
+    teacher, student = ("--teacher", "timm:resnet1"), ("--student", "lenet5_half")
+    args = {
+        "eval": ("eval", "--model", "timm:resnet1", "--dataset", "tiny"),
+        "kd": ("kd", *teacher, *student, "--dataset", "tiny"),
+        "run": ("run", "quiet", *teacher, *student, "--dataset", "tiny"),
+        "run-without-dataset": ("run", "quiet", *teacher, *student),
+    }[command]
+    done = cli(*args)
+    one_line(done, 2, "Unknown timm model 'resnet1'. Did you mean 'timm:resnet18'")
+    assert "dfkd scratch" not in done.output
 
 
 def test_a_folder_with_train_but_no_test_says_so(cli, workdir):
@@ -476,6 +577,40 @@ RUN = ("run", "quiet", "--teacher", "lenet5", "--student", "lenet5_half", "--dat
 def test_run_refuses_out_of_range_options_before_writing(cli, workdir, args, message):
     one_line(cli(*RUN, "--teacher-weights", "nowhere.safetensors", *args), 2, message)
     assert not (workdir / "runs").exists()
+
+
+def test_a_shorter_run_moves_the_milestones_the_user_did_not_set(workdir, tiny_teacher_weights):
+    """DFAD's defaults (and its cifar10 preset) drop the rate at epochs 100 and 200 of 500."""
+    import dfkd_plugin_dfad
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    app = make_app(make_plugins((dfkd_plugin_dfad, "dfkd-plugin-dfad")))
+    teacher = tiny_teacher_weights["lenet5"]
+    quick = ["ep_steps=5", "kd_steps=5", "batch_size=8", "nz=8", "ngf=4"]
+    args = ["run", "dfad", "--teacher-weights", teacher, "--student", "lenet5_half"]
+    args += ["--dataset", "tiny", *sum((["-o", o] for o in quick), []), "--epochs", "2"]
+    args += ["--val-size", "8", "--val-steps", "1", "-q"]
+
+    def cli(*more):
+        return CliRunner().invoke(app, [str(a) for a in [*args, *more]])
+
+    done = cli("--out", "runs/r")
+    assert done.exit_code == 0, done.output
+    assert (
+        "dfad defaults: milestones 100,200 (of 500 epochs after warm-up) moved to 1 for 2, at "
+        "the same fractions; set them with -o milestones=A,B." in done.stderr
+    )
+    recorded = json.loads((workdir / "runs/r/config.json").read_text())["options"]
+    assert recorded["resolved_options"]["milestones"] == [1]
+    yours = cli("-o", "milestones=100", "--out", "runs/yours")  # the user's own are checked
+    one_line(yours, 2, "Option 'milestones' must be below 2, the epochs after warm-up")
+    assert not (workdir / "runs/yours").exists()
+    bench = ["bench", "--methods", "dfad", "--pairs", f"lenet5:lenet5_half@{teacher}"]
+    bench += ["--dataset", "tiny", "--preset", "cifar10", "--epochs", "2", "--dry-run"]
+    listed = CliRunner().invoke(app, bench)
+    assert listed.exit_code == 0, listed.output
 
 
 @pytest.mark.parametrize(

@@ -248,3 +248,29 @@ def test_eval_data_scores_the_users_own_images(teacher, workdir, labelled):
     last = run_datafree(cfg, plugins=plugins()).last
     key = "eval_top1" if labelled else "eval_agree"
     assert 0 <= last[key] <= 100 and ({"eval_top1", "eval_agree"} - {key}).isdisjoint(last)
+
+
+def test_a_bad_eval_data_leaves_no_run_behind(teacher, workdir):
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+    from dfkd.testing import make_tiny_images
+
+    app = make_app(plugins())
+    options = [*sum((["-o", o] for o in BUDGET), []), "-o", "epochs=1", "--val-size", "8"]
+    command = ["run", "dafl", "--teacher-weights", str(teacher), "--student", "lenet5_half"]
+    command += [*options, "-q", "--out", "runs/own", "--eval-data"]
+    images, _ = make_tiny_images(4, seed=5)
+    for folder, channels in (("rgb", 3), ("grey", 1)):
+        (workdir / folder).mkdir()
+        coloured = images.expand(-1, channels, -1, -1).contiguous()
+        save_file({"images": coloured}, f"{folder}/images.safetensors")
+    refused = CliRunner().invoke(app, [*command, "folder:rgb"])
+    assert refused.exit_code == 2, refused.output
+    message = "Error: --eval-data folder:rgb has 3-channel images; the teacher takes 1."
+    assert refused.output.strip() == message
+    assert not (workdir / "runs").exists()
+
+    done = CliRunner().invoke(app, [*command, "folder:grey"])  # the corrected command
+    assert done.exit_code == 0, done.output
+    assert "eval_agree" in (workdir / "runs/own/metrics.jsonl").read_text()

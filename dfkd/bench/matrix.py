@@ -271,7 +271,9 @@ def load_matrix(path: Path) -> Matrix:
 def resolve(matrix: Matrix, plugins: Any) -> tuple[list[Cell], list[str]]:
     """The matrix's cells, and one error line per bad (method, pair, variant): an unknown
     method, model, dataset, preset or option, checked as ``dfkd run`` would check it."""
+    from dfkd.models import check_model_name
     from dfkd.options import build_options
+    from dfkd.synthesis.options import fit_milestones
     from dfkd.training.precision import PRECISIONS
 
     errors: list[str] = []
@@ -290,7 +292,7 @@ def resolve(matrix: Matrix, plugins: Any) -> tuple[list[Cell], list[str]]:
         where = " ".join(p for p in (method, variant.label, pair.label) if p)
         try:
             for model in (pair.teacher, pair.student):
-                plugins.models.get(model)
+                check_model_name(model, plugins)
             entry = plugins.methods.get(method)
             presets = entry.info.get("presets", {})
             chosen = matrix.pair_presets.get(pair.label, {}).get(
@@ -308,7 +310,8 @@ def resolve(matrix: Matrix, plugins: Any) -> tuple[list[Cell], list[str]]:
                 *variant.options,
                 *([f"epochs={matrix.epochs}"] if matrix.epochs else []),
             ]
-            build_options(entry.info["options"], presets.get(preset, {}), options)
+            values, _ = fit_milestones(entry.info["options"], presets.get(preset, {}), options)
+            build_options(entry.info["options"], values, options)
         except DfkdError as exc:
             errors.append(f"{where}: {exc}")
             continue

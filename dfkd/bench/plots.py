@@ -157,26 +157,45 @@ def _has_samples(record: dict[str, Any]) -> bool:
     return (Path(record["dir"]) / "samples.png").is_file()
 
 
-def plot_runs(run_dirs: list[Path], out: Path) -> Path:
+#: what ``dfkd plot`` draws for a run without a test split (a teacher-only run)
+AGREE = "agree"
+AGREE_LABEL = "agreement with the teacher % (synthetic validation set)"
+
+
+def _plotted(run_dir: Path) -> tuple[str, list[dict[str, Any]]]:
+    """The score ``dfkd plot`` draws for a run and the rows that record it: its test score, or
+    where it has none (no test split) its agreement with the teacher."""
+    if not run_dir.exists():
+        raise UsageError(f"{run_dir} does not exist.")
+    key, rows = _scored(run_dir)
+    if key is None:
+        key, rows = AGREE, [r for r in RunDir(run_dir).read_metrics() if AGREE in r]
+    if not rows:
+        raise UsageError(
+            f"{run_dir} has no score to plot yet (no top1, miou or agree rows in metrics.jsonl)."
+        )
+    return key, rows
+
+
+def plot_runs(run_dirs: list[Path], out: Path) -> tuple[Path, list[Path]]:
     """``dfkd plot``: the test-score curve (top-1 or mIoU) of each run, finished or still
-    training, on one axes."""
-    runs, keys = [], set()
-    for run_dir in run_dirs:
-        key, rows = _scored(run_dir)
-        if not rows:
-            raise UsageError(
-                f"{run_dir} has no test score yet (no top1 or miou rows in metrics.jsonl)."
-            )
-        runs.append((run_dir, rows))
-        keys.add(key)
+    training, on one axes; a run without a test split draws its agreement with the teacher.
+    Returns the PNG and the runs drawn by agreement, which the command names."""
+    runs = [(run_dir, *_plotted(run_dir)) for run_dir in run_dirs]
+    keys = {key for _, key, _ in runs}
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.xaxis.get_major_locator().set_params(integer=True)
-    for run_dir, rows in runs:
-        ax.plot([r["epoch"] for r in rows], _values(rows), marker=".", label=run_dir.name)
+    for run_dir, key, rows in runs:
+        label = run_dir.name + (" (agreement)" if key == AGREE and len(keys) > 1 else "")
+        ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], marker=".", label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(_axis_label(keys))
+    tested = keys - {AGREE}
+    labels = [_axis_label(tested)] if tested else []
+    if AGREE in keys:
+        labels.append(AGREE_LABEL)
+    ax.set_ylabel(" / ".join(labels))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    return _save(fig, out)
+    return _save(fig, out), [run_dir for run_dir, key, _ in runs if key == AGREE]

@@ -117,13 +117,12 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             _refuse(errors)
         bench_dir = Path(out) if out else default_out
         missing = _missing_teachers(matrix)
-        if missing and not dry_run:
+        if dry_run:  # the cells, then every teacher they lack: a dry run checks what a run does
+            _list_cells(cells, _steps(cells, bench_dir), bench_dir)
+        if missing:
             _refuse(missing)
-        steps = _steps(cells, bench_dir)
-        if dry_run:
-            _list_cells(cells, steps, bench_dir, missing)
-            return
-        _run(cells, steps, bench_dir, jobs, threads_per_job)
+        if not dry_run:
+            _run(cells, _steps(cells, bench_dir), bench_dir, jobs, threads_per_job)
 
 
 def _refuse(lines: list[str]) -> None:
@@ -150,17 +149,18 @@ def _missing_teachers(matrix) -> list[str]:
 
     lines = {}
     for pair in matrix.pairs:
-        path = Path(pair.teacher_weights or default_weights_path(matrix.dataset, pair.teacher))
+        dataset = pair.dataset or matrix.dataset  # a pair's teacher may know other data
+        path = Path(pair.teacher_weights or default_weights_path(dataset, pair.teacher))
         if not path.is_file():
             lines[path] = (
-                f"{pair.teacher}: no teacher weights at {path}. Train them with 'dfkd scratch "
-                f"--model {pair.teacher} --dataset {matrix.dataset}' or name a file "
+                f"{pair.name or pair.teacher}: no teacher weights at {path}. Train them with "
+                f"'dfkd scratch --model {pair.teacher} --dataset {dataset}' or name a file "
                 "(teacher_weights in the bench file, @FILE after the pair)."
             )
     return list(lines.values())
 
 
-def _list_cells(cells, steps: dict[str, str], bench_dir: Path, missing: list[str]) -> None:
+def _list_cells(cells, steps: dict[str, str], bench_dir: Path) -> None:
     from dfkd.bench.runner import cell_dir
 
     for cell in cells:
@@ -173,8 +173,6 @@ def _list_cells(cells, steps: dict[str, str], bench_dir: Path, missing: list[str
         f"{len(cells) // max(groups, 1)} seeds each) into {bench_dir}",
         highlight=False,
     )
-    for line in missing:
-        err_console.print(f"[yellow]Warning:[/] {escape(line)}", highlight=False)
 
 
 @contextlib.contextmanager

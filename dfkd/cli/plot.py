@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dfkd.cli.console import console, guarded
+from dfkd.cli.console import console, err_console, guarded
 from dfkd.plugins import Plugins
 
 
@@ -25,9 +25,19 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             bool, typer.Option("--overwrite", help="Replace an existing --out file.")
         ] = False,
     ) -> None:
-        """Draw the test score (top-1 or mIoU) per epoch of each run on one axes."""
+        """Draw the test score (top-1 or mIoU) per epoch of each run on one axes.
+
+        A run without a test split (teacher only) draws its agreement with the teacher.
+        """
         from dfkd.bench.plots import plot_runs
         from dfkd.training.runs import check_output
 
         check_output(out, overwrite)
-        console.print(str(plot_runs(run_dirs, Path(out))), highlight=False)
+        path, by_agreement = plot_runs(run_dirs, Path(out))
+        for run_dir in by_agreement:
+            err_console.print(
+                f"{run_dir} has no test split: its curve is its agreement with the teacher on "
+                "the synthetic validation set, not accuracy.",
+                highlight=False,
+            )
+        console.print(str(path), highlight=False)

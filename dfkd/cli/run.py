@@ -114,7 +114,9 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             overrides = list(option or []) + ([f"epochs={epochs}"] if epochs is not None else [])
             mean, std = _floats("mean", mean), _floats("std", std)
             cfg = from_arguments(RunConfig, locals())
-            method_options(plugins, cfg)  # fail on a bad name or option before any work
+            _, _, moved = method_options(plugins, cfg)  # a bad name or option: before any work
+            if moved is not None:
+                err_console.print(moved, highlight=False)
             if not dataset and not teacher_weights:
                 cfg.teacher_weights = str(_found_teacher(teacher, plugins))
         outcome = run_datafree(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
@@ -143,10 +145,11 @@ def _floats(flag: str, text: str | None) -> tuple[float, ...] | None:
 
 def _found_teacher(teacher: str, plugins: Plugins) -> str:
     """Without --dataset and --teacher-weights: the one checkpoints/*-TEACHER, said aloud."""
+    from dfkd.models import check_model_name
     from dfkd.training.setup import checkpoints_dir
     from dfkd.training.teacher_inputs import find_teacher_weights
 
-    plugins.models.get(teacher)  # a misspelt name, not a missing checkpoint
+    check_model_name(teacher, plugins)  # a misspelt name, not a missing checkpoint
     path = find_teacher_weights(teacher, checkpoints_dir())
     err_console.print(f"teacher weights: {path} (the only {teacher} in {path.parent})")
     return str(path)

@@ -216,9 +216,11 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         else:
             net, spec, path = load_teacher(model, source, weights, plugins)
             fmt = InputFormat.of(source, spec.size)
+        images, labels = source.load("test")
+        if exported:
+            net.check_fits(source, images.shape[-2:])
         accelerator = make_accelerator(mixed_precision, cpu)
         net.to(accelerator.device)
-        images, labels = source.load("test")
         scores = split_scorer(source, (images, labels), fmt, accelerator, batch_size)(net)
         result = {
             "model": model,

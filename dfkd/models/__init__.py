@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from dfkd.plugins import Plugins
     from dfkd.registry import Entry
 
-__all__ = ["build_model", "model_input_size"]
+__all__ = ["build_model", "check_model_name", "model_input_size"]
 
 
 def _entry(name: str, plugins: Plugins | None) -> Entry:
@@ -53,6 +53,17 @@ def build_model(
             )
         kwargs["pretrained"] = True
     return entry.build(**kwargs)
+
+
+def check_model_name(name: str, plugins: Plugins | None = None) -> None:
+    """Refuse a model no registered one answers to, with the closest names: a misspelt zoo
+    name, or a ``timm:``/``torchvision:`` name the library does not have, which its prefix
+    entry accepts until the model is built (a factory's ``check_name`` asks the library)."""
+    entry = _entry(name, plugins)
+    prefix = entry.arg is not None or entry.name.endswith(":")
+    check = getattr(entry.load(), "check_name", None) if prefix else None
+    if check is not None:
+        check(entry.arg)
 
 
 def model_input_size(name: str, plugins: Plugins | None = None) -> int | None:

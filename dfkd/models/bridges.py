@@ -71,15 +71,34 @@ def _require(library: str, arg: str | None) -> str:
     return arg
 
 
+def _timm_name(arg: str | None) -> str:
+    """``arg`` if timm has such a model; otherwise the closest of its names (a cheap list)."""
+    import timm
+
+    name = _require("timm", arg)
+    if not timm.is_model(name):
+        raise _unknown("timm", name, timm.list_models())
+    return name
+
+
+def _torchvision_name(arg: str | None) -> str:
+    """``arg`` if torchvision has such a classifier (not a detection or segmentation model)."""
+    from torchvision import models
+
+    name = _require("torchvision", arg)
+    known = models.list_models(module=models)
+    if name not in known:
+        raise _unknown("torchvision", name, known)
+    return name
+
+
 def timm_model(
     num_classes: int = 10, in_channels: int = 3, *, arg: str | None = None, pretrained: bool = False
 ) -> nn.Module:
     """``timm.create_model(arg, ...)``; timm adapts the stem to ``in_channels`` itself."""
     import timm
 
-    name = _require("timm", arg)
-    if not timm.is_model(name):
-        raise _unknown("timm", name, timm.list_models())
+    name = _timm_name(arg)
     model = timm.create_model(
         name, pretrained=pretrained, num_classes=num_classes, in_chans=in_channels
     )
@@ -104,10 +123,7 @@ def torchvision_model(
     when ``num_classes`` differs."""
     from torchvision import models
 
-    name = _require("torchvision", arg)
-    known = models.list_models(module=models)  # classifiers only, not detection or segmentation
-    if name not in known:
-        raise _unknown("torchvision", name, known)
+    name = _torchvision_name(arg)
     if in_channels != 3:
         raise UsageError(
             f"torchvision:{name} takes 3-channel images, not {in_channels}; "
@@ -122,3 +138,9 @@ def torchvision_model(
         setattr(model.get_submodule(parent), child, replacement)
     model.head_name = head_name
     return _adopt(model, _TorchvisionFeatures, num_classes, in_channels)
+
+
+#: what `dfkd.models.check_model_name` calls to learn, without building a model, whether the
+#: library has the one named after the colon
+timm_model.check_name = _timm_name
+torchvision_model.check_name = _torchvision_name

@@ -6,11 +6,12 @@ stay torch-free because `dfkd list-methods --options` reads it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from dfkd.errors import UsageError
-from dfkd.options import option
+from dfkd.options import build_options, option
 
 Schedule = Literal["cosine", "multistep", "constant"]
 Optimizer = Literal["sgd", "adam"]
@@ -84,6 +85,38 @@ class DataFreeOptions:
                 "never takes effect. Set them with -o milestones=A,B (empty: 60/75/90 % of "
                 "the epochs)."
             )
+
+
+def fit_milestones(
+    options_cls: type, preset: dict[str, Any], overrides: Iterable[str]
+) -> tuple[dict[str, Any], str | None]:
+    """``preset`` with the multistep milestones the user did not set (the preset's, or the
+    method's defaults) moved to the length ``overrides`` ask for with ``epochs``, at the same
+    fractions of the epochs after warm-up, and a line that says so (None: nothing moved). A
+    reference's drops at epochs 100 and 200 of 500 must not refuse a 20-epoch trial run, and
+    must not be kept where they would fall after its end."""
+    given = {item.partition("=")[0].strip().replace("-", "_") for item in overrides}
+    if "epochs" not in given or "milestones" in given:
+        return preset, None
+    planned = build_options(options_cls, preset)  # the run the milestones were set for
+    asked = build_options(options_cls, {**preset, "milestones": ()}, overrides)
+    milestones = planned.milestones
+    before, after = planned.epochs - planned.warmup, asked.epochs - asked.warmup
+    if asked.schedule != "multistep" or not milestones or before == after:
+        return preset, None
+    moved = tuple(
+        sorted({min(max(1, round(m * after / before)), after - 1) for m in milestones} - {0})
+    )
+    note = (
+        f"milestones {_listed(milestones)} (of {before} epochs after warm-up) moved to "
+        f"{_listed(moved) or 'none'} for {after}, at the same fractions; set them with "
+        "-o milestones=A,B."
+    )
+    return {**preset, "milestones": moved}, note
+
+
+def _listed(values: tuple[int, ...]) -> str:
+    return ",".join(map(str, values))
 
 
 #: What every method's `default` preset adds to its values for small images. A student step's

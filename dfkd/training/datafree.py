@@ -17,6 +17,7 @@ from dfkd.optim import make_optimizer, make_scheduler
 from dfkd.options import build_options
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.synthesis.base import SynthesisContext, SynthesisResult, Synthesizer
+from dfkd.synthesis.options import fit_milestones
 from dfkd.tasks import CLASSIFICATION, SEGMENTATION
 from dfkd.training.guard import CollapseGuard
 from dfkd.training.inputs import InputFormat, evaluate, split_scorer, test_score
@@ -25,6 +26,7 @@ from dfkd.training.precision import resolve_precision
 from dfkd.training.runs import RunDir
 from dfkd.training.setup import (
     build,
+    check_recorded,
     check_resumed_teacher,
     load_teacher,
     make_accelerator,
@@ -78,15 +80,21 @@ class RunConfig:
         )
 
 
-def method_options(plugins: Plugins, cfg: RunConfig) -> tuple[Any, Any]:
-    """The method's entry and its typed options: defaults, then the preset, then -o overrides."""
+def method_options(plugins: Plugins, cfg: RunConfig) -> tuple[Any, Any, str | None]:
+    """The method's entry and its typed options: defaults, then the preset, then -o overrides;
+    and the line to show where a shorter (or longer) run moved milestones the user did not set
+    (`fit_milestones`)."""
     entry = plugins.methods.get(cfg.method)
     presets = entry.info.get("presets", {})
     if cfg.preset and cfg.preset not in presets:
         known = ", ".join(presets) or "none"
         raise UsageError(f"Method {cfg.method} has no preset '{cfg.preset}'. Presets: {known}.")
     preset = presets.get(cfg.preset, {}) if cfg.preset else {}
-    return entry, build_options(entry.info["options"], preset, cfg.overrides)
+    preset, moved = fit_milestones(entry.info["options"], preset, cfg.overrides)
+    if moved is not None:
+        source = f"preset {cfg.preset}" if cfg.preset else "defaults"
+        moved = f"{cfg.method} {source}: {moved}"
+    return entry, build_options(entry.info["options"], preset, cfg.overrides), moved
 
 
 def check_method_task(entry: Any, cfg: RunConfig, source: Any) -> None:
@@ -119,9 +127,37 @@ def _inputs(cfg: RunConfig, plugins: Plugins) -> Any:
     return describe_inputs(cfg.teacher, Path(cfg.teacher_weights), cfg.input_flags(), plugins)
 
 
+#: the user's own images (``--eval-data``): their dataset, images and labels (None: unlabelled)
+EvalData = tuple[Any, torch.Tensor, torch.Tensor | None]
+
+
+def _open_eval_data(cfg: RunConfig, plugins: Plugins, source: Any) -> EvalData | None:
+    """The ``--eval-data`` images, checked against the teacher's channels and classes before
+    the run directory is made: a bad folder must not leave a run that blocks the corrected
+    command. Labels come back as the teacher's class indices."""
+    if not cfg.eval_data:
+        return None
+    eval_source = open_dataset(cfg.eval_data, cfg.data_root, False, plugins=plugins)
+    split = "test" if _has_split(eval_source, "test") else "train"
+    images, labels = eval_source.load(split)
+    if images.shape[1] != source.channels:
+        raise UsageError(
+            f"--eval-data {cfg.eval_data} has {images.shape[1]}-channel images; the teacher "
+            f"takes {source.channels}."
+        )
+    if labels is not None and source.task == SEGMENTATION:
+        if eval_source.task != SEGMENTATION or eval_source.num_classes != source.num_classes:
+            raise UsageError(
+                f"--eval-data {cfg.eval_data} needs image/mask pairs of the teacher's "
+                f"{source.num_classes} classes."
+            )
+    elif labels is not None:
+        labels = _as_teacher_labels(labels, eval_source.classes, source.classes, cfg.eval_data)
+    return eval_source, images, labels
+
+
 def _eval_data_scorer(
-    cfg: RunConfig,
-    plugins: Plugins,
+    data: EvalData,
     source: Any,
     s_fmt: InputFormat,
     valset: Any,
@@ -131,25 +167,12 @@ def _eval_data_scorer(
 ) -> Any:
     """Scores on the user's own images (``--eval-data``): accuracy where they are labelled with
     the teacher's classes, agreement with the teacher where they are not."""
-    eval_source = open_dataset(cfg.eval_data, cfg.data_root, False, plugins=plugins)
-    split = "test" if _has_split(eval_source, "test") else "train"
-    images, labels = eval_source.load(split)
-    if images.shape[1] != source.channels:
-        raise UsageError(
-            f"--eval-data {cfg.eval_data} has {images.shape[1]}-channel images; the teacher "
-            f"takes {source.channels}."
-        )
+    eval_source, images, labels = data
     fmt = InputFormat(tuple(source.mean), tuple(source.std), s_fmt.size)
     if labels is not None and source.task == SEGMENTATION:
-        if eval_source.task != SEGMENTATION or eval_source.num_classes != source.num_classes:
-            raise UsageError(
-                f"--eval-data {cfg.eval_data} needs image/mask pairs of the teacher's "
-                f"{source.num_classes} classes."
-            )
         score = split_scorer(eval_source, (images, labels), fmt, accelerator)
         return lambda model: {f"eval_{k}": v for k, v in score(model).items()}
     if labels is not None:
-        labels = _as_teacher_labels(labels, eval_source.classes, source.classes, cfg.eval_data)
 
         def labelled(model: Any) -> dict[str, float]:
             return {"eval_top1": evaluate(model, images, labels, fmt, accelerator)["top1"]}
@@ -190,17 +213,6 @@ def _as_teacher_labels(
     return labels
 
 
-def _recorded_config(recorded: dict[str, Any], run_dir: str) -> RunConfig:
-    names = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(recorded) - names)
-    if unknown:
-        raise UsageError(
-            f"{run_dir}/config.json records settings this dfkd does not know "
-            f"({', '.join(unknown)}); resume it with the dfkd version that started it."
-        )
-    return RunConfig(**recorded)
-
-
 def recorded_options(
     plugins: Plugins, cfg: RunConfig, resolved: dict[str, Any] | None, run_dir: str
 ) -> tuple[Any, Any]:
@@ -210,7 +222,8 @@ def recorded_options(
     entry = plugins.methods.get(cfg.method)
     options_cls = entry.info["options"]
     if resolved is None:  # a run directory from before options were recorded
-        return method_options(plugins, cfg)
+        entry, options, _ = method_options(plugins, cfg)
+        return entry, options
     fields = {f.name for f in dataclasses.fields(options_cls)}
     if set(resolved) != fields:
         changed = sorted(set(resolved) ^ fields)
@@ -219,6 +232,7 @@ def recorded_options(
             f"that started {run_dir} (differs in: {', '.join(changed)}); reinstall the version "
             "recorded in its config.json to resume it."
         )
+    check_recorded(options_cls, resolved, run_dir)
     hints = typing.get_type_hints(options_cls)
     values = {
         k: tuple(v) if typing.get_origin(hints[k]) is tuple else v for k, v in resolved.items()
@@ -446,10 +460,11 @@ def run_datafree(
         recorded = resume_options(resume, "run")
         resolved = recorded.pop("resolved_options", None)
         chosen_precision = (recorded.pop("precision", None) or {}).get("chosen")
-        cfg = _recorded_config(recorded, resume)
+        check_recorded(RunConfig, recorded, resume)
+        cfg = RunConfig(**recorded)
         entry, options = recorded_options(plugins, cfg, resolved, resume)
     else:
-        entry, options = method_options(plugins, cfg)
+        entry, options, _ = method_options(plugins, cfg)  # the CLI has shown what moved
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = _inputs(cfg, plugins)
     check_method_task(entry, cfg, source)
@@ -458,6 +473,7 @@ def run_datafree(
         check_resumed_teacher(resume, teacher_path)
     student, s_spec = build(cfg.student, source, plugins)
     test = None if isinstance(source, TeacherInputs) else source.load("test")
+    eval_data = _open_eval_data(cfg, plugins, source)
     if chosen_precision:
         precision, precision_record = chosen_precision, None
     else:
@@ -534,11 +550,9 @@ def run_datafree(
     scorers = [lambda m: agreement(m, valset, s_fmt, accelerator)]
     if test is not None:
         scorers.insert(0, split_scorer(source, test, s_fmt, accelerator))
-    if cfg.eval_data:
+    if eval_data is not None:
         scorers.append(
-            _eval_data_scorer(
-                cfg, plugins, source, s_fmt, valset, teacher, t_spec.size, accelerator
-            )
+            _eval_data_scorer(eval_data, source, s_fmt, valset, teacher, t_spec.size, accelerator)
         )
     loop = Loop(
         accelerator,

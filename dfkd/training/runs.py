@@ -199,7 +199,10 @@ def default_run_path(command: str, model: str, dataset: str, root: Path = Path("
 
 def create_run(path: Path, *, overwrite: bool) -> RunDir:
     """A fresh run directory; an existing one is replaced only when the user said --overwrite,
-    and never while another process writes it."""
+    and never while another process writes it. Where ``path`` is a symbolic link, the folder it
+    points to is the run's: replaced by --overwrite, made when it does not exist yet, and the
+    link is kept."""
+    folder = Path(os.path.realpath(path)) if path.is_symlink() else path
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path} is a file, not a run directory; choose another --out.")
     if path.exists() and any(path.iterdir()):
@@ -211,11 +214,14 @@ def create_run(path: Path, *, overwrite: bool) -> RunDir:
         if not (path / CONFIG).exists():
             raise UsageError(f"Refusing to overwrite {path}: it is not a dfkd run directory.")
         with RunDir(path).lock():
-            shutil.rmtree(path)
+            shutil.rmtree(folder)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"Cannot create run directory {path}: {exc.strerror or exc}.") from exc
+        why = exc.strerror or exc
+        if path.is_symlink():
+            why = f"it is a symbolic link that leads to no folder ({why}); choose another --out"
+        raise UsageError(f"Cannot create run directory {path}: {why}.") from exc
     return RunDir(path)
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import random
+import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +17,7 @@ import torch
 
 from dfkd.errors import UsageError
 from dfkd.fileio import held_lock, sha256_of
+from dfkd.options import fits_type, type_name
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.tasks import CLASSIFICATION
 from dfkd.weights import load_weights, read_meta, save_weights
@@ -158,7 +163,9 @@ def load_teacher(
     plugins: Plugins | None = None,
 ) -> tuple[torch.nn.Module, ModelSpec, Path]:
     """The frozen teacher; a missing checkpoint says where it looked and how to make one."""
-    (plugins or get_plugins()).models.get(name)  # a misspelt name, not missing weights
+    from dfkd.models import check_model_name
+
+    check_model_name(name, plugins)  # a misspelt name, not missing weights
     path = Path(weights) if weights else default_weights_path(source.name, name)
     if not path.exists():
         how = f"dfkd scratch --model {name} --dataset {source.name}"
@@ -270,6 +277,41 @@ def resume_options(
                 "to resume it, or start a new run."
             )
     return options
+
+
+def check_recorded(
+    cls: type, options: dict[str, Any], run_path: str | Path, required: Iterable[str] = ()
+) -> None:
+    """Refuse, as one line, the options a run recorded for config class ``cls`` where
+    config.json names a setting this dfkd does not know, lacks one the run cannot go on without
+    (``required``, and every field without a default) or holds a value of another type than its
+    field (``"lr": "abc"``): an edited or damaged file must stop the resume before it starts, not
+    end it in a traceback, nor let a default stand in for the run's teacher."""
+    from dfkd.training.runs import CONFIG, START_OVER
+
+    where = Path(run_path) / CONFIG
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise UsageError(
+            f"{where} records settings this dfkd does not know ({', '.join(unknown)}); resume it "
+            "with the dfkd version that started it."
+        )
+    no_default = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = sorted({*required, *no_default} - set(options))
+    if missing:
+        raise UsageError(f"{where} records no {', '.join(missing)}. {START_OVER}")
+    hints = typing.get_type_hints(cls)
+    for name, value in options.items():
+        if not fits_type(value, hints[name]):
+            raise UsageError(
+                f"{where} records {name} = {json.dumps(value)}, not {type_name(hints[name])}; "
+                f"correct it to resume the run. {START_OVER}"
+            )
 
 
 def check_resumed_teacher(run_path: str | Path, weights: Path) -> None:

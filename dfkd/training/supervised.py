@@ -26,6 +26,7 @@ from dfkd.training.segmentation import pixel_cross_entropy, pixel_rows
 from dfkd.training.setup import (
     ModelSpec,
     build,
+    check_recorded,
     check_resumed_teacher,
     default_weights_path,
     epoch_generator,
@@ -249,8 +250,11 @@ def _prepare(
 
 
 def load_config(cls: type, resume: str, command: str, given: dict[str, Any] | None = None) -> Any:
-    """The config a run recorded; ``given``: what the command line names beside --resume."""
-    return cls(**resume_options(resume, command, given))
+    """The config a run recorded; ``given``: what the command line names beside --resume, which
+    the run must have recorded."""
+    options = resume_options(resume, command, given)
+    check_recorded(cls, options, resume, required=given or ())
+    return cls(**options)
 
 
 def train_scratch(
