@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -74,25 +75,37 @@ def error_reason(exc: BaseException) -> str:
 
 
 def sha256_of(path: str | Path) -> str:
-    """The hex sha256 of a file's bytes, read in blocks: what tells one weights file from another
-    (a teacher's validation set, the teacher a run was started with)."""
+    """The hex sha256 of a file's bytes: what tells one weights file from another (a teacher's
+    validation set, the teacher a run was started with). A run asks for its teacher's more than
+    once, so it is read once per file, size and modification time."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _sha256(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
+    with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
 @contextlib.contextmanager
-def held_lock(path: str | Path) -> Iterator[None]:
+def held_lock(path: str | Path, required: bool = True) -> Iterator[None]:
     """Wait for, then hold, an exclusive ``flock`` on ``path`` (made if missing), so that
     processes deciding on one shared file decide one after another. The OS drops the lock when
-    its holder dies: a killed process leaves no stale lock."""
+    its holder dies: a killed process leaves no stale lock. Where the folder cannot be written,
+    a lock that is not ``required`` is skipped and nobody waits."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
+        if not required:
+            yield
+            return
         raise DfkdError(f"Cannot write to {path.parent}: {exc.strerror or exc}.") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

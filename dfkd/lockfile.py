@@ -14,7 +14,6 @@ there every `dfkd bench` report).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import re
@@ -22,6 +21,8 @@ import sys
 from datetime import date
 from importlib import metadata
 from pathlib import Path
+
+from dfkd.fileio import sha256_of
 
 LOCK_NAME = "requirements.lock"
 #: The checkout's lock, when dfkd runs from one (an editable install); absent in a wheel.
@@ -81,7 +82,7 @@ def differences(locked: dict[str, str], present: dict[str, str]) -> list[str]:
 
 
 def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return sha256_of(path)[:12]
 
 
 def environment_lock(path: Path | None = None) -> str | None:

@@ -8,10 +8,12 @@ per session, the check that a run directory is complete, and a two-process torch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +143,29 @@ def make_plugins(*extra: tuple[object, str]) -> Plugins:
     for plugin, name in extra:
         plugins.register(plugin, name, dist=name)
     return plugins
+
+
+@contextlib.contextmanager
+def run_held_elsewhere(run_dir: Path | str, cwd: Path) -> Iterator[int]:
+    """Another process holding ``run_dir``'s lock (a run still going), for as long as the block
+    lasts; yields its pid, which the refusals name."""
+    code = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from dfkd.training.runs import RunDir\n"
+        f"with RunDir(Path({str(run_dir)!r})).lock():\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=cwd, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def method_plugin(name: str, factory: Any, summary: str, **info: Any) -> tuple[object, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from dfkd import hookimpl
 from dfkd.data.pipeline import to_float
 from dfkd.export import FORMATS, TRACE_BATCH
 from dfkd.models import build_model
-from dfkd.testing import make_plugins, make_tiny_images
+from dfkd.testing import make_plugins, make_tiny_images, run_held_elsewhere
 from dfkd.weights import load_weights, save_weights
 
 MEAN, STD = (0.2,), (0.3,)  # the tiny dataset's
@@ -184,27 +183,12 @@ def test_an_existing_output_needs_overwrite(export_cli, run_dir):
 
 
 def test_a_run_still_going_is_not_exported(export_cli, run_dir, workdir):
-    code = (
-        "import time\n"
-        "from pathlib import Path\n"
-        "from dfkd.training.runs import RunDir\n"
-        "with RunDir(Path('run')).lock():\n"
-        "    print('held', flush=True)\n"
-        "    time.sleep(60)\n"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=workdir, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with run_held_elsewhere(run_dir, workdir) as holder:
         before = files_under(workdir)
         for source in (run_dir, run_dir / "model.safetensors"):
             line = one_error_line(export_cli("export", source, "-f", "torchscript"), 2)
-            assert f"Run {run_dir} is in use by process {holder.pid}" in line
+            assert f"Run {run_dir} is in use by process {holder}" in line
         assert files_under(workdir) == before
-    finally:
-        holder.kill()
-        holder.wait()
     assert export_cli("export", run_dir, "-f", "torchscript").exit_code == 0
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import dfkd_plugin_dafl
@@ -18,7 +16,7 @@ from dfkd.data import open_dataset
 from dfkd.errors import DfkdError, UsageError
 from dfkd.models import build_model
 from dfkd.synthesis.options import DataFreeOptions
-from dfkd.testing import KillAfterEpoch, make_plugins, tiny_run_config
+from dfkd.testing import KillAfterEpoch, make_plugins, run_held_elsewhere, tiny_run_config
 from dfkd.training.datafree import run_datafree
 from dfkd.training.loop import SilentReporter
 from dfkd.training.runs import RunDir
@@ -193,26 +191,11 @@ def test_import_weights_never_writes_over_a_file_or_the_default_unasked(cli, wor
 
 def test_a_run_in_use_is_refused_and_a_dead_holder_leaves_no_lock(cli, workdir):
     assert cli(*scratch(), "--out", "runs/r").exit_code == 0
-    code = (
-        "import time\n"
-        "from pathlib import Path\n"
-        "from dfkd.training.runs import RunDir\n"
-        "with RunDir(Path('runs/r')).lock():\n"
-        "    print('held', flush=True)\n"
-        "    time.sleep(60)\n"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=workdir, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline() == "held\n"
-        busy = f"Run runs/r is in use by process {holder.pid}"
+    with run_held_elsewhere("runs/r", workdir) as holder:
+        busy = f"Run runs/r is in use by process {holder}"
         one_line(cli("scratch", "--resume", "runs/r"), 2, busy)
         one_line(cli(*scratch(), "--out", "runs/r", "--overwrite"), 2, busy)
         assert (workdir / "runs/r/model.safetensors").exists()
-    finally:
-        holder.kill()
-        holder.wait()
     assert cli("scratch", "--resume", "runs/r").exit_code == 0
 
 

@@ -374,8 +374,8 @@ class DataFreeJob(Job):
     def _count_answers(self, t_logits: torch.Tensor) -> None:
         """The teacher's classes on the samples the student learns from (per pixel for a
         segmentation teacher): a generator fallen onto one class shows here."""
-        found = torch.bincount(t_logits.argmax(1).flatten().cpu(), minlength=t_logits.shape[1])
-        if self.teacher_answers.numel() != found.numel():
+        found = torch.bincount(t_logits.argmax(1).flatten(), minlength=t_logits.shape[1])
+        if self.teacher_answers.numel() != found.numel():  # on the device: no sync per step
             self.teacher_answers = torch.zeros_like(found)
         self.teacher_answers += found
 
@@ -402,7 +402,8 @@ class DataFreeJob(Job):
         answers, self.teacher_answers = self.teacher_answers, torch.zeros(0, dtype=torch.long)
         if answers.numel() and self.accelerator.num_processes > 1:
             # every process's samples, so that every process's guard sees the same epoch
-            answers = self.accelerator.reduce(answers.to(self.accelerator.device), "sum").cpu()
+            answers = self.accelerator.reduce(answers, "sum")
+        answers = answers.cpu()
         if answers.sum() > 0:
             extras["syn_top_class"] = round(100.0 * answers.max().item() / answers.sum().item(), 2)
         extras["lr"] = self.optimizer.param_groups[0]["lr"]

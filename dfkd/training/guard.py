@@ -58,29 +58,24 @@ class CollapseGuard:
     peak_agree: float = 0.0  # over the epochs kept so far
     widest_student: float = 100.0  # the lowest share of one class in the student's answers
     widest_synthesis: float = 100.0  # the lowest share of one class in an epoch's samples
-    unreported: list[str] = field(default_factory=list)  # events since the last kept row
-    history: list[str] = field(default_factory=list)
+    #: events since the last kept row, which carries them (so never part of a checkpoint)
+    unreported: list[str] = field(default_factory=list)
 
     def diagnose(self, row: dict[str, Any]) -> Collapsed | None:
         """The collapse of the epoch of ``row``, or None when it is healthy."""
-        reason = self._reason(row)
-        if reason is None or isinstance(reason, Collapsed):
-            return reason
-        return Collapsed(row["epoch"], reason)
-
-    def _reason(self, row: dict[str, Any]) -> str | Collapsed | None:
         if self.num_classes < 3:
             return None  # with two classes, one class for most inputs can be right
+        epoch = row["epoch"]
         share, teacher = row.get("val_top_class"), row.get("val_top_class_teacher")
         if share is not None and share >= ONE_CLASS and teacher <= TEACHER_SHARE:
             answered = (
                 f"one class for {share:.0f} % of the validation set (the teacher {teacher:.0f} %)"
             )
             if self.widest_student <= SPREAD:
-                return f"the student answered {answered}"
-            if self.patience is not None and row["epoch"] >= self.patience:
-                stuck = f"the student still answered {answered} after {row['epoch']} epochs"
-                return Collapsed(row["epoch"], stuck, restart=True)
+                return Collapsed(epoch, f"the student answered {answered}")
+            if self.patience is not None and epoch >= self.patience:
+                stuck = f"the student still answered {answered} after {epoch} epochs"
+                return Collapsed(epoch, stuck, restart=True)
         chance = 100.0 / self.num_classes
         agree = row.get("agree")
         if (
@@ -88,9 +83,10 @@ class CollapseGuard:
             and agree <= NEAR_CHANCE * chance
             and self.peak_agree >= LEARNED * chance
         ):
-            return (
+            return Collapsed(
+                epoch,
                 f"agreement fell to {agree:.1f} % (chance {chance:.0f} %) "
-                f"from {self.peak_agree:.1f} %"
+                f"from {self.peak_agree:.1f} %",
             )
         generated = row.get("syn_top_class")
         if (
@@ -98,9 +94,10 @@ class CollapseGuard:
             and generated >= GENERATOR_ONE_CLASS
             and self.widest_synthesis <= SPREAD
         ):
-            return (
+            return Collapsed(
+                epoch,
                 f"the teacher answered one class for {generated:.0f} % of the epoch's "
-                "synthetic samples"
+                "synthetic samples",
             )
         return None
 
@@ -114,7 +111,8 @@ class CollapseGuard:
         done, self.unreported = self.unreported, []
         return {"guard": done, "guard_rollbacks": self.rollbacks}
 
-    def rolled_back(self, collapse: Collapsed, to_epoch: int, action: str) -> None:
+    def rolled_back(self, collapse: Collapsed, to_epoch: int, action: str) -> str:
+        """Count and record a rollback; the event as the next kept row will carry it."""
         self.rollbacks += 1
         if collapse.restart:  # the epochs these were read from are gone
             self.peak_agree, self.widest_student, self.widest_synthesis = 0.0, 100.0, 100.0
@@ -125,7 +123,7 @@ class CollapseGuard:
         )
         event = f"epoch {collapse.epoch}: {collapse.reason}; {back}, {action}"
         self.unreported.append(event)
-        self.history.append(event)
+        return event
 
     def check_tries(self, collapse: Collapsed, run: Any, last_kept: int) -> None:
         """Stop the run, in one line, when the rollbacks are spent."""
@@ -149,8 +147,6 @@ class CollapseGuard:
             "peak_agree": self.peak_agree,
             "widest_student": self.widest_student,
             "widest_synthesis": self.widest_synthesis,
-            "unreported": list(self.unreported),
-            "history": list(self.history),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -158,5 +154,3 @@ class CollapseGuard:
         self.peak_agree = float(state["peak_agree"])
         self.widest_student = float(state["widest_student"])
         self.widest_synthesis = float(state["widest_synthesis"])
-        self.unreported = list(state["unreported"])
-        self.history = list(state["history"])

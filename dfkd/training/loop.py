@@ -254,21 +254,6 @@ class Loop:
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
         }
 
-    def _state(
-        self, job: Job, epochs_done: int, best: float, processes: list[Any]
-    ) -> dict[str, Any]:
-        """Everything a resume or a rollback restores, as one structure."""
-        state = {
-            "epochs_done": epochs_done,
-            "best_top1": best,
-            "num_processes": self.accelerator.num_processes,
-            "objects": {k: _state_of(self.accelerator, v) for k, v in job.stateful().items()},
-            "processes": processes,
-        }
-        if self.guard is not None:
-            state["guard"] = self.guard.state_dict()
-        return state
-
     def _checkpoint(self, job: Job, epochs_done: int, best: float) -> None:
         """One atomic file with the shared state and every process's own state and random
         streams, so a multi-process run resumes each process where it was."""
@@ -282,7 +267,15 @@ class Loop:
         processes = _gather_to_main(self.accelerator, self._process_state(job, processes_own))
         if not self.accelerator.is_main_process:
             return
-        state = self._state(job, epochs_done, best, processes)
+        state = {
+            "epochs_done": epochs_done,
+            "best_top1": best,
+            "num_processes": self.accelerator.num_processes,
+            "objects": {k: _state_of(self.accelerator, v) for k, v in job.stateful().items()},
+            "processes": processes,
+        }
+        if self.guard is not None:
+            state["guard"] = self.guard.state_dict()
         write_atomic(self.run.state_dir / name, lambda tmp: torch.save(state, tmp))
 
     def _roll_back(self, job: Job, collapse: Collapsed, epoch: int) -> tuple[int, float]:
@@ -299,8 +292,7 @@ class Loop:
         state = torch.load(path, map_location="cpu", weights_only=True)
         epochs_done, best = self._load(job, state, keep_guard=True, partial=collapse.restart)
         action = job.slow_down(self.guard.rollbacks + 1 - job.guard_level)
-        self.guard.rolled_back(collapse, epochs_done, action)
-        self.reporter.rolled_back(self.guard.history[-1])
+        self.reporter.rolled_back(self.guard.rolled_back(collapse, epochs_done, action))
         return epochs_done, best
 
     def _restore(self, job: Job) -> tuple[int, float]:

@@ -11,10 +11,6 @@ teacher is asked for a grid of classes per image, and agreement is counted per p
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd.errors import DfkdError
-from dfkd.fileio import sha256_of, write_atomic
+from dfkd.fileio import held_lock, sha256_of, write_atomic
 from dfkd.tasks import CLASSIFICATION, SEGMENTATION
 from dfkd.training.inputs import InputFormat
 
@@ -76,7 +72,9 @@ def validation_set(
     cached = _read_cached(places, key)
     if cached is not None:
         return cached
-    with _made_by_one(cache_path(weights)):
+    # runs of one teacher started together (a bench's cells) make the set once; the others wait
+    # and read it (nobody waits where that folder cannot be written)
+    with held_lock(cache_path(weights).with_suffix(".lock"), required=False):
         cached = _read_cached(places, key)  # made by another run while this one waited
         if cached is not None:
             return cached
@@ -109,23 +107,6 @@ def _read_cached(places: tuple[Path, ...], key: str) -> ValidationSet | None:
             except (SafetensorError, OSError, KeyError):
                 pass
     return None
-
-
-@contextlib.contextmanager
-def _made_by_one(place: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on PLACE's ``.lock`` while the set is made, so runs of one
-    teacher started together (a bench's cells) make it once and the others read it. Where that
-    folder cannot be written, nobody waits."""
-    try:
-        fd = os.open(place.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the only descriptor releases the lock
 
 
 def make_validation_set(
