@@ -151,7 +151,7 @@ def export_student(
         raise UsageError(f"--format must be onnx or torchscript, not '{fmt}'.")
     weights = find_weights(source, which)
     RunDir(weights.parent).refuse_while_in_use()  # mid-run weights are no result to ship
-    meta = _read_sidecar(weights)
+    meta = read_sidecar(weights)
     segmentation = meta.get("task") == SEGMENTATION
     # a segmentation network takes any size: by default the crops it was trained on
     size = (
@@ -169,7 +169,7 @@ def export_student(
     for target in (path, sidecar):
         check_output(target, overwrite)
     if fmt == "onnx":
-        _require_onnx()
+        require_onnx()
 
     from dfkd.models import build_model
 
@@ -191,10 +191,10 @@ def export_student(
         return x01 if include_normalization else normalize(x01, mean, std)
 
     try:
-        with _quiet(), torch.no_grad():
+        with quiet(), torch.no_grad():
             blob, loader, info = _EXPORTERS[fmt](net, feed(pixels(TRACE_BATCH, 0)))
     except Exception as exc:  # noqa: BLE001 - whatever the exporter raises, the model is the cause
-        raise UsageError(f"Cannot export {meta['model']} to {fmt}: {_reason(exc)}") from exc
+        raise UsageError(f"Cannot export {meta['model']} to {fmt}: {reason(exc)}") from exc
     batches = [pixels(n, seed) for seed, n in enumerate(VERIFY_BATCHES, start=1)]
     with torch.no_grad():  # the reference: the student on the training pipeline's normalisation
         expected = [model(normalize(x, mean, std)).float() for x in batches]
@@ -237,7 +237,7 @@ def export_student(
     return Exported(path, sidecar, weights, fmt, max_diff)
 
 
-def _read_sidecar(weights: Path) -> dict[str, Any]:
+def read_sidecar(weights: Path) -> dict[str, Any]:
     meta = read_meta(weights)
     if not meta:
         raise UsageError(
@@ -250,7 +250,7 @@ def _read_sidecar(weights: Path) -> dict[str, Any]:
     return meta
 
 
-def _require_onnx() -> None:
+def require_onnx() -> None:
     missing = []
     for name in ONNX_PACKAGES:
         try:
@@ -264,7 +264,7 @@ def _require_onnx() -> None:
         )
 
 
-def _export_onnx(net: nn.Module, example: torch.Tensor) -> ExportedFile:
+def export_onnx(net: nn.Module, example: torch.Tensor) -> ExportedFile:
     """torch's torch.export-based exporter (its default; the TorchScript-based one is
     deprecated), to one self-contained file: no external data, the batch dimension free."""
     program = torch.onnx.export(
@@ -301,7 +301,7 @@ def _torchscript_runner(blob: bytes) -> Runner:
     return lambda x: loaded(x)
 
 
-_EXPORTERS = {"onnx": _export_onnx, "torchscript": _export_torchscript}
+_EXPORTERS = {"onnx": export_onnx, "torchscript": _export_torchscript}
 _RUNNERS = {"onnx": _onnx_runner, "torchscript": _torchscript_runner}
 
 
@@ -315,21 +315,21 @@ def _verify(
     ``expected`` ones; DfkdError when the file does not load or run, or is off by more than
     the tolerance."""
     try:
-        with _quiet():
+        with quiet():
             run = load()
     except Exception as exc:  # noqa: BLE001 - a file that cannot load fails verification
         raise DfkdError(
-            f"The exported {fmt} model does not load: {_reason(exc)}. Nothing was written."
+            f"The exported {fmt} model does not load: {reason(exc)}. Nothing was written."
         ) from exc
     worst = 0.0
     for x, want in zip(inputs, expected, strict=True):
         n = len(x)
         try:
-            with _quiet(), torch.no_grad():
+            with quiet(), torch.no_grad():
                 got = run(x).float()
         except Exception as exc:  # noqa: BLE001 - a file that cannot run fails verification
             raise DfkdError(
-                f"The exported {fmt} model fails on a batch of {n}: {_reason(exc)}. "
+                f"The exported {fmt} model fails on a batch of {n}: {reason(exc)}. "
                 "Nothing was written."
             ) from exc
         if got.shape != want.shape:
@@ -349,7 +349,7 @@ def _verify(
 
 
 @contextlib.contextmanager
-def _quiet() -> Any:
+def quiet() -> Any:
     """Exporters print graphs, progress and warnings (TorchScript's deprecation, tracer hints);
     verification is what decides, so none of it reaches the user."""
     with (
@@ -361,7 +361,7 @@ def _quiet() -> Any:
         yield
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     """The first line of the root cause: torch.onnx wraps the real error in a long report."""
     cause = exc.__cause__ or exc
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(cause)).strip()
@@ -387,14 +387,14 @@ class ExportedModel(nn.Module):
         except (json.JSONDecodeError, KeyError, TypeError):
             raise UsageError(f"{sidecar} is damaged; export the student again.") from None
         if fmt == "onnx":
-            _require_onnx()
+            require_onnx()
         self.path = path
         try:
-            with _quiet():
+            with quiet():
                 self._runner = runner(path.read_bytes())
         except Exception as exc:  # noqa: BLE001 - a truncated or damaged file, as the runtime says
             raise UsageError(
-                f"Cannot load {path} as an exported {fmt} model ({_reason(exc)}); export the "
+                f"Cannot load {path} as an exported {fmt} model ({reason(exc)}); export the "
                 "student again."
             ) from exc
 
