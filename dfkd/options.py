@@ -66,7 +66,7 @@ def build_options(
     if unknown:
         raise UsageError(f"Preset sets unknown options: {', '.join(sorted(unknown))}.")
     for key, value in values.items():
-        _check_choice(key, value, hints[key])
+        _check_type(key, value, hints[key])
     bounds = _bounds(options_cls)
     for key, value in values.items():
         for element in value if isinstance(value, tuple | list) else (value,):
@@ -110,11 +110,15 @@ def _bounds(options_cls: type) -> dict[str, dict[str, float]]:
     return found
 
 
-def _check_choice(key: str, value: Any, hint: Any) -> None:
-    """A preset's value for a Literal option must be one of its choices, like a -o value."""
-    if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
+def _check_type(key: str, value: Any, hint: Any) -> None:
+    """A preset's value must fit its option's type (a Literal one: be one of its choices), like
+    a -o value: a plugin's "0.1" for a float is one line here, not a traceback mid-run."""
+    if fits_type(value, hint):
+        return
+    if typing.get_origin(hint) is typing.Literal:
         choices = ", ".join(map(str, typing.get_args(hint)))
         raise UsageError(f"Option '{key}' must be one of {choices}, not {value!r}.")
+    raise UsageError(f"Option '{key}' must be {type_name(hint)}, not {value!r}.")
 
 
 def parse_value(key: str, text: str, hint: Any) -> Any:

@@ -2,7 +2,9 @@
 
 A plugin that fails to load, or whose ``register_*`` hook raises or registers with keywords the
 core does not know, is recorded (and the CLI warns) instead of taking every command down with
-it; ``DFKD_STRICT_PLUGINS=1`` turns such failures into errors, for CI.
+it, and so is a name two plugins register (the later one's is dropped); ``DFKD_STRICT_PLUGINS=1``
+turns such failures into errors, for CI. ``DFKD_LOAD_PLUGINS`` and ``DFKD_DISABLE_PLUGINS`` pick
+the entry points to load (docs/plugins.md#when-it-breaks).
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ class Plugins:
         self.pm.add_hookspecs(hookspecs)
         self.providers: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
         self.errors: dict[str, str] = {}  # distribution or plugin -> error text
+        self.raised: dict[str, list[BaseException]] = {}  # the exceptions, for DFKD_TRACEBACK
+        self.conflicts: dict[str, list[str]] = {}  # distribution -> its names dropped as clashes
         self.warnings: list[str] = []  # what the CLI should say that is not a plugin's failure
         self.not_loaded: list[str] = []  # installed distributions DFKD_LOAD_PLUGINS leaves out
+        self.disabled: list[str] = []  # installed distributions DFKD_DISABLE_PLUGINS names
         for module_name in DEFAULT_PLUGINS:
             self.register(importlib.import_module(module_name), module_name)
         if autoload:
@@ -73,30 +78,29 @@ class Plugins:
         if self.strict:
             raise PluginError(f"Could not load plugin {who} ({text}).") from exc
         self.errors[who] = f"{self.errors[who]}; {text}" if who in self.errors else text
+        self.raised.setdefault(who, []).append(exc)
 
     def _load_entry_points(self) -> None:
-        wanted = os.environ.get("DFKD_LOAD_PLUGINS")
         # the names asked for, compared as pip compares them, shown as they were written
-        only = None
-        if wanted is not None:
-            only = {_normal(w): w.strip() for w in wanted.split(",") if w.strip()}
-        named: set[str] = set()  # the names in DFKD_LOAD_PLUGINS that matched something
-        installed: dict[str, list[str]] = {}  # distribution -> its entry-point names
-        for dist in metadata.distributions():
-            dist_name = dist.metadata["Name"]
+        only = _names_from_environment("DFKD_LOAD_PLUGINS")
+        deny = _names_from_environment("DFKD_DISABLE_PLUGINS") or {}
+        installed: dict[str, tuple[Any, list[Any]]] = {}  # distribution -> it, its entry points
+        for dist in metadata.distributions():  # the first on sys.path shadows the others
             entry_points = [ep for ep in dist.entry_points if ep.group == "dfkd"]
-            if dist_name in installed or not entry_points:
-                continue
-            installed[dist_name] = [ep.name for ep in entry_points]
-            chosen = [
-                ep
-                for ep in entry_points
-                if only is None or {_normal(dist_name), _normal(ep.name)} & only.keys()
-            ]
-            if only is not None:
-                named |= {_normal(n) for n in (dist_name, *installed[dist_name])} & only.keys()
-            if not chosen:
+            if entry_points:
+                installed.setdefault(dist.metadata["Name"], (dist, entry_points))
+        known: set[str] = set()  # every distribution and entry-point name, normalised
+        # in name order, so that which of two clashing plugins loses is the same everywhere
+        for dist_name in sorted(installed, key=_normal):
+            dist, entry_points = installed[dist_name]
+            names = {ep.name: {_normal(dist_name), _normal(ep.name)} for ep in entry_points}
+            known.update(*names.values())
+            allowed = [ep for ep in entry_points if only is None or names[ep.name] & only.keys()]
+            chosen = [ep for ep in allowed if not names[ep.name] & deny.keys()]
+            if not allowed:
                 self.not_loaded.append(dist_name)
+            elif not chosen:
+                self.disabled.append(dist_name)
             for ep in chosen:
                 if self.pm.has_plugin(ep.name):
                     continue
@@ -108,15 +112,16 @@ class Plugins:
                     if self.pm.has_plugin(ep.name):
                         self.pm.unregister(name=ep.name)
                     self._fail(dist_name, exc)
-        self.not_loaded.sort()
-        unknown = sorted(only[k] for k in only.keys() - named) if only is not None else []
-        if unknown:
-            found = ", ".join(f"{d} ({', '.join(eps)})" for d, eps in sorted(installed.items()))
-            self.warnings.append(
-                f"DFKD_LOAD_PLUGINS names {', '.join(unknown)}, which no installed "
-                f"dfkd plugin is called (by distribution or entry point). Installed: "
-                f"{found or 'none'}."
-            )
+        found = ", ".join(
+            f"{d} ({', '.join(ep.name for ep in eps)})" for d, (_, eps) in sorted(installed.items())
+        )
+        for variable, asked in (("DFKD_LOAD_PLUGINS", only or {}), ("DFKD_DISABLE_PLUGINS", deny)):
+            unknown = sorted(asked[k] for k in asked.keys() - known)
+            if unknown:
+                self.warnings.append(
+                    f"{variable} names {', '.join(unknown)}, which no installed dfkd plugin is "
+                    f"called (by distribution or entry point). Installed: {found or 'none'}."
+                )
 
     def _check_pending(self) -> None:
         try:
@@ -132,9 +137,10 @@ class Plugins:
         """What every register_* hook registers, by kind. Cheap (plugins register import
         strings), so the CLI runs it up front: a hook that fails is then reported with the
         other load failures instead of its entries just being missing."""
-        found: dict[str, list[Entry]] = {kind: [] for kind in REGISTRY_HOOKS}
+        found: dict[str, list[Entry]] = {}
         for kind, hook_name in REGISTRY_HOOKS.items():
-            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            kept: dict[str, Entry] = {}  # the first registration of each name wins
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():  # in load order
                 dist, version = self.providers.get(impl.plugin_name, (impl.plugin_name, ""))
                 entries: list[Entry] = []
                 try:
@@ -144,12 +150,37 @@ class Plugins:
                 except BaseException as exc:  # noqa: BLE001
                     self._fail(dist, exc, hook_name)
                     continue
-                found[kind].extend(entries)
+                for entry in entries:
+                    first = kept.setdefault(entry.name, entry)
+                    if first.factory != entry.factory:
+                        self._clash(kind, first, entry)
+            found[kind] = list(kept.values())
         return found
+
+    def _clash(self, kind: str, first: Entry, later: Entry) -> None:
+        """Drop ``later``, a name ``first`` already registered, with one warning: a clash
+        between two plugins must not stop every command (it used to)."""
+        what = f"{kind} '{later.name}' is registered twice: by {first.provider} and by"
+        choice = f"DFKD_DISABLE_PLUGINS={later.provider}"
+        if first.provider != "dfkd":  # the core's own entries cannot be disabled
+            choice += f" or DFKD_DISABLE_PLUGINS={first.provider}"
+        if self.strict:
+            raise PluginError(
+                f"{what} {later.provider}. Disable one with {choice}, or uninstall one."
+            )
+        self.conflicts.setdefault(later.provider, []).append(
+            f"{kind} '{later.name}' dropped: {first.provider} registers it too"
+        )
+        self.warnings.append(
+            f"{what} {later.provider}; {later.provider}'s is dropped. Disable one with {choice}, "
+            "or uninstall one."
+        )
 
     @functools.cached_property
     def registries(self) -> dict[str, Registry]:
-        registries = {kind: Registry(kind, self.not_loaded) for kind in REGISTRY_HOOKS}
+        registries = {
+            kind: Registry(kind, self.not_loaded, self.disabled) for kind in REGISTRY_HOOKS
+        }
         for kind, entries in self.entries.items():
             for entry in entries:
                 registries[kind].add(entry)
@@ -194,10 +225,93 @@ class Plugins:
             row = {"name": name, "distribution": dist, "version": version, "hooks": hooks}
             if dist in self.errors:
                 row["error"] = self.errors[dist]
+            if dist in self.conflicts:
+                row["conflicts"] = self.conflicts[dist]
             rows.append(row)
         shown = {r["distribution"] for r in rows}
         rows.extend({"name": w, "error": t} for w, t in self.errors.items() if w not in shown)
         return rows
+
+    def check(self) -> list[UsageError]:
+        """Everything `dfkd plugins --check` reports: load failures, clashes, and each entry
+        whose factory does not import or whose options or presets are wrong (that a method run
+        would otherwise meet only after its run directory exists)."""
+        self.entries  # noqa: B018 - run the register hooks, so that failing ones count
+        problems = [
+            _problem(f"{who}: could not load ({text}).") for who, text in self.errors.items()
+        ]
+        for dist, clashes in self.conflicts.items():
+            problems += [_problem(f"{dist}: {text}.") for text in clashes]
+        for kind, registry in self.registries.items():
+            for entry in registry:
+                problems += _entry_problems(kind, entry, [None, *entry.info.get("presets", {})])
+        return problems
+
+    def check_method(self, name: str, preset: str | None = None) -> None:
+        """Refuse a method whose plugin is broken (its factory, its options class, or the preset,
+        or the defaults, that the run would use) with one line naming the plugin, before any
+        work: `dfkd run` otherwise fails as a traceback inside the run it has started."""
+        entry = self.methods.get(name)
+        if preset is None:
+            chosen: list[str | None] = [None]
+        elif preset in entry.info.get("presets", {}):
+            chosen = [preset]
+        else:  # an unknown preset is the user's error, which `dfkd run` words itself
+            chosen = []
+        problems = _entry_problems("method", entry, chosen)
+        if problems:
+            said = "; ".join(str(p).rstrip(".") for p in problems)
+            raise UsageError(
+                f"{said}. A fault of the plugin: dfkd plugins --check lists its problems."
+            ) from problems[0].__cause__
+
+
+def _problem(text: str, cause: BaseException | None = None) -> UsageError:
+    """One problem `Plugins.check` found, as one line; its cause, for DFKD_TRACEBACK."""
+    problem = UsageError(text)
+    problem.__cause__ = cause
+    return problem
+
+
+def _said(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, DfkdError) else f"{type(exc).__name__}: {exc}"
+
+
+def _entry_problems(kind: str, entry: Entry, presets: list[str | None]) -> list[UsageError]:
+    """What is wrong with one entry: a factory that does not import, and, for a method, an
+    options class the shared loop cannot read or a preset (None: the defaults) `build_options`
+    refuses, as the run would refuse it."""
+    where = f"{entry.provider}: {kind} '{entry.name}'"
+    problems = []
+    try:
+        if not callable(entry.load()):
+            problems.append(_problem(f"{where}: {entry.factory} is not callable."))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - whatever the plugin's module raises
+        problems.append(_problem(f"{where}: cannot load {entry.factory} ({_said(exc)}).", exc))
+    if kind != "method":
+        return problems
+    from dfkd.options import build_options
+    from dfkd.synthesis.options import DataFreeOptions
+
+    options = entry.info["options"]
+    if not issubclass(options, DataFreeOptions):
+        problems.append(
+            _problem(
+                f"{where}: options {options.__name__} must derive from dfkd.api.DataFreeOptions."
+            )
+        )
+    for preset in presets:
+        values = entry.info["presets"][preset] if preset is not None else {}
+        try:
+            build_options(options, values)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a check() of the plugin's own may raise
+            source = f"preset '{preset}'" if preset is not None else "defaults"
+            problems.append(_problem(f"{where}, {source}: {_said(exc)}", exc))
+    return problems
 
 
 def _collector(kind: str, entries: list[Entry], dist: str, version: str) -> Callable[..., None]:
@@ -251,6 +365,15 @@ def _strict_from_environment() -> bool:
         f"DFKD_STRICT_PLUGINS={text!r} is neither on ({', '.join(TRUE_WORDS)}) nor off "
         f"({', '.join(w for w in FALSE_WORDS if w)})."
     )
+
+
+def _names_from_environment(variable: str) -> dict[str, str] | None:
+    """The comma-separated names in ``variable`` (None: unset), each normalised name mapped to
+    the name as written."""
+    text = os.environ.get(variable)
+    if text is None:
+        return None
+    return {_normal(w): w.strip() for w in text.split(",") if w.strip()}
 
 
 def _normal(name: str) -> str:

@@ -13,7 +13,18 @@ from typing import Any
 from dfkd.errors import UsageError
 
 # Methods the dfkd project ships as plugins; naming one that is not installed earns a pip hint.
-FIRST_PARTY_METHODS = ("adi", "cmi", "cudfkd", "dafl", "deepinv", "dfad", "dfq", "lopes", "zskt")
+FIRST_PARTY_METHODS = (
+    "cmi",
+    "cudfkd",
+    "dafl",
+    "deepinv",
+    "dfad",
+    "dfq",
+    "fast",
+    "lopes",
+    "nayer",
+    "zskt",
+)
 
 
 @dataclass(frozen=True)
@@ -50,18 +61,16 @@ def _natural_key(name: str) -> list[Any]:
 class Registry:
     """Entries of one kind (method, model, dataset, loss)."""
 
-    def __init__(self, kind: str, not_loaded: Sequence[str] = ()) -> None:
+    def __init__(
+        self, kind: str, not_loaded: Sequence[str] = (), disabled: Sequence[str] = ()
+    ) -> None:
         self.kind = kind
         self.not_loaded = tuple(not_loaded)  # installed plugins DFKD_LOAD_PLUGINS leaves out
+        self.disabled = tuple(disabled)  # installed plugins DFKD_DISABLE_PLUGINS names
         self._entries: dict[str, Entry] = {}
 
     def add(self, entry: Entry) -> None:
-        existing = self._entries.get(entry.name)
-        if existing is not None and existing.factory != entry.factory:
-            raise UsageError(
-                f"{self.kind} '{entry.name}' is registered twice: by {existing.provider} and by "
-                f"{entry.provider}. Uninstall one, or disable it with DFKD_LOAD_PLUGINS."
-            )
+        """Add one entry; the plugin manager has already dropped names registered twice."""
         self._entries[entry.name] = entry
 
     def __contains__(self, name: str) -> bool:
@@ -108,11 +117,13 @@ class Registry:
         if self.not_loaded:
             left_out = ", ".join(self.not_loaded)
             message += f" Not loaded, as DFKD_LOAD_PLUGINS leaves them out: {left_out}."
+        if self.disabled:
+            message += f" Disabled by DFKD_DISABLE_PLUGINS: {', '.join(self.disabled)}."
         distribution = f"dfkd-plugin-{name}"
         if (
             self.kind == "method"
             and name in FIRST_PARTY_METHODS
-            and distribution not in self.not_loaded
+            and distribution not in (*self.not_loaded, *self.disabled)
         ):
             message += f" Install it with: pip install {distribution}"
         return message

@@ -11,11 +11,12 @@ import pytest
 from dfkd import hookimpl
 from dfkd.errors import UsageError
 from dfkd.options import build_options, describe, option
+from dfkd.synthesis.options import DataFreeOptions
 from dfkd.testing import make_plugins
 
 
 @dataclass
-class ToyOptions:
+class ToyOptions(DataFreeOptions):  # what `dfkd run` requires of a method's options
     steps: int = option(3, "How many steps.")
     rate: float = option(0.1, "Learning rate.")
     mode: Literal["kl", "l1"] = option("kl", "Which loss.")
@@ -53,7 +54,9 @@ def test_options_parse_each_type_over_a_preset():
         {"steps": 1},
         ["rate=0.25", "mode=l1", "mask=false", "betas=0.9,0.99", "init=folder:x"],
     )
-    assert opts == ToyOptions(1, 0.25, "l1", False, (0.9, 0.99), "folder:x")
+    assert opts == ToyOptions(
+        steps=1, rate=0.25, mode="l1", mask=False, betas=(0.9, 0.99), init="folder:x"
+    )
     assert build_options(ToyOptions, None, ["init=none"]).init is None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,20 @@ def test_plugins_import_only_the_declared_api():
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module == "dfkd":
                 assert {a.name for a in node.names} <= {"__version__"}, path
+
+
+def test_the_tutorial_shows_the_example_plugins_files_as_they_are():
+    """docs/plugins.md walks through the example file by file: a change to one is a change to
+    the other, or the tutorial teaches code that no longer runs."""
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    blocks = {b.strip() for b in re.findall(r"^```\w*\n(.*?)^```", doc, re.M | re.S)}
+    for name in (
+        "pyproject.toml",
+        "src/dfkd_plugin_noise/__init__.py",
+        "src/dfkd_plugin_noise/synthesizer.py",
+        "tests/test_noise.py",
+    ):
+        assert (EXAMPLE / name).read_text().strip() in blocks, name
 
 
 @pytest.mark.slow

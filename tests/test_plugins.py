@@ -117,7 +117,7 @@ def test_misspelled_hook_is_an_error_not_silence():
     assert "dfkd-plugin-typo" in lenient.errors and not lenient.pm.has_plugin("typo")
 
 
-def test_two_providers_of_one_name_is_an_error_naming_both():
+def test_two_providers_of_one_name_is_an_error_naming_both_in_strict_mode():
     class Other:
         @hookimpl
         def register_models(self, register):
@@ -125,9 +125,102 @@ def test_two_providers_of_one_name_is_an_error_naming_both():
 
     plugins = make_plugins((Other(), "dfkd-plugin-other"))
     with pytest.raises(
-        UsageError, match="'lenet5' is registered twice: by dfkd and by dfkd-plugin-other"
+        PluginError,
+        match="model 'lenet5' is registered twice: by dfkd and by dfkd-plugin-other. Disable "
+        "one with DFKD_DISABLE_PLUGINS=dfkd-plugin-other, or uninstall one.",
     ):
         plugins.models  # noqa: B018
+
+
+class OtherFake:
+    """A second distribution's method called "fake", with a factory of its own."""
+
+    @hookimpl
+    def register_methods(self, register):
+        register("fake", "elsewhere:Fake", "another fake", options=FakeOptions)
+        register("unique", "elsewhere:Unique", "only here", options=FakeOptions)
+
+
+def test_a_clash_drops_the_later_plugins_entry_with_one_warning_and_every_command_works(
+    installed, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    monkeypatch.delenv("DFKD_LOAD_PLUGINS", raising=False)
+    installed(  # listed out of order: plugins load by distribution name, wherever installed
+        fake_distribution("dfkd-plugin-zzz", FakeEntryPoint("zzz", OtherFake())),
+        fake_distribution("dfkd-plugin-fake", FakeEntryPoint("fake", FakeMethod())),
+    )
+    plugins = Plugins(strict=False)
+    runner = CliRunner()
+    for args in (["list-methods"], ["models"], ["run", "--help"]):
+        shown = runner.invoke(make_app(plugins), args)
+        assert shown.exit_code == 0, shown.output
+        assert shown.stderr.splitlines() == [
+            "Warning: method 'fake' is registered twice: by dfkd-plugin-fake and by "
+            "dfkd-plugin-zzz; dfkd-plugin-zzz's is dropped. Disable one with "
+            "DFKD_DISABLE_PLUGINS=dfkd-plugin-zzz or DFKD_DISABLE_PLUGINS=dfkd-plugin-fake, or "
+            "uninstall one."
+        ]
+    assert plugins.methods.get("fake").provider == "dfkd-plugin-fake"
+    assert plugins.methods.get("unique").provider == "dfkd-plugin-zzz"
+    rows = json.loads(runner.invoke(make_app(plugins), ["plugins", "--json"]).stdout)
+    row = next(r for r in rows if r["name"] == "zzz")
+    assert row["conflicts"] == ["method 'fake' dropped: dfkd-plugin-fake registers it too"]
+    assert "conflicts" not in next(r for r in rows if r["name"] == "fake")
+    table = runner.invoke(make_app(plugins), ["plugins"]).stdout
+    lines = table.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("│ zzz "))
+    assert "method 'fake' dropped:" in lines[at + 1]
+    with pytest.raises(PluginError, match="by dfkd-plugin-fake and by dfkd-plugin-zzz"):
+        Plugins(strict=True).methods  # noqa: B018
+
+
+def test_disable_plugins_env_leaves_out_distributions_or_entry_points(installed, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    monkeypatch.delenv("DFKD_LOAD_PLUGINS", raising=False)
+    installed(
+        fake_distribution("dfkd-plugin-zzz", FakeEntryPoint("zzz", OtherFake())),
+        fake_distribution("dfkd-plugin-fake", FakeEntryPoint("fake", FakeMethod())),
+    )
+    monkeypatch.setenv("DFKD_DISABLE_PLUGINS", "dfkd_plugin_FAKE")  # spelt as pip would accept
+    plugins = Plugins(strict=True)  # the clash is gone: nothing to refuse
+    assert plugins.methods.get("fake").provider == "dfkd-plugin-zzz"
+    assert plugins.disabled == ["dfkd-plugin-fake"] and not plugins.warnings
+    monkeypatch.setenv("DFKD_DISABLE_PLUGINS", "zzz, fake")  # entry-point names
+    with pytest.raises(UsageError, match="Disabled by DFKD_DISABLE_PLUGINS: dfkd-plugin-fake, "):
+        Plugins().methods.get("fake")
+    monkeypatch.setenv("DFKD_LOAD_PLUGINS", "fake")
+    monkeypatch.setenv("DFKD_DISABLE_PLUGINS", "fake,dfkd-plugin-fkae")  # the deny-list wins
+    plugins = Plugins()
+    assert "fake" not in plugins.methods
+    shown = CliRunner().invoke(make_app(plugins), ["list-methods"])
+    assert shown.exit_code == 0
+    assert shown.stderr.splitlines() == [
+        "Warning: DFKD_DISABLE_PLUGINS names dfkd-plugin-fkae, which no installed dfkd plugin is "
+        "called (by distribution or entry point). Installed: dfkd-plugin-fake (fake), "
+        "dfkd-plugin-zzz (zzz)."
+    ]
+
+
+@pytest.mark.slow
+def test_the_repositorys_own_plugins_pass_the_check_in_strict_mode():
+    """What `make test` runs under: the first-party plugins load, clash with nothing, import
+    every factory and build every preset."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dfkd", "plugins", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DFKD_STRICT_PLUGINS": "1"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("No problems: ") and not done.stderr
 
 
 def test_the_same_object_twice_is_fine():
@@ -446,3 +539,154 @@ def test_registration_refuses_unknown_or_missing_keywords(kind, info, problem):
     lenient.register(Registering(), "m", dist="dfkd-plugin-m")
     assert "m" not in lenient.registries[kind]
     assert problem in lenient.errors["dfkd-plugin-m"]
+
+
+# A plugin's mistakes are found before a run starts: `dfkd plugins --check`, and `dfkd run`.
+
+
+class BrokenMethods:
+    """One method per mistake a plugin author makes that used to surface only mid-run."""
+
+    @hookimpl
+    def register_methods(self, register):
+        from dfkd.synthesis.options import DataFreeOptions
+
+        base = "dfkd.synthesis.base:Synthesizer"
+        register("typo", "dfkd.synthesis.base:Synthesiser", "", options=DataFreeOptions)
+        register("unimportable", "broken_synthesizer:Synth", "", options=DataFreeOptions)
+        register("foreign", base, "", options=FakeOptions)
+        presets = {"fine": {"epochs": 2}, "negative": {"lr": -1.0}, "text": {"epochs": "5"}}
+        register("presets", base, "", options=DataFreeOptions, presets=presets)
+
+
+@pytest.fixture
+def broken_cli(tmp_path, monkeypatch, workdir):
+    """The CLI with BrokenMethods installed; its unimportable synthesizer module is on the path."""
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    (tmp_path / "broken_synthesizer.py").write_text("import torchh  # a typo\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = make_app(make_plugins((BrokenMethods(), "dfkd-plugin-broken")))
+    return lambda *args: CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_plugins_check_names_the_plugin_entry_and_preset_of_each_problem(broken_cli, monkeypatch):
+    shown = broken_cli("plugins", "--check")
+    assert shown.exit_code == 1
+    assert shown.stdout.splitlines() == [
+        "dfkd-plugin-broken: method 'foreign': options FakeOptions must derive from "
+        "dfkd.api.DataFreeOptions.",
+        "dfkd-plugin-broken: method 'presets', preset 'negative': Option 'lr' must be > 0, not "
+        "-1.0.",
+        "dfkd-plugin-broken: method 'presets', preset 'text': Option 'epochs' must be int, not "
+        "'5'.",
+        "dfkd-plugin-broken: method 'typo': cannot load dfkd.synthesis.base:Synthesiser "
+        "(AttributeError: module 'dfkd.synthesis.base' has no attribute 'Synthesiser').",
+        "dfkd-plugin-broken: method 'unimportable': cannot load broken_synthesizer:Synth "
+        "(ModuleNotFoundError: No module named 'torchh').",
+    ]
+    assert shown.stderr == "5 problem(s) in the installed plugins.\n"
+    monkeypatch.setenv("DFKD_TRACEBACK", "1")
+    loud = broken_cli("plugins", "--check")
+    assert loud.stdout == shown.stdout
+    assert 'broken_synthesizer.py", line 1' in loud.stderr
+
+
+def test_plugins_check_says_so_when_all_is_well(cli):
+    shown = cli("plugins", "--check")
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith("No problems: 4 plugins, ")
+
+
+@pytest.mark.parametrize(
+    ("method", "preset", "problem"),
+    [
+        ("typo", None, "method 'typo': cannot load dfkd.synthesis.base:Synthesiser (Attribute"),
+        ("unimportable", None, "method 'unimportable': cannot load broken_synthesizer:Synth (M"),
+        ("foreign", None, "method 'foreign': options FakeOptions must derive from dfkd.api"),
+        ("presets", "negative", "method 'presets', preset 'negative': Option 'lr' must be > 0"),
+        ("presets", "text", "method 'presets', preset 'text': Option 'epochs' must be int"),
+    ],
+)
+def test_run_refuses_a_broken_plugin_in_one_line_before_the_run_directory(
+    broken_cli, workdir, tiny_teacher_weights, method, preset, problem
+):
+    teacher = ["--teacher", "lenet5", "--teacher-weights", tiny_teacher_weights["lenet5"]]
+    given = ["--preset", preset] if preset else []
+    shown = broken_cli("run", method, *teacher, "--student", "lenet5_half", *given, "-q")
+    assert shown.exit_code == 2
+    assert shown.stderr.startswith(f"Error: dfkd-plugin-broken: {problem}"), shown.stderr
+    assert shown.stderr.endswith(
+        ". A fault of the plugin: dfkd plugins --check lists its problems.\n"
+    )
+    assert shown.stderr.count("\n") == 1
+    assert not (workdir / "runs").exists()
+
+
+def test_help_shows_the_plugin_warnings_too(installed, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    monkeypatch.delenv("DFKD_LOAD_PLUGINS", raising=False)
+    installed(
+        fake_distribution("dfkd-plugin-broken", FakeEntryPoint("broken", ImportError("no torch")))
+    )
+    app = make_app(Plugins(strict=False))
+    warning = (
+        "Warning: could not load plugin dfkd-plugin-broken (ImportError: no torch). Disable it "
+        "with DFKD_DISABLE_PLUGINS=dfkd-plugin-broken or uninstall it: pip uninstall "
+        "dfkd-plugin-broken"
+    )
+    for args in (["--help"], [], ["models", "--help"]):
+        shown = CliRunner().invoke(app, args)
+        assert shown.stderr.splitlines().count(warning) == 1, (args, shown.stderr)
+    assert "scratch" in CliRunner().invoke(app, ["--help"]).stdout
+
+
+def test_traceback_switch_prints_the_whole_traceback_behind_each_line(installed, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    monkeypatch.delenv("DFKD_LOAD_PLUGINS", raising=False)
+    installed(
+        fake_distribution("dfkd-plugin-broken", FakeEntryPoint("broken", ImportError("no torch")))
+    )
+    app = make_app(Plugins(strict=False))
+    args = ["run", "nothing", "--teacher", "lenet5", "--student", "lenet5_half"]
+    quiet = CliRunner().invoke(app, args)
+    assert quiet.exit_code == 2 and "Traceback" not in quiet.stderr
+    assert len(quiet.stderr.splitlines()) == 2  # the plugin's warning and the error
+    monkeypatch.setenv("DFKD_TRACEBACK", "1")
+    loud = CliRunner().invoke(app, args)
+    assert loud.exit_code == 2
+    assert loud.stderr.count("Traceback (most recent call last)") == 2
+    assert "\nImportError: no torch\n" in loud.stderr  # the plugin's failure, then its warning
+    assert "dfkd.errors.UsageError: Unknown method 'nothing'" in loud.stderr
+    assert loud.stderr.splitlines()[-1].startswith("Error: Unknown method 'nothing'.")
+    monkeypatch.setenv("DFKD_TRACEBACK", "off")
+    assert "Traceback" not in CliRunner().invoke(app, args).stderr
+
+
+def test_traceback_switch_reaches_errors_before_the_app_exists():
+    done = subprocess.run(
+        [sys.executable, "-c", "from dfkd.cli import main; main()", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DFKD_STRICT_PLUGINS": "sure", "DFKD_TRACEBACK": "1"},
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("Traceback (most recent call last)")
+    assert done.stderr.splitlines()[-1].startswith("Error: DFKD_STRICT_PLUGINS='sure' is neither")
+
+
+def test_every_method_the_project_ships_earns_the_pip_hint():
+    """The pip hint for a missing first-party method names exactly the plugins under plugins/."""
+    from dfkd.registry import FIRST_PARTY_METHODS
+
+    shipped = {p.name for p in (Path(__file__).parent.parent / "plugins").iterdir() if p.is_dir()}
+    assert set(FIRST_PARTY_METHODS) == shipped

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from dfkd.cli.console import console, guarded
+from dfkd.cli.console import console, err_console, guarded, show_traceback
 from dfkd.options import describe
 from dfkd.plugins import Plugins
 from dfkd.tasks import CLASSIFICATION
@@ -89,8 +89,19 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
 
     @app.command("plugins", rich_help_panel="Catalog")
     @guarded
-    def plugins_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    def plugins_command(
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        check: bool = typer.Option(
+            False,
+            "--check",
+            help="Import every registered factory and build every method's presets; print one "
+            "line per problem and exit 1 if there is any.",
+        ),
+    ) -> None:
         """List loaded plugins, the hooks each implements, and any that failed to load."""
+        if check:
+            check_plugins(plugins)
+            return
         rows = plugins.describe()
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
@@ -98,8 +109,28 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         table = _table("plugin", "distribution", "version", "hooks / error")
         for r in rows:
             detail = f"[red]{escape(r['error'])}[/]" if "error" in r else ", ".join(r["hooks"])
+            for clash in r.get("conflicts", []):
+                detail += f"\n[yellow]{escape(clash)}[/]"
             table.add_row(r["name"], r.get("distribution", r["name"]), r.get("version", ""), detail)
         console.print(table)
+
+
+def check_plugins(plugins: Plugins) -> None:
+    """`dfkd plugins --check`: what `dfkd run` would otherwise meet only once a run has started,
+    for every plugin at once (a plugin's CI runs it under DFKD_STRICT_PLUGINS=1)."""
+    problems = plugins.check()
+    for problem in problems:
+        show_traceback(problem.__cause__)
+        console.print(escape(str(problem)), highlight=False)
+    if problems:
+        err_console.print(f"{len(problems)} problem(s) in the installed plugins.", highlight=False)
+        raise typer.Exit(1)
+    names = len(plugins.pm.list_name_plugin())
+    entries = sum(len(r) for r in plugins.registries.values())
+    console.print(
+        f"No problems: {names} plugins, {entries} entries (every factory imports, every preset "
+        "builds)."
+    )
 
 
 def print_options(plugins: Plugins, method: str) -> None:

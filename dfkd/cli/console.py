@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -10,11 +12,22 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from dfkd.plugins import FALSE_WORDS
+
 console = Console(soft_wrap=True)  # never break a path or a command line in two
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+def show_traceback(exc: BaseException | None) -> None:
+    """Print ``exc``'s whole traceback (its causes first) on stderr where ``DFKD_TRACEBACK`` is
+    set to anything but 0, false, no or off: what a bug report needs, behind the one line."""
+    wanted = os.environ.get("DFKD_TRACEBACK", "").strip().lower() not in FALSE_WORDS
+    if exc is not None and wanted:
+        traceback.print_exception(exc)
+
+
 def fail(exc: Exception) -> NoReturn:
+    show_traceback(exc)
     # escaped: a message such as "pip install 'dfkd[onnx]'" is text, not rich markup; and a line
     # break the user typed (a key, a value, a path quoted back) is shown as \n, not made
     message = "\\n".join(str(exc).splitlines())
