@@ -19,6 +19,7 @@ from dfkd.errors import UsageError
 from dfkd.export import find_weights
 from dfkd.testing import make_plugins, tiny_run_config
 from dfkd.training.datafree import run_datafree
+from dfkd.training.loop import SilentReporter
 from dfkd.training.teacher_inputs import InputFlags, describe_inputs, find_teacher_weights
 from dfkd.training.validation import cache_path
 
@@ -27,6 +28,12 @@ BUDGET = ["epochs=2", "ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4
 
 def plugins():
     return make_plugins((dfkd_plugin_dafl, "dfkd-plugin-dafl"))
+
+
+@pytest.fixture(name="plugins")
+def dafl_plugins():
+    """What the `cli` fixture's app is made with: the built-ins and DAFL."""
+    return plugins()
 
 
 @pytest.fixture
@@ -89,7 +96,7 @@ def test_the_validation_set_is_made_once_per_teacher_and_shared(teacher, workdir
     run_datafree(no_data_config(teacher, "runs/a"), plugins=plugins())
     cached = cache_path(teacher)
     made = cached.stat().st_mtime_ns
-    assert _metadata(cached)["key"] == validation._fingerprint(teacher)
+    assert _metadata(cached)["wanted"] == validation._fingerprint(teacher)
     cfg = no_data_config(teacher, "runs/b", seed=1)
     assert run_datafree(cfg, plugins=plugins()).last["agree"] >= 0
     assert cached.stat().st_mtime_ns == made  # read, not made again
@@ -144,6 +151,137 @@ def test_the_validation_set_is_reproducible(teacher):
     # classes balanced by construction; the teacher calls most images what they were made to be
     hits = (a.teacher_logits.argmax(1) == torch.arange(500) % 10).float().mean()
     assert hits > 0.5
+
+
+class Seen(SilentReporter):
+    """What a run's reporter is told about its validation set."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.counts: list[tuple[int, int]] = []
+
+    def validation_set(self, line: str) -> None:
+        self.lines.append(line)
+
+    def validation_progress(self, done: int, total: int) -> None:
+        self.counts.append((done, total))
+
+
+class Recording(torch.nn.Module):
+    """A teacher that remembers the largest batch it was given, and can be slow."""
+
+    def __init__(self, net: torch.nn.Module, sleep: float = 0.0) -> None:
+        super().__init__()
+        self.net, self.sleep, self.largest = net, sleep, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.largest = max(self.largest, len(x))
+        time.sleep(self.sleep)
+        return self.net(x)
+
+
+def _bn_teacher(sleep: float = 0.0) -> Recording:
+    from dfkd.models.lenet import lenet5_bn
+
+    torch.manual_seed(0)
+    return Recording(lenet5_bn(10, 1), sleep)
+
+
+FMT_ARGS = (10, 1, 32)  # classes, channels, image size of the tiny teachers
+
+
+def test_the_validation_set_is_made_a_chunk_at_a_time_and_said(teacher_copy, workdir):
+    from dfkd.training import validation
+    from dfkd.training.inputs import InputFormat
+
+    fmt, net, seen = InputFormat((0.2,), (0.3,), 32), _bn_teacher(), Seen()
+    made = validation.validation_set(
+        net, teacher_copy, fmt, *FMT_ARGS, workdir, 120, 2, progress=seen
+    )
+    assert net.largest <= validation.CHUNK == 50  # memory grows with the chunk, not the set
+    assert seen.lines == ["validation set: 120 images × 2 steps"]
+    assert seen.counts == [(50, 120), (100, 120), (120, 120)]
+    again = validation.make_validation_set(net, fmt, *FMT_ARGS, 120, 2)
+    first_chunk = validation.make_validation_set(net, fmt, *FMT_ARGS, 50, 2)
+    assert torch.equal(made.images, again.images)
+    assert torch.equal(made.teacher_logits, again.teacher_logits)
+    assert torch.equal(made.images[:50], first_chunk.images)  # each chunk made on its own
+    assert made.images.shape == (120, 1, 32, 32) and made.steps == 2
+
+
+def test_a_teacher_too_slow_for_the_budget_gets_a_smaller_set(teacher_copy, workdir, monkeypatch):
+    from dfkd.training import validation
+    from dfkd.training.inputs import InputFormat
+
+    # 10 ms a forward: the default 500 × 60 takes at least 6 s, over a budget of half a second
+    monkeypatch.setattr(validation, "BUDGET_SECONDS", 0.5)
+    fmt, slow, seen = InputFormat((0.2,), (0.3,), 32), _bn_teacher(sleep=0.01), Seen()
+    made = validation.validation_set(slow, teacher_copy, fmt, *FMT_ARGS, workdir, progress=seen)
+    assert len(made.images) == 50 and validation.MIN_STEPS <= made.steps < 60  # 5 a class
+    assert seen.counts == [(50, 50)]
+    assert seen.lines[0].startswith(
+        f"validation set: 50 images × {made.steps} steps, not 500 × 60: that would take ~"
+    )
+
+    def timed_again(*args):
+        raise AssertionError("the teacher was timed again")
+
+    # kept as the defaults' set: later runs read it rather than time the teacher again
+    monkeypatch.setattr(validation, "_seconds_per_image_step", timed_again)
+    seen = Seen()
+    read = validation.validation_set(slow.net, teacher_copy, fmt, *FMT_ARGS, workdir, progress=seen)
+    assert torch.equal(read.images, made.images) and read.steps == made.steps
+    assert seen.lines == [
+        f"validation set: 50 images × {made.steps} steps (cut from 500 × 60 to the 0.5 s "
+        f"budget), read from {cache_path(teacher_copy)}"
+    ]
+    given = validation.validation_set(slow.net, teacher_copy, fmt, *FMT_ARGS, workdir, 20, 3)
+    assert len(given.images) == 20 and given.steps == 3  # both given: not timed, nor cut
+
+
+def test_a_run_records_its_validation_set_and_keeps_what_the_user_gave(
+    teacher_copy, workdir, monkeypatch
+):
+    from dfkd.testing import KillAfterEpoch
+    from dfkd.training import validation
+
+    def recorded(run: str) -> dict:
+        return json.loads((workdir / run / "config.json").read_text())["validation_set"]
+
+    monkeypatch.setattr(validation, "BUDGET_SECONDS", 0.0)  # every teacher is too slow
+    with pytest.raises(KeyboardInterrupt):
+        cut = no_data_config(teacher_copy, "runs/cut")
+        run_datafree(cut, plugins=plugins(), reporter=KillAfterEpoch(1))
+    assert recorded("runs/cut") == {"images": 50, "steps": validation.MIN_STEPS}  # 5 a class
+    seen = Seen()
+    given = no_data_config(teacher_copy, "runs/given", val_size=20)
+    run_datafree(given, plugins=plugins(), reporter=seen)
+    assert recorded("runs/given") == {"images": 20, "steps": validation.MIN_STEPS}
+    assert seen.lines[0].startswith("validation set: 20 images × 10 steps, not 20 × 60: ")
+
+    # a resumed run is scored on the set its first epochs were, whatever the budget says now
+    monkeypatch.setattr(validation, "BUDGET_SECONDS", 1e9)
+    cache_path(teacher_copy).unlink()
+    seen = Seen()
+    run_datafree(None, resume=str(workdir / "runs/cut"), plugins=plugins(), reporter=seen)
+    assert seen.lines == ["validation set: 50 images × 10 steps"]
+    assert recorded("runs/cut") == {"images": 50, "steps": validation.MIN_STEPS}
+
+
+def test_the_cli_shows_the_validation_set_as_it_is_made(cli, teacher_copy, workdir):
+    options = [*sum((["-o", o] for o in BUDGET), []), "-o", "epochs=1"]
+    args = ["run", "dafl", "--teacher-weights", teacher_copy, "--student", "lenet5_half"]
+    given = ["--val-size", "100", "--val-steps", "2"]
+    done = cli(*args, *options, *given, "--out", "r")
+    assert done.exit_code == 0, done.output
+    assert "validation set: 100 images × 2 steps\n" in done.output
+    assert "validation set: 50/100 images" in done.output
+    assert "validation set: 100/100 images" in done.output
+    read = cli(*args, *options, *given, "--out", "r2")
+    assert f"validation set: 100 images × 2 steps, read from {cache_path(teacher_copy)}" in (
+        read.output
+    )
+    assert "/100 images" not in read.output
 
 
 def test_inputs_come_from_the_sidecar_then_flags(teacher_copy):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.progress import (
@@ -30,6 +31,20 @@ class ProgressReporter:
         self.task: Any = None
         self.last_acc = "-"
         self.epochs = 0
+        self.valset_started = 0.0
+
+    def validation_set(self, line: str) -> None:
+        """The set the run is scored on, before it is made: a slow teacher's takes a while."""
+        self.valset_started = time.monotonic()
+        if self.enabled:
+            err_console.print(line, highlight=False)
+
+    def validation_progress(self, done: int, total: int) -> None:
+        if self.enabled:
+            seconds = time.monotonic() - self.valset_started
+            err_console.print(
+                f"validation set: {done}/{total} images  {seconds:.1f}s", highlight=False
+            )
 
     def start(self, epochs: int, first_epoch: int) -> None:
         self.epochs = epochs

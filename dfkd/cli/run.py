@@ -60,15 +60,22 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             int,
             typer.Option(
                 help="Images of the synthetic validation set (inverted from the teacher once, "
-                "kept beside its weights) that scores agreement [default: 500; 64 for a "
-                "segmentation teacher].",
+                "kept beside its weights) that scores agreement \\[default: 500; 64 for a "
+                "segmentation teacher; fewer where the teacher would take over a minute to "
+                "invert them here].",
                 min=1,
                 show_default=False,
             ),
         ] = None,
         val_steps: Annotated[
-            int, typer.Option(help="Inversion steps of the validation set.", min=0)
-        ] = 60,
+            int,
+            typer.Option(
+                help="Inversion steps of the validation set \\[default: 60; fewer where the "
+                "teacher would take over a minute].",
+                min=0,
+                show_default=False,
+            ),
+        ] = None,
         eval_data: Annotated[
             str,
             typer.Option(
@@ -111,6 +118,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         else:
             teacher = teacher_from_weights(teacher, teacher_weights)
             require_options(method=method, teacher=teacher, student=student)
+            plugins.check_method(method, preset)  # a broken plugin: one line, before any work
             overrides = list(option or []) + ([f"epochs={epochs}"] if epochs is not None else [])
             mean, std = _floats("mean", mean), _floats("std", std)
             cfg = from_arguments(RunConfig, locals())

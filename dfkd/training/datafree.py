@@ -37,7 +37,7 @@ from dfkd.training.setup import (
     weights_meta,
 )
 from dfkd.training.teacher_inputs import InputFlags, TeacherInputs, describe_inputs
-from dfkd.training.validation import SEGMENTATION_SIZE, SIZE, agreement, validation_set
+from dfkd.training.validation import agreement, validation_set
 
 
 @dataclass
@@ -69,10 +69,10 @@ class RunConfig:
     class_names: str | None = None
     #: a few images of the user's own to score on: accuracy if labelled, agreement if not
     eval_data: str | None = None
-    #: the synthetic validation set: images inverted from the teacher (None: the task's default
-    #: size), and Adam steps on them
+    #: the synthetic validation set: images inverted from the teacher, and Adam steps on them
+    #: (None: the defaults, cut where the teacher is too slow to invert them; validation.py)
     val_size: int | None = None
-    val_steps: int = 60
+    val_steps: int | None = None
 
     def input_flags(self) -> InputFlags:
         return InputFlags(
@@ -445,6 +445,14 @@ def _patience(options: Any) -> int:
     return options.warmup + max(5, (options.epochs - options.warmup) // 5)
 
 
+def _validation_recipe(cfg: RunConfig, run: RunDir, resumed: bool) -> tuple[int | None, int | None]:
+    """The validation set's size and steps: those a resumed run recorded (its earlier epochs were
+    scored on that set, whatever the budget would choose now), else the user's (None: left to
+    the budget)."""
+    made = run.read_config().get("validation_set", {}) if resumed else {}
+    return made.get("images", cfg.val_size), made.get("steps", cfg.val_steps)
+
+
 def run_datafree(
     cfg: RunConfig | None,
     *,
@@ -456,6 +464,7 @@ def run_datafree(
     from dfkd.synthesis.pool import ImagePool
 
     plugins = plugins or get_plugins()
+    reporter = reporter or SilentReporter()
     chosen_precision = None  # what a resumed run measured for --mixed-precision auto
     if resume:
         recorded = resume_options(resume, "run")
@@ -544,10 +553,13 @@ def run_datafree(
         source.channels,
         ctx.image_size,
         run.state_dir,
-        cfg.val_size or (SEGMENTATION_SIZE if source.task == SEGMENTATION else SIZE),
-        cfg.val_steps,
+        *_validation_recipe(cfg, run, resumed=bool(resume)),
         task=source.task,
+        progress=reporter if accelerator.is_main_process else None,
     )
+    if accelerator.is_main_process:
+        made = {"images": len(valset.images), "steps": valset.steps}
+        run.write_config(run.read_config() | {"validation_set": made})
     scorers = [lambda m: agreement(m, valset, s_fmt, accelerator)]
     if test is not None:
         scorers.insert(0, split_scorer(source, test, s_fmt, accelerator))
@@ -561,7 +573,7 @@ def run_datafree(
         options.epochs,
         lambda m: {k: v for score in scorers for k, v in score(m).items()},
         weights_meta(s_spec, source, command="run", method=cfg.method, teacher=cfg.teacher),
-        reporter=reporter or SilentReporter(),
+        reporter=reporter,
         criterion=test_score(source.task) if test is not None else None,
         guard=CollapseGuard(source.num_classes, patience=_patience(options)),
     )
