@@ -152,6 +152,11 @@ def export_student(
     weights = find_weights(source, which)
     RunDir(weights.parent).refuse_while_in_use()  # mid-run weights are no result to ship
     meta = read_sidecar(weights)
+    if meta.get("quantized"):
+        raise UsageError(
+            f"{weights} was trained fake-quantised ({meta['quantized']}); a float file would drop "
+            "the rounding it learned with: dfkd quantize writes the integer model."
+        )
     segmentation = meta.get("task") == SEGMENTATION
     # a segmentation network takes any size: by default the crops it was trained on
     size = (

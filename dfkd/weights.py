@@ -40,6 +40,7 @@ META_TYPES: dict[str, tuple[Any, str]] = {
     "mean": (list[float], "a list of numbers"),
     "std": (list[float], "a list of numbers"),
     "classes": (list[str], "a list of names"),
+    "quantized": (str, "a --quantize scheme"),
 }
 
 
@@ -91,8 +92,21 @@ def load_state_file(path: str | Path) -> dict[str, Any]:
 
 
 def load_weights(model: Any, path: str | Path) -> Any:
-    """Load weights strictly, naming the missing and unexpected keys when they don't fit."""
+    """Load weights strictly, naming the missing and unexpected keys when they don't fit.
+    Weights trained fake-quantised (their sidecar's ``quantized``) make ``model`` compute as
+    they were trained, rounding included (dfkd/models/fake_quant.py)."""
     state = load_state_file(path)
+    scheme = read_meta(path).get("quantized")
+    if scheme:
+        from dfkd.models.fake_quant import SCHEMES, fake_quantize, is_fake_quantized
+
+        if scheme not in SCHEMES:
+            raise UsageError(
+                f"{sidecar_path(path)} gives quantized as {scheme!r}, not one of "
+                f"{', '.join(SCHEMES)}."
+            )
+        if not is_fake_quantized(model):
+            fake_quantize(model, scheme)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

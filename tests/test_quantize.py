@@ -47,8 +47,14 @@ def quantize_cli(workdir):
 
     from dfkd.cli import make_app
 
-    app = make_app(make_plugins((RecurrentModels(), "dfkd-plugin-recurrent")))
+    app = make_app(with_dafl((RecurrentModels(), "dfkd-plugin-recurrent")))
     return lambda *args: CliRunner().invoke(app, [str(a) for a in args])
+
+
+def with_dafl(*extra: tuple[object, str]):
+    """The test plugins, and DAFL to distil quantisation-aware students with."""
+    dafl = pytest.importorskip("dfkd_plugin_dafl")
+    return make_plugins((dafl, "dfkd-plugin-dafl"), *extra)
 
 
 def copy_weights(source: Path, target: Path) -> Path:
@@ -219,3 +225,115 @@ def test_an_int8_model_that_drifts_from_the_float_one_is_not_written(
     done = quantize_cli("quantize", tiny_teacher_weights["lenet5_bn"], "-O", "t.int8.onnx")
     assert done.exit_code == 1 and "Nothing was written" in done.output
     assert not (workdir / "t.int8.onnx").exists()
+
+
+def test_a_fake_quantised_student_rounds_to_its_widths_and_learns_through_them():
+    from dfkd.models import build_model
+    from dfkd.models.fake_quant import dequantize, fake_quantize, quantize_weight
+
+    model = build_model("lenet5_half", 10, 1, plugins=make_plugins())
+    x = torch.randn(16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    float_logits = model(x)
+    fake_quantize(model, "w4a4")
+    conv = model.features[0]
+    levels = quantize_weight(conv.weight, 4)[0].unique()
+    assert len(levels) <= 15  # -7..7 steps of one channel's scale
+    rounded = model(x)
+    assert not torch.equal(rounded, float_logits)
+    rounded.square().sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert torch.equal(dequantize(model)(x), float_logits)  # the master weights were untouched
+
+
+def test_fake_quantised_weights_load_as_they_were_trained(workdir):
+    from dfkd.models import build_model
+    from dfkd.models.fake_quant import fake_quantize, is_fake_quantized
+    from dfkd.weights import load_weights
+
+    trained = fake_quantize(build_model("lenet5_half", 10, 1, plugins=make_plugins()), "w8a8")
+    trained(torch.randn(8, 1, 32, 32))  # input ranges seen in training mode
+    trained.eval()
+    save_weights(trained, workdir / "s.safetensors", {"model": "lenet5_half", "quantized": "w8a8"})
+    loaded = load_weights(
+        build_model("lenet5_half", 10, 1, plugins=make_plugins()), workdir / "s.safetensors"
+    )
+    assert is_fake_quantized(loaded)
+    x = torch.randn(4, 1, 32, 32)
+    assert torch.equal(loaded.eval()(x), trained(x))
+
+
+DAFL_TINY = ["ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4", "epochs=2"]
+
+
+def qat_config(teachers: dict[str, Path], out: str, scheme: str = "w4a4"):
+    from dfkd.testing import tiny_run_config
+
+    cfg = tiny_run_config("dafl", "lenet5_bn", teachers["lenet5_bn"], out, DAFL_TINY)
+    cfg.quantize = scheme
+    return cfg
+
+
+def test_a_quantisation_aware_run_resumes_bit_identical(workdir, tiny_teacher_weights):
+    from safetensors.torch import load_file
+
+    from dfkd.testing import KillAfterEpoch, checkpoint_objects
+    from dfkd.training.datafree import run_datafree
+
+    plugins = with_dafl()
+    whole = run_datafree(qat_config(tiny_teacher_weights, "runs/whole"), plugins=plugins)
+    with pytest.raises(KeyboardInterrupt):
+        run_datafree(
+            qat_config(tiny_teacher_weights, "runs/cut"), plugins=plugins, reporter=KillAfterEpoch()
+        )
+    ranges = {k: v for k, v in checkpoint_objects(workdir / "runs/cut")["student"].items()}
+    assert any(k.endswith("input_range.high") for k in ranges)  # checkpointed with the weights
+    resumed = run_datafree(None, resume="runs/cut", plugins=plugins)
+    a, b = load_file(whole.weights), load_file(resumed.weights)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_meta(resumed.weights)["quantized"] == "w4a4"
+    assert [r["top1"] for r in whole.metrics] == [r["top1"] for r in resumed.metrics]
+
+
+def test_the_integer_file_scores_what_the_fake_quantised_student_scores(
+    quantize_cli, workdir, tiny_teacher_weights
+):
+    from dfkd.training.datafree import run_datafree
+
+    outcome = run_datafree(qat_config(tiny_teacher_weights, "runs/q", "w8a8"), plugins=with_dafl())
+    done = quantize_cli("quantize", "runs/q")
+    assert done.exit_code == 0, done.output
+    sidecar = json.loads((workdir / "runs/q/student.int8.onnx.json").read_text())
+    assert "fake-quantised at w8a8" in sidecar["verification"]["against"]
+    scores = {}
+    for scored in (outcome.weights, workdir / "runs/q/student.int8.onnx"):
+        model = ["--model", "lenet5_half"] if scored.suffix == ".safetensors" else []
+        done = quantize_cli("eval", "--weights", scored, *model, "--dataset", "tiny", "--json")
+        assert done.exit_code == 0, done.output
+        scores[scored.suffix] = json.loads(done.output)["top1"]
+    assert scores[".safetensors"] == outcome.metrics[-1]["top1"]  # eval rounds as training did
+    assert abs(scores[".onnx"] - scores[".safetensors"]) <= 5
+    # a float export would drop the rounding the student learned with
+    assert "dfkd quantize" in one_line_refusal(quantize_cli("export", "runs/q"))
+
+
+def test_a_bad_quantize_scheme_is_one_line_before_the_run_exists(
+    quantize_cli, workdir, tiny_teacher_weights
+):
+    done = quantize_cli(
+        "run",
+        "dafl",
+        "--teacher",
+        "lenet5_bn",
+        "--teacher-weights",
+        tiny_teacher_weights["lenet5_bn"],
+        "--student",
+        "lenet5_half",
+        "--dataset",
+        "tiny",
+        "--quantize",
+        "w2a2",
+        "--out",
+        "runs/x",
+    )
+    assert "--quantize must be one of w8a8, w4a4" in one_line_refusal(done)
+    assert not (workdir / "runs/x").exists()

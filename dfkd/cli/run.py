@@ -86,6 +86,13 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         keep_images: Annotated[
             bool, typer.Option("--keep-images", help="Keep synthesized images in RUN/images.")
         ] = False,
+        quantize: Annotated[
+            str,
+            typer.Option(
+                help="Train the student fake-quantised: w8a8 or w4a4 (weights per channel, "
+                "inputs per layer); dfkd quantize then writes its INT8 file."
+            ),
+        ] = None,
         seed: opts.Seed = 0,
         mixed_precision: opts.Precision = "no",
         cpu: opts.Cpu = False,

@@ -73,6 +73,8 @@ class RunConfig:
     #: (None: the defaults, cut where the teacher is too slow to invert them; validation.py)
     val_size: int | None = None
     val_steps: int | None = None
+    #: quantisation-aware distillation: the student trains fake-quantised (models/fake_quant.py)
+    quantize: str | None = None
 
     def input_flags(self) -> InputFlags:
         return InputFlags(
@@ -438,6 +440,18 @@ class _Counters:
         self.job.grad_clip = float(state.get("grad_clip", self.job.options.grad_clip))
 
 
+def _fake_quantize(student: torch.nn.Module, cfg: RunConfig) -> None:
+    """Make the student compute at ``cfg.quantize``'s widths, or refuse in one line."""
+    from dfkd.models.fake_quant import SCHEMES, fake_quantize
+
+    if cfg.quantize not in SCHEMES:
+        raise UsageError(f"--quantize must be one of {', '.join(SCHEMES)}, not '{cfg.quantize}'.")
+    try:
+        fake_quantize(student, cfg.quantize)
+    except ValueError as exc:
+        raise UsageError(f"--quantize: student {cfg.student}'s {exc}.") from None
+
+
 def _patience(options: Any) -> int:
     """The epoch by which the student must answer more than one class: a fifth of its training
     epochs (at least 5: a short trial run may not have started) after the warm-up, in which it
@@ -482,6 +496,8 @@ def run_datafree(
     if resume:
         check_resumed_teacher(resume, teacher_path)
     student, s_spec = build(cfg.student, source, plugins)
+    if cfg.quantize:
+        _fake_quantize(student, cfg)
     test = None if isinstance(source, TeacherInputs) else source.load("test")
     eval_data = _open_eval_data(cfg, plugins, source)
     if chosen_precision:
@@ -572,7 +588,14 @@ def run_datafree(
         run,
         options.epochs,
         lambda m: {k: v for score in scorers for k, v in score(m).items()},
-        weights_meta(s_spec, source, command="run", method=cfg.method, teacher=cfg.teacher),
+        weights_meta(
+            s_spec,
+            source,
+            command="run",
+            method=cfg.method,
+            teacher=cfg.teacher,
+            **({"quantized": cfg.quantize} if cfg.quantize else {}),
+        ),
         reporter=reporter,
         criterion=test_score(source.task) if test is not None else None,
         guard=CollapseGuard(source.num_classes, patience=_patience(options)),
