@@ -76,6 +76,31 @@ def test_a_matrix_from_the_command_line_is_every_method_pair_and_seed(bench_cli,
     assert not (workdir / "b").exists()
 
 
+@pytest.mark.parametrize(("scheme", "error"), [("w4a4", None), ("w3a3", "quantize must be")])
+def test_a_bench_file_distils_quantisation_aware_students(tmp_path, scheme, error):
+    file = _write(
+        tmp_path / "b.toml",
+        f"""
+dataset = "tiny"
+methods = ["dafl"]
+
+[method.dafl]
+quantize = "{scheme}"
+
+[[pairs]]
+teacher = "lenet5"
+student = "lenet5_half"
+""",
+    )
+    cells, errors = resolve(load_matrix(file), dafl_plugins())
+    if error:
+        assert len(errors) == 1 and error in errors[0] and not cells
+        return
+    assert errors == [] and cells[0].quantize == "w4a4"
+    args = cells[0].run_arguments(Path("cell"))
+    assert args[args.index("--quantize") + 1] == "w4a4"
+
+
 def test_a_bench_file_names_presets_per_method_and_pair_variants_and_seeds(tmp_path):
     file = _write(
         tmp_path / "b.toml",

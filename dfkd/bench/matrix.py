@@ -29,10 +29,11 @@ TOP_KEYS = {
     "variants",
     "epochs",
     "mixed_precision",
+    "quantize",
     "data_root",
     "method",
 }
-METHOD_KEYS = {"preset", "options", "mixed_precision", "seeds"}
+METHOD_KEYS = {"preset", "options", "mixed_precision", "quantize", "seeds"}
 PAIR_KEYS = {"name", "teacher", "student", "teacher_weights", "dataset", "preset"}
 #: pair keys that hold one non-empty string
 PAIR_STRINGS = ("name", "teacher", "student", "teacher_weights", "dataset")
@@ -75,6 +76,7 @@ class Cell:
     options: tuple[str, ...] = ()  # the method's and the variant's, then epochs
     mixed_precision: str = "no"
     data_root: str | None = None
+    quantize: str | None = None  # `dfkd run --quantize`: a fake-quantised student
 
     @property
     def name(self) -> str:
@@ -103,6 +105,8 @@ class Cell:
             args += ["--mixed-precision", self.mixed_precision]
         if self.data_root:
             args += ["--data-root", self.data_root]
+        if self.quantize:
+            args += ["--quantize", self.quantize]
         return args
 
     def describe(self) -> dict[str, Any]:
@@ -119,6 +123,7 @@ class Cell:
             "preset": self.preset,
             "options": list(self.options),
             "mixed_precision": self.mixed_precision,
+            "quantize": self.quantize,
         }
 
 
@@ -135,6 +140,7 @@ class Matrix:
     variants: list[Variant] = field(default_factory=lambda: [Variant()])
     epochs: int | None = None
     mixed_precision: str = "no"
+    quantize: str | None = None
     data_root: str | None = None
     per_method: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: {pair label: {method: preset}}: a preset written for one pair (a paper's script per pair)
@@ -262,6 +268,7 @@ def load_matrix(path: Path) -> Matrix:
         variants=variants or [Variant()],
         epochs=epochs,
         mixed_precision=data.get("mixed_precision", "no"),
+        quantize=data.get("quantize"),
         data_root=data.get("data_root"),
         per_method=per_method,
         pair_presets=pair_presets,
@@ -272,6 +279,7 @@ def resolve(matrix: Matrix, plugins: Any) -> tuple[list[Cell], list[str]]:
     """The matrix's cells, and one error line per bad (method, pair, variant): an unknown
     method, model, dataset, preset or option, checked as ``dfkd run`` would check it."""
     from dfkd.models import check_model_name
+    from dfkd.models.fake_quant import SCHEMES
     from dfkd.options import build_options
     from dfkd.synthesis.options import fit_milestones
     from dfkd.training.precision import PRECISIONS
@@ -321,6 +329,10 @@ def resolve(matrix: Matrix, plugins: Any) -> tuple[list[Cell], list[str]]:
                 f"{where}: mixed_precision must be {', '.join(PRECISIONS)}, not '{precision}'."
             )
             continue
+        quantize = settings.get("quantize", matrix.quantize)
+        if quantize is not None and quantize not in SCHEMES:
+            errors.append(f"{where}: quantize must be {', '.join(SCHEMES)}, not '{quantize}'.")
+            continue
         cells += [
             Cell(
                 method,
@@ -332,6 +344,7 @@ def resolve(matrix: Matrix, plugins: Any) -> tuple[list[Cell], list[str]]:
                 tuple(options),
                 precision,
                 matrix.data_root,
+                quantize,
             )
             for seed in settings.get("seeds", matrix.seeds)
         ]

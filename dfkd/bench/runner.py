@@ -34,7 +34,16 @@ CELLS = "cells"
 LOGS = "logs"
 
 #: the RunConfig fields a cell sets, compared with a cell directory's config.json before reuse
-_SETTINGS = ("method", "teacher", "student", "dataset", "preset", "seed", "mixed_precision")
+_SETTINGS = (
+    "method",
+    "teacher",
+    "student",
+    "dataset",
+    "preset",
+    "seed",
+    "mixed_precision",
+    "quantize",
+)
 
 
 @dataclass
