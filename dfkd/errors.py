@@ -13,5 +13,9 @@ class UsageError(DfkdError):
     exit_code = 2
 
 
+class DiskFull(DfkdError):
+    """A write failed for want of space: the way on is to free some, or to write elsewhere."""
+
+
 class PluginError(DfkdError):
     """A plugin failed to load or conflicts with another; raised only in strict mode."""

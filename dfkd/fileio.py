@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import functools
 import hashlib
 import json
@@ -11,22 +11,34 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from shutil import disk_usage
 from typing import Any
 
-from dfkd.errors import DfkdError
+from filelock import FileLock
+
+from dfkd.errors import DfkdError, DiskFull
 
 # Temporaries are ".<name>.<random>.dfkd.tmp": hidden, next to their target, and recognisable as
 # dfkd's own, so that a run opened for resume can remove those a killed process left behind
 # without touching anybody else's files.
 TEMPORARY_SUFFIX = ".dfkd.tmp"
 
+#: What the OS says when a disk, or the user's share of it, is full.
+FULL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: Free bytes under which a failed write that carries no errno is put down to a full disk: torch's
+#: writer reports ENOSPC as a RuntimeError ("unexpected pos", "PytorchStreamWriter failed writing
+#: file"), safetensors as its own error. A write that filled the disk leaves less than a block.
+NEARLY_FULL = 1 << 20
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path``, renamed over it only if the block succeeds.
 
-    Any failure of the block counts as a failed write and becomes a `DfkdError`: torch reports a
-    full disk as a RuntimeError and safetensors as its own SafetensorError, not as OSError.
+    Any failure of the block counts as a failed write and becomes a `DfkdError` (`DiskFull` where
+    the disk is full): torch reports a full disk as a RuntimeError and safetensors as its own
+    SafetensorError, not as OSError. Only ``path`` is vouched for: a command that wrote other
+    files before it has changed those.
     """
     path = Path(path)
     try:
@@ -42,10 +54,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, path)
     except Exception as exc:  # noqa: BLE001 - see the docstring
-        kept = f"; the previous {path.name} is intact." if path.exists() else "."
-        raise DfkdError(
-            f"Could not write {path}: {error_reason(exc)}. Nothing was changed{kept}"
-        ) from exc
+        exists = path.exists()
+        kept = f"the previous {path.name} is intact" if exists else "no partial file was left"
+        raise write_error(path, exc, kept) from exc
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -64,6 +75,41 @@ def remove_temporaries(folder: Path) -> None:
     """Delete the temporaries that writers killed mid-write left anywhere under ``folder``."""
     for leftover in folder.rglob(f".*{TEMPORARY_SUFFIX}"):
         leftover.unlink(missing_ok=True)
+
+
+def write_error(path: Path, exc: BaseException, kept: str) -> DfkdError:
+    """The one-line error of a failed write of ``path``, ``kept`` saying what is left of it. The
+    free space is measured before the partial file is removed: a write that filled the disk
+    leaves room again once its temporary is gone."""
+    try:
+        free: int | None = disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if isinstance(exc, OSError):
+        full = exc.errno in FULL_DISK_ERRNOS
+    else:
+        full = free is not None and free < NEARLY_FULL
+    if not full:
+        return DfkdError(f"Could not write {path}: {error_reason(exc)}; {kept}.")
+    if isinstance(exc, OSError) and exc.errno == errno.EDQUOT:
+        why = f"your disk quota for {path.parent} is used up"
+    else:
+        why = f"the disk holding {path.parent} is full"
+        why += f" ({_size(free)} free)" if free is not None else ""
+    return DiskFull(
+        f"Could not write {path}: {why}; {kept}. Free some space there, or write to another "
+        "disk with --out."
+    )
+
+
+def _size(n: int) -> str:
+    """``n`` bytes for a reader: 0 bytes, 12.0 KiB, 3.4 GiB."""
+    value, unit = float(n), "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
 
 
 def error_reason(exc: BaseException) -> str:
@@ -94,21 +140,21 @@ def _sha256(path: Path, size: int, mtime_ns: int) -> str:
 
 @contextlib.contextmanager
 def held_lock(path: str | Path, required: bool = True) -> Iterator[None]:
-    """Wait for, then hold, an exclusive ``flock`` on ``path`` (made if missing), so that
-    processes deciding on one shared file decide one after another. The OS drops the lock when
-    its holder dies: a killed process leaves no stale lock. Where the folder cannot be written,
-    a lock that is not ``required`` is skipped and nobody waits."""
+    """Wait for, then hold, an exclusive lock on ``path`` (made if missing), so that processes
+    deciding on one shared file decide one after another. The OS drops the lock when its holder
+    dies: a killed process leaves no stale lock. Where the folder cannot be written, a lock that
+    is not ``required`` is skipped and nobody waits."""
     path = Path(path)
+    lock = FileLock(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock.acquire()
     except OSError as exc:
         if not required:
             yield
             return
         raise DfkdError(f"Cannot write to {path.parent}: {exc.strerror or exc}.") from exc
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)  # closing the only descriptor releases the lock
+        lock.release()

@@ -384,7 +384,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_good_one(
     checkpoint = Loop._checkpoint
 
     def fill_the_disk_first(self, job, epochs_done, best):
-        if epochs_done == 2:
+        if epochs_done == 2 and not kept:  # once: the resume finds room
             kept["checkpoint"] = (run / "state/checkpoint.pt").read_bytes()
             with open(small_disk / "filler", "wb", buffering=0) as f:
                 try:
@@ -403,7 +403,15 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_good_one(
     )  # fmt: skip
     assert done.exit_code == 1, done.output
     assert done.output.strip().count("\n") == 0, done.output
-    assert f"Could not write {run}/state/checkpoint.pt" in done.output
+    assert f"Could not write {run}/state/checkpoint.pt: the disk holding {run}/state is full (" in (
+        done.output
+    )
     assert "the previous checkpoint.pt is intact" in done.output
+    assert f"continue the run with --resume {run}." in done.output
     assert (run / "state/checkpoint.pt").read_bytes() == kept["checkpoint"]
     assert not list(run.rglob(f"*{TEMPORARY_SUFFIX}"))
+    (small_disk / "filler").unlink()
+    gc.collect()  # the failed save's file is only closed, and its space freed, when collected
+    resumed = cli("run", "--resume", run, "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").open()] == [1, 2, 3]

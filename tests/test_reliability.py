@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import dfkd_plugin_dafl
 import pytest
@@ -13,7 +15,8 @@ from PIL import Image
 
 from dfkd import hookimpl
 from dfkd.data import open_dataset
-from dfkd.errors import DfkdError, UsageError
+from dfkd.errors import DfkdError, DiskFull, UsageError
+from dfkd.fileio import TEMPORARY_SUFFIX, write_atomic
 from dfkd.models import build_model
 from dfkd.synthesis.options import DataFreeOptions
 from dfkd.testing import KillAfterEpoch, make_plugins, run_held_elsewhere, tiny_run_config
@@ -347,16 +350,90 @@ def test_a_run_directory_behind_a_symlink_is_overwritten_and_made_through_it(cli
     one_line(cli(*scratch(), "--out", "runs/loop"), 2, message)
 
 
+UNEXPECTED_POS = "[enforce fail at inline_container.cc:672] . unexpected pos 2351872 vs 2351764"
+FULL = "the disk holding {} is full (3.0 KiB free)"
+ROOM = 50 << 30
+
+
+@pytest.mark.parametrize(
+    ("failure", "free", "reason"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), 3 << 10, FULL),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), ROOM, "your disk quota for {} is used up"),
+        (RuntimeError(UNEXPECTED_POS), 3 << 10, FULL),  # torch's words for a full disk
+        (RuntimeError(UNEXPECTED_POS), ROOM, f"RuntimeError: {UNEXPECTED_POS}"),  # not the disk
+    ],
+    ids=["ENOSPC", "EDQUOT", "torch-disk-full", "torch-room-to-spare"],
+)
+def test_a_failed_write_says_whether_the_disk_is_full(tmp_path, monkeypatch, failure, free, reason):
+    target = tmp_path / "weights.bin"
+    target.write_bytes(b"the previous weights")
+    measured = []
+
+    def disk_usage(folder):  # the free space the decision reads, with the partial file still there
+        measured.append((Path(folder), len(list(tmp_path.glob(f".*{TEMPORARY_SUFFIX}")))))
+        return SimpleNamespace(free=free)
+
+    def writer(tmp):
+        tmp.write_bytes(b"the first half of the new weights")
+        raise failure
+
+    monkeypatch.setattr("dfkd.fileio.disk_usage", disk_usage)
+    with pytest.raises(DfkdError) as caught:
+        write_atomic(target, writer)
+    full = reason != f"RuntimeError: {UNEXPECTED_POS}"
+    advice = " Free some space there, or write to another disk with --out." if full else ""
+    assert str(caught.value) == (
+        f"Could not write {target}: {reason.format(tmp_path)}; the previous weights.bin is "
+        f"intact.{advice}"
+    )
+    assert isinstance(caught.value, DiskFull) == full
+    assert measured == [(tmp_path, 1)]
+    assert target.read_bytes() == b"the previous weights"
+    assert not list(tmp_path.glob(f".*{TEMPORARY_SUFFIX}"))
+
+
+def test_a_run_stopped_by_a_full_disk_says_so_and_resumes_once_there_is_space(
+    cli, workdir, monkeypatch
+):
+    save, failed = torch.save, []
+
+    def full_once_at_epoch_2(obj, f, *args, **kwargs):  # then there is room again
+        if obj["epochs_done"] == 2 and not failed:
+            failed.append(f)
+            Path(f).write_bytes(b"the first few bytes")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr("torch.save", full_once_at_epoch_2)
+    args = ("--model", "lenet5", "--dataset", "tiny", "--epochs", "2", "--lr", "0.05")
+    done = cli("scratch", *args, "--out", "runs/r", "--quiet")
+    one_line(
+        done,
+        1,
+        "Could not write runs/r/state/checkpoint.pt: the disk holding runs/r/state is full (",
+    )
+    assert done.output.rstrip().endswith(
+        "; the previous checkpoint.pt is intact. Free some space there, or write to another disk "
+        "with --out. Once there is space, continue the run with --resume runs/r."
+    )
+    checkpoint = workdir / "runs/r/state/checkpoint.pt"
+    assert torch.load(checkpoint, weights_only=True)["epochs_done"] == 1
+    assert cli("scratch", "--resume", "runs/r").exit_code == 0
+    assert [r["epoch"] for r in RunDir(workdir / "runs/r").read_metrics()] == [1, 2]
+    assert torch.load(checkpoint, weights_only=True)["epochs_done"] == 2
+
+
 def test_a_failed_checkpoint_write_keeps_the_previous_one(plugins, workdir, monkeypatch):
     train_scratch(scratch_config(), plugins=plugins)
     checkpoint = workdir / "runs/r/state/checkpoint.pt"
     before = checkpoint.read_bytes()
 
-    def full_disk(obj, f, *args, **kwargs):  # what torch.save raises when the disk fills up
+    def failed(obj, f, *args, **kwargs):  # how torch.save reports a failed write
         Path(f).write_bytes(b"the first few bytes")
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        raise RuntimeError(UNEXPECTED_POS)
 
-    monkeypatch.setattr("torch.save", full_disk)
+    monkeypatch.setattr("torch.save", failed)
     with pytest.raises(DfkdError, match=r"checkpoint.pt: RuntimeError: .*checkpoint.pt is intact"):
         train_scratch(scratch_config(epochs=2), plugins=plugins, resume="runs/r")
     assert checkpoint.read_bytes() == before
@@ -366,7 +443,9 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(plugins, workdir, monk
 def test_a_failed_metrics_append_is_an_error_not_a_traceback(tmp_path):
     run = RunDir(tmp_path)
     run.metrics_file.mkdir()  # any OSError: a folder in the way, a full disk
-    with pytest.raises(DfkdError, match="Could not append to .*metrics.jsonl"):
+    with pytest.raises(
+        DfkdError, match="Could not write .*metrics.jsonl: .*; the rows before it are intact"
+    ):
         run.append_metrics({"epoch": 1})
 
 

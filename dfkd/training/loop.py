@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import torch
 
-from dfkd.errors import DfkdError, UsageError
+from dfkd.errors import DfkdError, DiskFull, UsageError
 from dfkd.fileio import error_reason, write_atomic
 from dfkd.training.guard import Collapsed, CollapseGuard
 from dfkd.training.runs import START_OVER, RunDir
@@ -150,6 +150,17 @@ class Loop:
         return self.run.path / f"{self.role}-best.safetensors"
 
     def fit(self, job: Job, *, resume: bool = False) -> Outcome:
+        """Train ``job`` to the last epoch. A full disk stops the run where --resume takes it up
+        again: every file is written atomically, so the last checkpoint is whole (or there is
+        none yet, and the resumed run starts over)."""
+        try:
+            return self._fit(job, resume)
+        except DiskFull as exc:
+            raise DiskFull(
+                f"{exc} Once there is space, continue the run with --resume {self.run.path}."
+            ) from exc
+
+    def _fit(self, job: Job, resume: bool) -> Outcome:
         if not self.accelerator.is_main_process:
             self.reporter = SilentReporter()  # one progress display per run, not per process
         first_epoch, best = self._restore(job) if resume else (0, -1.0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import json
 import os
 import platform
@@ -14,14 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from dfkd import __version__
-from dfkd.errors import DfkdError, UsageError
-from dfkd.fileio import remove_temporaries, write_atomic, write_json
+from dfkd.errors import UsageError
+from dfkd.fileio import remove_temporaries, write_atomic, write_error, write_json
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 STATE = "state"
 LOCK = ".lock"
+#: the pid of the process holding the lock, for the refusal to name: beside the lock, not in it,
+#: since filelock may empty or remove the lock file itself
+HOLDER = ".lock.pid"
+#: how long a reader waits on the lock before it calls the run in use: long enough for another
+#: reader's test of it, which holds it for a moment, to end
+READER_WAIT = 0.5
 START_OVER = (
     "Start the run over with its original command and --overwrite, or with --out in another "
     "directory."
@@ -63,9 +70,7 @@ class RunDir:
             with self.metrics_file.open("a") as f:
                 f.write(json.dumps(row, sort_keys=True) + "\n")
         except OSError as exc:
-            raise DfkdError(
-                f"Could not append to {self.metrics_file}: {exc.strerror or exc}."
-            ) from exc
+            raise write_error(self.metrics_file, exc, "the rows before it are intact") from exc
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The rows, one per epoch. A last line without its newline is the torn write of a killed
@@ -95,11 +100,11 @@ class RunDir:
     def lock(self, accelerator: Any = None) -> Iterator[None]:
         """Hold the run while this process writes it; another that tries gets a UsageError.
 
-        ``flock`` on RUN/.lock, with the holder's pid in the file for that message: the OS drops
-        the lock when its holder dies, so a killed run leaves no stale lock behind. Once the
-        lock is held nobody else writes here, so the temporaries of a writer killed mid-write
-        are removed. Given the run's accelerator, only the main process locks, and every
-        process waits until it holds the lock and has cleaned up before writing.
+        A file lock on RUN/.lock, the holder's pid in RUN/.lock.pid for that message: the OS
+        drops the lock when its holder dies, so a killed run leaves no stale lock behind. Once
+        the lock is held nobody else writes here, so the temporaries of a writer killed
+        mid-write are removed. Given the run's accelerator, only the main process locks, and
+        every process waits until it holds the lock and has cleaned up before writing.
         """
         main = accelerator is None or accelerator.is_main_process
         with self._hold() if main else contextlib.nullcontext():
@@ -109,49 +114,50 @@ class RunDir:
 
     @contextlib.contextmanager
     def _hold(self) -> Iterator[None]:
+        lock = FileLock(self.path / LOCK)
         try:
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise self._in_use() from None
         except OSError as exc:
             raise UsageError(f"Cannot write to run directory {self.path}: {exc.strerror}.") from exc
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise self._in_use(fd) from None
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            (self.path / HOLDER).write_text(f"{os.getpid()}\n")
             remove_temporaries(self.path)
             yield
         finally:
-            os.close(fd)  # closing the only descriptor releases the lock
+            lock.release()
 
     def refuse_while_in_use(self) -> None:
         """Refuse to read a run another process is writing: its weights are an epoch in the
-        middle of the run, not its result. A shared ``flock`` for the moment of the test, which
-        fails only while a writer holds the run (and a run never locked has no RUN/.lock)."""
+        middle of the run, not its result. filelock has no shared lock, so the test takes the
+        lock for a moment (a run never locked has no RUN/.lock, and one this process cannot lock
+        is no run being written by another)."""
+        if not (self.path / LOCK).exists():
+            return
+        lock = FileLock(self.path / LOCK)
         try:
-            fd = os.open(self.path / LOCK, os.O_RDONLY)
+            lock.acquire(timeout=READER_WAIT)
+        except Timeout:
+            raise self._in_use() from None
         except OSError:
             return
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise self._in_use(fd) from None
-        finally:
-            os.close(fd)
+        lock.release()
 
-    def _in_use(self, fd: int) -> UsageError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+    def _in_use(self) -> UsageError:
+        try:
+            holder = (self.path / HOLDER).read_text(errors="replace").strip()
+        except OSError:
+            holder = ""
         return UsageError(
-            f"Run {self.path} is in use by process {holder}: wait for it to finish, or stop it "
-            "first."
+            f"Run {self.path} is in use by process {holder or 'another process'}: wait for it "
+            "to finish, or stop it first."
         )
 
 
 #: what a run writes in its folder besides its weights (``*.safetensors`` and their ``.json``
 #: sidecars); cell.json is a bench cell's record (dfkd.bench.runner)
-RUN_FILES = (CONFIG, METRICS, LOCK, "samples.png", "cell.json")
+RUN_FILES = (CONFIG, METRICS, LOCK, HOLDER, "samples.png", "cell.json")
 #: a run's subfolders: its checkpoint and its pool's images
 RUN_FOLDERS = (STATE, "images")
 
