@@ -206,28 +206,16 @@ def export_student(
     max_diff = _verify(lambda: loader(blob), [feed(x) for x in batches], expected, fmt)
 
     write_atomic(path, lambda tmp: tmp.write_bytes(blob))
+    shapes = f", {size}x{size} px" + (
+        "; per-pixel logits (export again with --input-size for another size)"
+        if segmentation
+        else " (training resized other sizes bilinearly, with antialiasing)"
+    )
     record = {
         **meta,
         **info,
-        "input_size": size,
+        **runtime_record(meta, weights, size, include_normalization, shapes),
         "format": fmt,
-        "exported_from": str(weights),
-        "input_name": INPUT,
-        "input_shape": ["batch", *shape],
-        "input_dtype": "float32",
-        "includes_normalization": include_normalization,
-        "input": (
-            "pixels in [0, 1]; the graph normalises them with mean and std"
-            if include_normalization
-            else "normalised pixels, (x - mean) / std per channel with x in [0, 1]"
-        )
-        + (
-            f", {size}x{size} px; per-pixel logits (export again with --input-size for another "
-            "size)"
-            if segmentation
-            else f", {size}x{size} px (training resized other sizes bilinearly, with antialiasing)"
-        ),
-        "output_name": OUTPUT,
         "output_shape": ["batch", meta["num_classes"], *((size, size) if segmentation else ())],
         "verification": {
             "max_abs_diff": max_diff,
@@ -240,6 +228,28 @@ def export_student(
     }
     write_json(sidecar, record)
     return Exported(path, sidecar, weights, fmt, max_diff)
+
+
+def runtime_record(
+    meta: dict[str, Any], weights: Path, size: int, include_normalization: bool, shapes: str
+) -> dict[str, Any]:
+    """What an exported file's sidecar tells a runtime about its input and output, ``shapes``
+    ending the input's description."""
+    return {
+        "input_size": size,
+        "exported_from": str(weights),
+        "input_name": INPUT,
+        "input_shape": ["batch", meta["channels"], size, size],
+        "input_dtype": "float32",
+        "includes_normalization": include_normalization,
+        "input": (
+            "pixels in [0, 1]; the graph normalises them with mean and std"
+            if include_normalization
+            else "normalised pixels, (x - mean) / std per channel with x in [0, 1]"
+        )
+        + shapes,
+        "output_name": OUTPUT,
+    }
 
 
 def read_sidecar(weights: Path) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from dfkd.export import (
     read_sidecar,
     reason,
     require_onnx,
+    runtime_record,
 )
 from dfkd.fileio import sha256_of, write_atomic, write_json
 from dfkd.plugins import Plugins, get_plugins
@@ -190,20 +191,14 @@ def quantize_model(
     record = {
         **meta,
         **info,
-        "input_size": size,
+        **runtime_record(
+            meta,
+            weights,
+            size,
+            include_normalization,
+            f", {size}x{size} px; quantised by the graph",
+        ),
         "format": "onnx",
-        "exported_from": str(weights),
-        "input_name": INPUT,
-        "input_shape": ["batch", meta["channels"], size, size],
-        "input_dtype": "float32",
-        "includes_normalization": include_normalization,
-        "input": (
-            "pixels in [0, 1]; the graph normalises them with mean and std"
-            if include_normalization
-            else "normalised pixels, (x - mean) / std per channel with x in [0, 1]"
-        )
-        + f", {size}x{size} px; the graph quantises them itself",
-        "output_name": OUTPUT,
         "output_shape": ["batch", meta["num_classes"]],
         "quantization": {
             "scheme": scheme,

@@ -10,43 +10,48 @@ import typer
 from dfkd.cli.console import console, guarded
 from dfkd.plugins import Plugins
 
+#: what `dfkd export` and `dfkd quantize` both take
+Source = Annotated[
+    Path,
+    typer.Argument(
+        help="A run directory, or a .safetensors file with its JSON sidecar.",
+        metavar="RUN_DIR|WEIGHTS",
+        show_default=False,
+    ),
+]
+Which = Annotated[
+    str, typer.Option(help="A run's last (student.safetensors) or best (student-best) weights.")
+]
+IncludeNormalization = Annotated[
+    bool,
+    typer.Option(
+        "--include-normalization",
+        help="Bake (x - mean) / std into the graph, so it takes pixels in [0, 1].",
+    ),
+]
+OverwriteOutput = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing output and sidecar.")
+]
+
 
 def add_commands(app: typer.Typer, plugins: Plugins) -> None:
     @app.command("export", rich_help_panel="Deployment")
     @guarded
     def export_command(
-        source: Annotated[
-            Path,
-            typer.Argument(
-                help="A run directory, or a .safetensors file with its JSON sidecar.",
-                metavar="RUN_DIR|WEIGHTS",
-                show_default=False,
-            ),
-        ],
+        source: Source,
         fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript.")] = "onnx",
-        which: Annotated[
-            str,
-            typer.Option(help="A run's last (student.safetensors) or best (student-best) weights."),
-        ] = "last",
+        which: Which = "last",
         out: Annotated[
             Path,
             typer.Option(
                 "--out", "-O", help="Output file (default: student.onnx etc. beside the weights)."
             ),
         ] = None,
-        include_normalization: Annotated[
-            bool,
-            typer.Option(
-                "--include-normalization",
-                help="Bake (x - mean) / std into the graph, so it takes pixels in [0, 1].",
-            ),
-        ] = False,
+        include_normalization: IncludeNormalization = False,
         input_size: Annotated[
             int, typer.Option(help="Image side for students of any size (timm:, torchvision:).")
         ] = None,
-        overwrite: Annotated[
-            bool, typer.Option("--overwrite", help="Replace an existing output and sidecar.")
-        ] = False,
+        overwrite: OverwriteOutput = False,
     ) -> None:
         """Export a student to ONNX or TorchScript, checked against PyTorch, with a sidecar."""
         from dfkd.export import VERIFY_BATCHES, export_student
@@ -73,14 +78,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
     @app.command("quantize", rich_help_panel="Deployment")
     @guarded
     def quantize_command(
-        source: Annotated[
-            Path,
-            typer.Argument(
-                help="A run directory, or a .safetensors file with its JSON sidecar.",
-                metavar="RUN_DIR|WEIGHTS",
-                show_default=False,
-            ),
-        ],
+        source: Source,
         scheme: Annotated[
             str, typer.Option(help="Weight and activation widths: w8a8 (what onnxruntime runs).")
         ] = "w8a8",
@@ -102,24 +100,13 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         calibrate_method: Annotated[
             str, typer.Option(help="minmax, entropy or percentile ranges.")
         ] = "minmax",
-        which: Annotated[
-            str,
-            typer.Option(help="A run's last (student.safetensors) or best (student-best) weights."),
-        ] = "last",
+        which: Which = "last",
         out: Annotated[
             Path,
             typer.Option("--out", "-O", help="Output file (default: student.int8.onnx beside it)."),
         ] = None,
-        include_normalization: Annotated[
-            bool,
-            typer.Option(
-                "--include-normalization",
-                help="Bake (x - mean) / std into the graph, so it takes pixels in [0, 1].",
-            ),
-        ] = False,
-        overwrite: Annotated[
-            bool, typer.Option("--overwrite", help="Replace an existing output and sidecar.")
-        ] = False,
+        include_normalization: IncludeNormalization = False,
+        overwrite: OverwriteOutput = False,
     ) -> None:
         """Quantise a classifier to INT8 ONNX, calibrated on images made from its teacher."""
         from dfkd.quantize import quantize_model
