@@ -458,3 +458,9 @@ def test_make_scenes_command_uses_real_fashion_mnist(cli, tmp_path: Path) -> Non
     assert masks.max() <= 10 and ((masks > 0) == (images[:, 0] > FOREGROUND)).all()
     again = cli("make-scenes", tmp_path / "scenes")
     assert again.exit_code == 2 and "exists and is not an empty folder" in again.output
+
+
+def test_make_scenes_takes_quiet_as_the_scenes_benchmark_passes_it(cli, tmp_path: Path) -> None:
+    quiet = cli("make-scenes", tmp_path / "q", "--train", 2, "--test", 1, "--size", 32, "-q")
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.output == "" and open_dataset(f"folder:{tmp_path / 'q'}").num_classes == 11

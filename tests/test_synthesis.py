@@ -258,6 +258,10 @@ def test_entropy_and_class_balance():
     # softmax((0, ln 4, 0) / 2) = (1, 2, 1) / 4
     logits = torch.tensor([[0.0, math.log(4), 0.0]])
     close(losses.class_balance(logits, T=2.0), 2 * 0.25 * math.log(0.25) + 0.5 * math.log(0.5))
+    # a segmentation teacher's (N, K, H, W) logits: one scalar over every pixel, the two rows
+    # of T_LOGITS as the pixels of one image
+    pixels = T_LOGITS.T.reshape(1, 3, 1, 2)
+    close(losses.class_balance(pixels), losses.class_balance(T_LOGITS))
 
 
 def test_activation_l1_and_adversarial_l1():

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from dfkd.cli.console import console, guarded
-from dfkd.cli.options import DataRoot, Download
+from dfkd.cli.options import DataRoot, Download, Quiet
 from dfkd.plugins import Plugins
 
 Seed = Annotated[int, typer.Option(help="Random seed; the same arguments write the same files.")]
@@ -36,6 +36,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         max_items: Annotated[int, typer.Option(help="Most items in a scene.")] = 4,
         data_root: DataRoot = None,
         download: Download = False,
+        quiet: Quiet = False,
     ) -> None:
         """Write a segmentation dataset of Fashion-MNIST scenes (images and class-id masks)."""
         from dfkd.data import open_dataset
@@ -52,6 +53,8 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             min_items=min_items,
             max_items=max_items,
         )
+        if quiet:
+            return
         console.print(
             f"wrote {out}: {made['train']} train and {made['test']} test scenes of {size}x{size} "
             f"px, {len(source.classes) + 1} classes; use it as --dataset folder:{out}",

@@ -61,9 +61,11 @@ def class_balance(t_logits: Tensor, T: float = 1.0) -> Tensor:
 
     Minimising the negative entropy of the batch-mean prediction spreads the batch over the classes.
     CuDFKD's "−20·H(p̄)" at its KD temperature is ``20 * class_balance(t, T)``
-    (docs/methods/cudfkd.md#objective).
+    (docs/methods/cudfkd.md#objective). For a segmentation teacher's (N, K, H, W) logits p̄ is
+    the mean over every pixel of the batch: the batch's pixels spread over the classes.
     """
-    return -entropy(F.softmax(t_logits / T, dim=1).mean(dim=0))
+    p = F.softmax(t_logits / T, dim=1)
+    return -entropy(p.transpose(0, 1).reshape(p.shape[1], -1).mean(dim=1))
 
 
 def activation_l1(features: Tensor) -> Tensor:
