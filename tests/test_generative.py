@@ -260,3 +260,17 @@ def test_processes_of_a_run_share_one_generator(tmp_path):
     )
     assert weights0 == weights1  # one generator, stepped on the mean of both processes' gradients
     assert batch0 != batch1  # fed by each process's own latents
+
+
+def test_generator_b_holds_the_reference_parameter_names():
+    """DFAD's reference GeneratorB (Flatten + Linear in `project`, then `main`) loads as it is."""
+    from dfkd.synthesis.generators import GeneratorB
+
+    reference = ["project.1.weight", "project.1.bias"]
+    reference += [f"main.0.{k}" for k in ("weight", "bias", "running_mean", "running_var")]
+    for i in (1, 4, 7, 10):  # ConvTranspose2d, then BatchNorm2d, then LeakyReLU
+        reference += [f"main.{i}.weight"]
+        stats = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+        reference += [f"main.{i + 1}.{k}" for k in stats]
+    reference += ["main.0.num_batches_tracked", "main.13.weight", "main.13.bias"]
+    assert sorted(GeneratorB(nz=8, ngf=4, img_size=32).state_dict()) == sorted(reference)

@@ -108,7 +108,10 @@ class GeneratorB(nn.Module):
         self.nz = nz
         self.init_size = img_size // 16
         self.start_channels = 8 * ngf
-        self.project = nn.Linear(nz, self.start_channels * self.init_size**2)
+        # Flatten first, as the reference's: its checkpoints (project.1.*) load as they are
+        self.project = nn.Sequential(
+            nn.Flatten(), nn.Linear(nz, self.start_channels * self.init_size**2)
+        )
         widths = (8 * ngf, 4 * ngf, 2 * ngf, ngf, ngf)
         layers: list[nn.Module] = [nn.BatchNorm2d(self.start_channels)]
         for c_in, c_out in zip(widths, widths[1:], strict=False):
@@ -122,7 +125,7 @@ class GeneratorB(nn.Module):
         reset_parameters_dcgan(self)
 
     def forward(self, z: Tensor) -> Tensor:
-        out = self.project(z.flatten(1))
+        out = self.project(z)
         out = out.view(z.shape[0], self.start_channels, self.init_size, self.init_size)
         return self.main(out)
 
