@@ -445,3 +445,20 @@ def test_an_existing_output_folder_is_replaced_only_when_asked(workdir, teacher_
     cfg = tiny_config(out, teacher_bn, setting=1, iterations=3, overwrite=True)
     run_inversion(cfg, plugins=make_plugins())
     assert log_rows(out)[-1]["iterations"] == 3
+
+
+def test_an_inversion_holds_its_run_directory(workdir, teacher_bn):
+    """An --overwrite of the folder an inversion is writing is refused while it runs."""
+    from dfkd.training.runs import create_run
+
+    out = workdir / "inv"
+    refused = []
+
+    def overwrite_meanwhile(row: dict) -> None:
+        if not refused:
+            with pytest.raises(UsageError, match="is in use by process") as caught:
+                create_run(out, overwrite=True)
+            refused.append(str(caught.value))
+
+    run_inversion(tiny_config(out, teacher_bn), plugins=make_plugins(), report=overwrite_meanwhile)
+    assert refused and json.loads((out / "config.json").read_text())["command"] == "invert"
