@@ -446,3 +446,17 @@ def test_a_full_disk_leaves_no_partial_weights(plugins, workdir, monkeypatch):
     leftovers = {p.name for p in (workdir / "runs/full").iterdir()}
     assert not leftovers & {"model.safetensors", "model.json", "state"}
     assert not list(workdir.rglob("*.tmp"))
+
+
+def test_a_seed_also_fixes_numpy_for_plugins_that_draw_from_it():
+    import random
+
+    import numpy as np
+
+    from dfkd.training.setup import seed_everything
+
+    def draws(seed: int) -> tuple[float, float, float]:
+        seed_everything(seed)
+        return (np.random.rand(), random.random(), torch.rand(()).item())
+
+    assert draws(3) == draws(3) and draws(3) != draws(4)

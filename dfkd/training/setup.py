@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import random
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,9 +52,11 @@ def make_accelerator(
 
 
 def seed_everything(seed: int, rank: int = 0) -> None:
-    """Seed the global generators; each process gets its own stream so shards differ."""
-    random.seed(seed + rank)
-    torch.manual_seed(seed + rank)
+    """Seed Python's, numpy's and torch's generators (every device's) through accelerate; each
+    process gets its own stream so shards differ."""
+    from accelerate.utils import set_seed
+
+    set_seed(seed + rank)
 
 
 def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
