@@ -294,16 +294,25 @@ def test_a_quantisation_aware_run_resumes_bit_identical(workdir, tiny_teacher_we
     assert [r["top1"] for r in whole.metrics] == [r["top1"] for r in resumed.metrics]
 
 
+@pytest.mark.parametrize(
+    ("scheme", "against"),
+    [
+        ("w8a8", "fake-quantised at w8a8 as trained"),
+        ("w4a4", "the float weights of a student trained at w4a4"),
+    ],
+)
 def test_the_integer_file_scores_what_the_fake_quantised_student_scores(
-    quantize_cli, workdir, tiny_teacher_weights
+    quantize_cli, workdir, tiny_teacher_weights, scheme, against
 ):
+    """A w8a8 student's file computes what it trained as; a w4a4 one's rounds less than it was
+    trained to, so it is checked against (and scores near) the student's float weights."""
     from dfkd.training.datafree import run_datafree
 
-    outcome = run_datafree(qat_config(tiny_teacher_weights, "runs/q", "w8a8"), plugins=with_dafl())
+    outcome = run_datafree(qat_config(tiny_teacher_weights, "runs/q", scheme), plugins=with_dafl())
     done = quantize_cli("quantize", "runs/q")
     assert done.exit_code == 0, done.output
     sidecar = json.loads((workdir / "runs/q/student.int8.onnx.json").read_text())
-    assert "fake-quantised at w8a8" in sidecar["verification"]["against"]
+    assert against in sidecar["verification"]["against"]
     scores = {}
     for scored in (outcome.weights, workdir / "runs/q/student.int8.onnx"):
         model = ["--model", "lenet5_half"] if scored.suffix == ".safetensors" else []
