@@ -7,11 +7,15 @@ again:
 
 1. `dfkd make-scenes` writes 6000 train and 1000 test scenes (64 × 64, 11 classes, seed 0).
 2. `dfkd scratch` trains the teacher, segnet_small, for 8 epochs.
-3. For seeds 0, 1, 2: `dfkd kd` (segnet_small_half on the real train scenes, KL at T 4) and
-   `dfkd run dfad --preset fashion-mnist-scenes` (the same student, no real image).
+3. For seeds 0, 1, 2: `dfkd kd` (segnet_small_half on the real train scenes, KL at T 4),
+   `dfkd run dfad --preset fashion-mnist-scenes` (the same student, no real image) and
+   `dfkd run dfad-bn --preset fashion-mnist-scenes` (dfkd's variant: the same game with the
+   teacher's BatchNorm-statistics prior on the generator).
 
 It writes benchmarks/results/scenes_fmnist.md: test mIoU and pixel accuracy of the last epoch,
-mean ± std over the seeds, the test-selected best epoch in brackets, and minutes per run.
+mean ± std over the seeds and each seed's, the test-selected best epoch in brackets, minutes per
+run, and each data-free run's budget: its student and generator steps against the reference
+CamVid script's 75,000 and 15,000.
 
 Usage: python benchmarks/scenes_fmnist.py [--root runs/scenes] [--data data/fmnist-scenes]
 """
@@ -31,6 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "scenes_fmnist.md"
 SEEDS = (0, 1, 2)
 TEACHER_EPOCHS, KD_EPOCHS = 8, 8
+#: the data-free methods compared, and how the table names them
+DATA_FREE = {
+    "dfad": "DFAD (the paper's game)",
+    "dfad-bn": "DFAD-BN (dfkd's variant: + the teacher's BatchNorm statistics)",
+}
+#: DFAD_camvid_deeplab.py: 300 epochs of 250 student steps, one generator step per 5
+REFERENCE_STEPS = (75_000, 15_000)
 
 
 def dfkd(*args: str) -> None:
@@ -73,6 +84,7 @@ def summary(runs: list[Path]) -> dict[str, str]:
     minutes = statistics.mean(sum(r["seconds"] for r in rows(run)) / 60 for run in runs)
     return {
         "miou": f"{spread([r['miou'] for r in last])} ({statistics.mean(best):.2f})",
+        "seeds": ", ".join(f"{r['miou']:.2f}" for r in last),
         "pixel_acc": spread([r["pixel_acc"] for r in last]),
         "minutes": f"{minutes:.1f}",
     }
@@ -99,21 +111,37 @@ def main() -> None:
             root / f"kd-seed{seed}", "kd", *pair, "--epochs", str(KD_EPOCHS),
             "--batch-size", "64", "--lr", "0.05", "--temperature", "4", "--seed", str(seed),
         )  # fmt: skip
-        step(
-            root / f"dfad-seed{seed}", "run", "dfad", *pair,
-            "--preset", "fashion-mnist-scenes", "--seed", str(seed),
-        )  # fmt: skip
+        for method in DATA_FREE:
+            step(
+                root / f"{method}-seed{seed}", "run", method, *pair,
+                "--preset", "fashion-mnist-scenes", "--seed", str(seed),
+            )  # fmt: skip
     write_results(root)
+
+
+def budget(run: Path) -> str:
+    """A data-free run's student and generator steps, against the reference's."""
+    options = json.loads((run / "config.json").read_text())["options"]["resolved_options"]
+    student = options["epochs"] * options["ep_steps"]
+    generator = student // options["kd_steps"] * options["g_steps"]
+    return (
+        f"{student:,} / {generator:,} ({100 * student / REFERENCE_STEPS[0]:.1f} % of the "
+        f"reference's {REFERENCE_STEPS[0]:,} / {REFERENCE_STEPS[1]:,})"
+    )
 
 
 def write_results(root: Path) -> None:
     teacher = rows(root / "teacher")[-1]
     kd = summary([root / f"kd-seed{s}" for s in SEEDS])
-    dfad = summary([root / f"dfad-seed{s}" for s in SEEDS])
+    data_free = {
+        method: summary([root / f"{method}-seed{s}" for s in SEEDS])
+        for method in DATA_FREE
+        if all(complete(root / f"{method}-seed{s}") for s in SEEDS)
+    }
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
-    text = f"""# Segmentation: DFAD on Fashion-MNIST scenes
+    text = f"""# Segmentation: DFAD and DFAD-BN on Fashion-MNIST scenes
 
 `python benchmarks/scenes_fmnist.py`, {datetime.date.today()}, commit {commit}: 6000 train and
 1000 test scenes of `dfkd make-scenes` (64 × 64, 11 classes, seed 0); one torch thread per run,
@@ -121,16 +149,21 @@ on a 2-core machine that other benchmarks shared (minutes are wall time). Test m
 epoch, mean ± std over seeds 0–2; in brackets the mean of each seed's best epoch, **selected on
 the test set**.
 
-| student segnet_small_half (0.08 M) | data | mIoU % | pixel accuracy % | minutes per run |
-|---|---|---|---|---|
+| student segnet_small_half (0.08 M) | data | mIoU % | seeds 0, 1, 2 | pixel accuracy % | \
+minutes per run | student / generator steps |
+|---|---|---|---|---|---|---|
 | teacher segnet_small (0.33 M), {TEACHER_EPOCHS} epochs, seed 0 | real scenes, labels | \
-{teacher["miou"]:.2f} | {teacher["pixel_acc"]:.2f} | \
-{sum(r["seconds"] for r in rows(root / "teacher")) / 60:.1f} |
-| KD, {KD_EPOCHS} epochs, T 4 | real scenes, no labels | {kd["miou"]} | {kd["pixel_acc"]} | \
-{kd["minutes"]} |
-| DFAD, `--preset fashion-mnist-scenes` | none | {dfad["miou"]} | {dfad["pixel_acc"]} | \
-{dfad["minutes"]} |
+{teacher["miou"]:.2f} | | {teacher["pixel_acc"]:.2f} | \
+{sum(r["seconds"] for r in rows(root / "teacher")) / 60:.1f} | |
+| KD, {KD_EPOCHS} epochs, T 4 | real scenes, no labels | {kd["miou"]} | {kd["seeds"]} | \
+{kd["pixel_acc"]} | {kd["minutes"]} | |
 """
+    for method, row in data_free.items():
+        text += (
+            f"| {DATA_FREE[method]}, `--preset fashion-mnist-scenes` | none | {row['miou']} | "
+            f"{row['seeds']} | {row['pixel_acc']} | {row['minutes']} | "
+            f"{budget(root / f'{method}-seed0')} |\n"
+        )
     RESULTS.write_text(text)
     print(text)
 

@@ -684,3 +684,27 @@ def test_the_report_says_what_the_guard_did_which_embeddings_ran_and_the_teacher
     assert "Label embeddings of dafl: random (seed 0) (1 cells)." in report
     assert "own test score (its sidecar's): lenet5 → lenet5_half 90.00." in report
     assert "| dafl | 90 | — |" in report  # 81 of the teacher's 90; the other has no sidecar
+
+
+def test_plot_draws_student_steps_where_the_runs_record_them(bench_cli, workdir, monkeypatch):
+    import dfkd.bench.plots
+
+    drawn = []
+    monkeypatch.setattr(dfkd.bench.plots, "_save", lambda fig, path: drawn.append(fig) or path)
+    for name, ep_steps in (("long", 100), ("short", 20)):
+        (workdir / name).mkdir()
+        rows = [{"epoch": e, "miou": 10.0 * e} for e in (1, 2)]
+        (workdir / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        config = {"command": "run", "options": {"resolved_options": {"ep_steps": ep_steps}}}
+        (workdir / name / "config.json").write_text(json.dumps(config))
+    done = bench_cli("plot", "long", "short", "--x", "steps")
+    assert done.exit_code == 0, done.output
+    ax = drawn[0].axes[0]
+    assert [list(line.get_xdata()) for line in ax.lines] == [[100, 200], [20, 40]]
+    assert ax.get_xlabel() == "student steps"
+    (workdir / "scratch").mkdir()  # a run whose epochs are no method's steps
+    (workdir / "scratch" / "metrics.jsonl").write_text('{"epoch": 1, "top1": 80.0}\n')
+    (workdir / "scratch" / "config.json").write_text('{"command": "scratch", "options": {}}')
+    refused = bench_cli("plot", "long", "scratch", "--x", "steps")
+    assert refused.exit_code == 2 and "plot it with --x epoch" in refused.output
+    assert bench_cli("plot", "long", "--x", "minutes").exit_code == 2

@@ -177,19 +177,41 @@ def _plotted(run_dir: Path) -> tuple[str, list[dict[str, Any]]]:
     return key, rows
 
 
-def plot_runs(run_dirs: list[Path], out: Path) -> tuple[Path, list[Path]]:
+#: what ``dfkd plot --x`` may put on the horizontal axis
+X_AXES = ("epoch", "steps")
+
+
+def _student_steps(run_dir: Path) -> int:
+    """Student steps per epoch of a data-free run (its method's ``ep_steps``): what a budget is
+    counted in, since epochs of two methods or presets differ in length."""
+    options = RunDir(run_dir).read_config()["options"]
+    steps = options.get("resolved_options", {}).get("ep_steps")
+    if not isinstance(steps, int):
+        raise UsageError(
+            f"{run_dir} records no student steps per epoch (a dfkd run's ep_steps); plot it "
+            "with --x epoch."
+        )
+    return steps
+
+
+def plot_runs(run_dirs: list[Path], out: Path, x: str = "epoch") -> tuple[Path, list[Path]]:
     """``dfkd plot``: the test-score curve (top-1 or mIoU) of each run, finished or still
-    training, on one axes; a run without a test split draws its agreement with the teacher.
-    Returns the PNG and the runs drawn by agreement, which the command names."""
+    training, on one axes, against epochs or student steps; a run without a test split draws
+    its agreement with the teacher. Returns the PNG and the runs drawn by agreement, which the
+    command names."""
+    if x not in X_AXES:
+        raise UsageError(f"--x must be {' or '.join(X_AXES)}, not '{x}'.")
     runs = [(run_dir, *_plotted(run_dir)) for run_dir in run_dirs]
+    per_epoch = {run_dir: _student_steps(run_dir) if x == "steps" else 1 for run_dir in run_dirs}
     keys = {key for _, key, _ in runs}
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.xaxis.get_major_locator().set_params(integer=True)
     for run_dir, key, rows in runs:
         label = run_dir.name + (" (agreement)" if key == AGREE and len(keys) > 1 else "")
-        ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], marker=".", label=label)
-    ax.set_xlabel("epoch")
+        xs = [r["epoch"] * per_epoch[run_dir] for r in rows]
+        ax.plot(xs, [r[key] for r in rows], marker=".", label=label)
+    ax.set_xlabel("epoch" if x == "epoch" else "student steps")
     tested = keys - {AGREE}
     labels = [_axis_label(tested)] if tested else []
     if AGREE in keys:

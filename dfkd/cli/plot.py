@@ -24,6 +24,12 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         overwrite: Annotated[
             bool, typer.Option("--overwrite", help="Replace an existing --out file.")
         ] = False,
+        x: Annotated[
+            str,
+            typer.Option(
+                "--x", help="epoch, or steps: the student's steps (a data-free run's budget)."
+            ),
+        ] = "epoch",
     ) -> None:
         """Draw the test score (top-1 or mIoU) per epoch of each run on one axes.
 
@@ -33,7 +39,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         from dfkd.training.runs import check_output
 
         check_output(out, overwrite)
-        path, by_agreement = plot_runs(run_dirs, Path(out))
+        path, by_agreement = plot_runs(run_dirs, Path(out), x)
         for run_dir in by_agreement:
             err_console.print(
                 f"{run_dir} has no test split: its curve is its agreement with the teacher on "
