@@ -129,3 +129,20 @@ def test_scratch_trains_dfads_student_on_a_layout_true_camvid(cli, workdir):
     assert 0 <= row["miou"] <= 100 and 0 <= row["pixel_acc"] <= 100
     meta = read_meta(workdir / "checkpoints" / "camvid-deeplabv3_mobilenetv2.safetensors")
     assert (meta["num_classes"], meta["image_size"], meta["task"]) == (11, 128, "segmentation")
+
+
+def test_dfad_bn_adds_the_teachers_batchnorm_statistics_to_dfads_game(seg_teacher, workdir):
+    """dfkd's variant logs (and so trains on) the BN term beside the adversarial one; the
+    paper's DFAD does not."""
+    dfad = pytest.importorskip("dfkd_plugin_dfad")
+    from dfkd.testing import tiny_run_config
+    from dfkd.training.datafree import run_datafree
+
+    logged = {}
+    for method in ("dfad", "dfad-bn"):
+        cfg = tiny_run_config(method, "segnet_small", seg_teacher, f"runs/{method}", [])
+        cfg.student, cfg.dataset, cfg.preset = "segnet_small_half", "tiny-seg", "smoke"
+        rows = run_datafree(cfg, plugins=make_plugins((dfad, "dfkd-plugin-dfad"))).metrics
+        logged[method] = {k for row in rows for k in row if k.startswith("g_")}
+    assert "g_bn" in logged["dfad-bn"] and "g_adv" in logged["dfad-bn"]
+    assert "g_bn" not in logged["dfad"]
