@@ -1,5 +1,5 @@
-"""The repository's own test settings; dfkd.testing itself is a pytest plugin (entry point
-``pytest11``), loaded wherever dfkd is installed."""
+"""The repository's own test settings; dfkd.testing.fixtures itself is a pytest plugin (entry
+point ``pytest11``), loaded wherever dfkd is installed."""
 
 
 def pytest_configure(config):

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from dfkd.fileio import TEMPORARY_SUFFIX
 from dfkd.testing import (
     KillAfterEpoch,
-    _assert_same_process_state,
+    assert_same_state,
     checkpoint_objects,
     make_plugins,
     run_two_processes,
@@ -103,7 +103,7 @@ def assert_same_run(run_dir: Path, reference_dir: Path) -> None:
         torch.load(d / "state/checkpoint.pt", map_location="cpu", weights_only=True)
         for d in (run_dir, reference_dir)
     ]
-    _assert_same_process_state(*checkpoints, where="checkpoint")
+    assert_same_state(*checkpoints, where="checkpoint")
 
     def scores(d: Path) -> list[dict[str, Any]]:
         return [
@@ -341,7 +341,7 @@ def test_two_processes_killed_mid_epoch_resume_bit_identical(tiny_teacher_weight
     whole, cut = workdir / "whole", workdir / "cut"
     assert_same_run(cut, whole)
     for process in (0, 1):
-        _assert_same_process_state(
+        assert_same_state(
             checkpoint_objects(whole, process),
             checkpoint_objects(cut, process),
             f"process {process}",

@@ -727,7 +727,7 @@ def test_every_shipped_preset_satisfies_the_range_checks():
         for preset in entry.info["presets"].values():
             build_options(entry.info["options"], preset)
             built += 1
-    assert built == 60  # FastDFKD 22, DFAD 7, NAYER 8 and 23 more
+    assert built == 70  # FastDFKD 23, DFAD 8, NAYER 9 and 30 more
     for name in names:  # `default`: the small-image values with the stable student step
         presets = methods.get(name).info["presets"]
         assert presets["default"] == presets["fashion-mnist"] | {"grad_clip": 5.0}, name

@@ -9,5 +9,4 @@ class TestContract(MethodContract):
     method = "noise"
     module = dfkd_plugin_noise
     distribution = "dfkd-plugin-noise"
-    options = ["ep_steps=4", "kd_steps=2", "batch_size=8", "g_steps=2"]
     learn_options = ["epochs=3", "ep_steps=40", "batch_size=32", "g_steps=10", "lr=0.05"]

@@ -1,4 +1,5 @@
-"""CMI plugin: its own loss pieces by hand, the memory bank, whole runs, resume, init_images."""
+"""CMI plugin: its own loss pieces by hand, the memory bank, whole runs, resume, init_images,
+and learning (the rest of the method contract: tests/test_method_contract.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import dfkd_plugin_cmi
 import pytest
 import torch
+from dfkd_plugin_cmi import SMOKE
 from dfkd_plugin_cmi.contrastive import MLPHead, contrastive_loss
 from dfkd_plugin_cmi.memory import MemoryBank
 from dfkd_plugin_cmi.options import CMIOptions
@@ -22,35 +24,24 @@ from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.bn_hooks import InstanceMeanHook
 from dfkd.testing import (
     KillAfterEpoch,
-    MethodContract,
+    LearningContract,
     assert_complete_run,
+    assert_same_student,
+    assert_same_tensors,
     checkpoint_objects,
     make_plugins,
+    tiny_run_config,
 )
 from dfkd.training.datafree import RunConfig, run_datafree
 
 DIST = "dfkd-plugin-cmi"
-TINY = [
-    "epochs=1",
-    "ep_steps=4",
-    "kd_steps=2",
-    "g_steps=3",
-    "batch_size=16",
-    "synthesis_batch_size=8",
-    "nz=16",
-    "ngf=8",
-    "head_dim=16",
-    "bank_size=64",
-    "n_negatives=12",
-]
 
 
-class TestContract(MethodContract):
+class TestLearning(LearningContract):
     method = "cmi"
     module = dfkd_plugin_cmi
     distribution = DIST
     teacher = "lenet5_bn"
-    options = TINY[1:]
     learn_options = [
         "epochs=3",
         "ep_steps=60",
@@ -68,17 +59,14 @@ def cmi_plugins() -> Plugins:
     return make_plugins((dfkd_plugin_cmi, DIST))
 
 
-def run(weights: dict[str, Path], out: Path, *extra: str, teacher: str = "lenet5_bn"):
-    cfg = RunConfig(
-        method="cmi",
-        teacher=teacher,
-        student="lenet5_half",
-        dataset="tiny",
-        teacher_weights=str(weights[teacher]),
-        overrides=[*TINY, *extra],
-        out=str(out),
-    )
-    return run_datafree(cfg, plugins=cmi_plugins())
+def config(weights: dict[str, Path], out: Path, *extra: str) -> RunConfig:
+    """One epoch of the smoke preset from the tiny LeNet-5-BN teacher, then ``extra``."""
+    teacher = weights["lenet5_bn"]
+    return tiny_run_config("cmi", "lenet5_bn", teacher, out, ["epochs=1", *extra], preset="smoke")
+
+
+def run(weights: dict[str, Path], out: Path, *extra: str):
+    return run_datafree(config(weights, out, *extra), plugins=cmi_plugins())
 
 
 def context(teacher: nn.Module) -> SynthesisContext:
@@ -208,7 +196,7 @@ def test_teacher_without_batchnorm_warns_and_uses_conv_inputs():
     from dfkd.models.lenet import lenet5
 
     with pytest.warns(UserWarning, match="no BatchNorm"):
-        synthesizer = CMISynthesizer(context(lenet5(10, 1)), build_options(CMIOptions, {}, TINY))
+        synthesizer = CMISynthesizer(context(lenet5(10, 1)), build_options(CMIOptions, SMOKE))
     assert synthesizer.dim == 1 + 6 + 16  # the input channels of the three Conv2d layers
     images = synthesizer.synthesize().images
     assert images.shape == (8, 1, 32, 32)
@@ -222,7 +210,7 @@ def test_a_resnet_teacher_gives_the_inputs_of_its_four_stages(name):
     from dfkd.models import build_model
 
     teacher = build_model(name, num_classes=10, in_channels=1)
-    synthesizer = CMISynthesizer(context(teacher), build_options(CMIOptions, {}, TINY))
+    synthesizer = CMISynthesizer(context(teacher), build_options(CMIOptions, SMOKE))
     stages = [teacher.layer1, teacher.layer2, teacher.layer3, teacher.layer4]
     assert synthesizer.layers == stages
     assert synthesizer.dim == 512
@@ -242,7 +230,7 @@ def test_other_teachers_give_the_inputs_of_every_batchnorm(name, dim):
     from dfkd.models import build_model
 
     teacher = build_model(name, num_classes=10, in_channels=1)
-    synthesizer = CMISynthesizer(context(teacher), build_options(CMIOptions, {}, TINY))
+    synthesizer = CMISynthesizer(context(teacher), build_options(CMIOptions, SMOKE))
     assert synthesizer.layers == [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
     assert synthesizer.dim == dim
 
@@ -250,7 +238,7 @@ def test_other_teachers_give_the_inputs_of_every_batchnorm(name, dim):
 def test_a_teacher_without_convolutions_is_refused():
     teacher = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10))
     with pytest.raises(UsageError, match="convolutional teacher"):
-        CMISynthesizer(context(teacher), build_options(CMIOptions, {}, TINY))
+        CMISynthesizer(context(teacher), build_options(CMIOptions, SMOKE))
 
 
 @pytest.mark.parametrize(
@@ -264,21 +252,12 @@ def test_a_teacher_without_convolutions_is_refused():
 )
 def test_bad_options_are_rejected_before_any_work(option, message):
     with pytest.raises(UsageError, match=message):
-        build_options(CMIOptions, {}, [*TINY, option])
+        build_options(CMIOptions, SMOKE, [option])
 
 
 def test_resume_restores_head_optimiser_bank_and_pool(tiny_teacher_weights, workdir):
-    two = ["epochs=2"]
-    run(tiny_teacher_weights, workdir / "straight", *two)
-    cfg = RunConfig(
-        method="cmi",
-        teacher="lenet5_bn",
-        student="lenet5_half",
-        dataset="tiny",
-        teacher_weights=str(tiny_teacher_weights["lenet5_bn"]),
-        overrides=[*TINY, *two],
-        out=str(workdir / "resumed"),
-    )
+    run(tiny_teacher_weights, workdir / "straight", "epochs=2")
+    cfg = config(tiny_teacher_weights, workdir / "resumed", "epochs=2")
     with pytest.raises(KeyboardInterrupt):
         run_datafree(cfg, reporter=KillAfterEpoch(1), plugins=cmi_plugins())
     # what a run killed during epoch 2 leaves behind: a pool chunk the checkpoint does not cover
@@ -288,13 +267,9 @@ def test_resume_restores_head_optimiser_bank_and_pool(tiny_teacher_weights, work
     )
     run_datafree(None, resume=str(workdir / "resumed"), plugins=cmi_plugins())
 
-    a, b = (load_file(str(workdir / d / "student.safetensors")) for d in ("straight", "resumed"))
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert_same_student(workdir / "straight", workdir / "resumed")
     sa, sb = (checkpoint_objects(workdir / d)["synthesizer"] for d in ("straight", "resumed"))
-    for key in sa["head"]:
-        torch.testing.assert_close(sa["head"][key], sb["head"][key], rtol=0, atol=0)
+    assert_same_tensors(sa["head"], sb["head"], "projection head")
     assert sa["head_optimizer"]["state"][0]["step"] == sb["head_optimizer"]["state"][0]["step"]
     torch.testing.assert_close(
         sa["head_optimizer"]["state"][0]["exp_avg"], sb["head_optimizer"]["state"][0]["exp_avg"]

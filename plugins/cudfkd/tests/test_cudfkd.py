@@ -1,4 +1,5 @@
-"""CuDFKD plugin: the curricula and loss pieces by hand, whole runs, resume, discovery, learning."""
+"""CuDFKD plugin: the curricula and loss pieces by hand, whole runs, resume, learning (the rest of
+the method contract: tests/test_method_contract.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import torch
 from dfkd_plugin_cudfkd.curriculum import adversarial_weight, pace, spl_weights
 from dfkd_plugin_cudfkd.options import CuDFKDOptions
 from dfkd_plugin_cudfkd.synthesizer import CuDFKDSynthesizer
-from safetensors.torch import load_file
 from torch import nn
 
 from dfkd.errors import UsageError
@@ -24,15 +24,17 @@ from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.losses import js_divergence
 from dfkd.testing import (
     KillAfterEpoch,
-    MethodContract,
+    LearningContract,
     assert_complete_run,
+    assert_same_student,
+    assert_same_tensors,
     checkpoint_objects,
     make_plugins,
+    tiny_run_config,
 )
 from dfkd.training.datafree import RunConfig, run_datafree
 
 DIST = "dfkd-plugin-cudfkd"
-TINY = ["epochs=1", "ep_steps=4", "kd_steps=2", "batch_size=16", "nz=16", "ngf=8"]
 
 
 def cudfkd_plugins() -> Plugins:
@@ -55,31 +57,22 @@ def make_synth(teacher: nn.Module | None = None, **options) -> CuDFKDSynthesizer
     return CuDFKDSynthesizer(ctx, CuDFKDOptions(**{"batch_size": 6, "nz": 8, "ngf": 4, **options}))
 
 
-def run_config(
-    weights: dict[str, Path], out: Path, *extra: str, teacher: str = "lenet5_bn"
-) -> RunConfig:
-    return RunConfig(
-        method="cudfkd",
-        teacher=teacher,
-        student="lenet5_half",
-        dataset="tiny",
-        teacher_weights=str(weights[teacher]),
-        overrides=[*TINY, *extra],
-        out=str(out),
-    )
+def run_config(weights: dict[str, Path], out: Path, *extra: str) -> RunConfig:
+    """One epoch of the smoke preset from the tiny LeNet-5-BN teacher, then ``extra``."""
+    teacher = weights["lenet5_bn"]
+    overrides = ["epochs=1", *extra]
+    return tiny_run_config("cudfkd", "lenet5_bn", teacher, out, overrides, preset="smoke")
 
 
-class TestContract(MethodContract):
+class TestLearning(LearningContract):
     method = "cudfkd"
     module = dfkd_plugin_cudfkd
     distribution = DIST
-    teacher = "lenet5_bn"
-    options = ["ep_steps=4", "kd_steps=2", "batch_size=16", "nz=16", "ngf=8"]
     # The BN-free teacher and no BN prior: on "tiny" a BN teacher's statistics describe mostly
     # noise, and its generator never reaches confident samples in so few steps. T = 1 keeps the
     # entropy term informative for LeNet's small logits; the adversarial weight ramps up from 0
     # (0.25 in the last epoch).
-    learn_teacher = "lenet5"
+    teacher = "lenet5"
     learn_options = [
         "epochs=4",
         "ep_steps=40",
@@ -96,7 +89,6 @@ class TestContract(MethodContract):
         "adv_schedule=linear",
         "grad_adv=0.25",
     ]
-    persistent_generator = True
 
 
 def test_options_module_is_torch_free():
@@ -330,17 +322,13 @@ def test_resume_restores_generator_adv_weight_and_pace(tiny_teacher_weights, wor
     assert checkpoint_objects(workdir / "resumed")["synthesizer"]["adv"] == 0.5
     run_datafree(None, resume=str(workdir / "resumed"), plugins=cudfkd_plugins())
 
-    a, b = (load_file(str(workdir / d / "student.safetensors")) for d in ("straight", "resumed"))
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert_same_student(workdir / "straight", workdir / "resumed")
     ga, gb = (checkpoint_objects(workdir / d)["synthesizer"] for d in ("straight", "resumed"))
-    for key in ga["generator"]:
-        torch.testing.assert_close(ga["generator"][key], gb["generator"][key], rtol=0, atol=0)
+    assert_same_tensors(ga["generator"], gb["generator"], "generator")
 
 
 def test_presets_build_valid_options():
-    presets = {"cifar10", "cifar10-r34-r18", "fashion-mnist", "default"}
+    presets = {"cifar10", "cifar10-r34-r18", "fashion-mnist", "default", "smoke"}
     entry = cudfkd_plugins().methods.get("cudfkd")
     assert set(entry.info["presets"]) == presets
     for name in presets:

@@ -1,4 +1,5 @@
-"""DAFL plugin: the method contract, its generator loss by hand, and the reference presets."""
+"""DAFL plugin: learning, its generator loss by hand, and the reference presets (the rest of the
+method contract: tests/test_method_contract.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ from dfkd_plugin_dafl.synthesizer import DAFLSynthesizer
 from torch import nn
 
 from dfkd.api import SynthesisContext
-from dfkd.testing import MethodContract
+from dfkd.testing import LearningContract
 
 
-class TestContract(MethodContract):
+class TestLearning(LearningContract):
     method = "dafl"
     module = dfkd_plugin_dafl
     distribution = "dfkd-plugin-dafl"
-    options = ["ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
     learn_options = [
         "epochs=3",
         "ep_steps=40",
@@ -31,7 +31,6 @@ class TestContract(MethodContract):
         "act=0.1",
         "balance=5",
     ]
-    persistent_generator = True
 
 
 class FixedTeacher(nn.Module):

@@ -1,5 +1,5 @@
-"""DeepInversion as a data-free method: the contract, each loss term, the kept iterate, the
-pool on resume."""
+"""DeepInversion as a data-free method: each loss term, the kept iterate, the pool on resume,
+and learning (the rest of the method contract: tests/test_method_contract.py)."""
 
 from __future__ import annotations
 
@@ -17,25 +17,18 @@ from torch import nn
 from dfkd.data import open_dataset
 from dfkd.options import build_options
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import (
-    MethodContract,
-    assert_complete_run,
-    make_plugins,
-    tiny_run_config,
-)
+from dfkd.testing import LearningContract, assert_complete_run, make_plugins, tiny_run_config
 from dfkd.training.datafree import run_datafree
 from dfkd.training.setup import build, load_teacher
 
 PLUGIN = (dfkd_plugin_deepinv, "dfkd-plugin-deepinv")
-TINY_BUDGET = ["epochs=1", "ep_steps=4", "kd_steps=2", "g_steps=3", "batch_size=8"]
 
 
-class TestContract(MethodContract):
+class TestLearning(LearningContract):
     method = "deepinv"
     module = dfkd_plugin_deepinv
     distribution = "dfkd-plugin-deepinv"
     teacher = "lenet5_bn"
-    options = TINY_BUDGET[1:]
     learn_options = [
         "epochs=3",
         "ep_steps=30",
@@ -60,8 +53,9 @@ def teacher_bn(tiny_teacher_weights: dict[str, Path]) -> Path:
     return last if last.exists() else best
 
 
-def tiny_run(out: Path, weights: Path, overrides: list[str], teacher: str = "lenet5_bn"):
-    return tiny_run_config("deepinv", teacher, weights, out, overrides)
+def tiny_run(out: Path, weights: Path, teacher: str = "lenet5_bn"):
+    """One epoch of the smoke preset."""
+    return tiny_run_config("deepinv", teacher, weights, out, ["epochs=1"], preset="smoke")
 
 
 def make_synthesizer(weights: Path, **options: object) -> DeepInvSynthesizer:
@@ -78,9 +72,7 @@ def make_synthesizer(weights: Path, **options: object) -> DeepInvSynthesizer:
 
 
 def test_one_epoch_writes_a_complete_run(workdir, teacher_bn):
-    outcome = run_datafree(
-        tiny_run(workdir / "run", teacher_bn, TINY_BUDGET), plugins=make_plugins(PLUGIN)
-    )
+    outcome = run_datafree(tiny_run(workdir / "run", teacher_bn), plugins=make_plugins(PLUGIN))
     run = workdir / "run"
     assert_complete_run(run)
     # ep_steps // kd_steps = 2 synthesis rounds of 8 images, each one chunk of the pool.
@@ -213,7 +205,7 @@ def test_sample_draws_augmented_batches_from_the_whole_pool(teacher_bn):
 def test_a_teacher_without_batchnorm_is_warned_about(workdir, tiny_teacher_weights):
     with pytest.warns(UserWarning, match="no BatchNorm"):
         run_datafree(
-            tiny_run(workdir / "run", tiny_teacher_weights["lenet5"], TINY_BUDGET, "lenet5"),
+            tiny_run(workdir / "run", tiny_teacher_weights["lenet5"], "lenet5"),
             plugins=make_plugins(PLUGIN),
         )
 

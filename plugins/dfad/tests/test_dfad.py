@@ -1,5 +1,5 @@
 """DFAD plugin: a short run, its L1 losses by hand, its train-mode and unnormalised sampling,
-and the method contract."""
+segmentation, and learning (the rest of the method contract: tests/test_method_contract.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.generators import GeneratorB
 from dfkd.testing import (
     KillAfterEpoch,
-    MethodContract,
+    LearningContract,
     assert_complete_run,
     make_plugins,
     tiny_run_config,
@@ -29,33 +29,28 @@ from dfkd.testing import (
 from dfkd.training.datafree import RunConfig, run_datafree
 
 
-class TestContract(MethodContract):
+class TestLearning(LearningContract):
     method = "dfad"
     module = dfkd_plugin_dfad
     distribution = "dfkd-plugin-dfad"
-    # milestones= : 60/75/90 % of these few epochs; the defaults (100, 200) need 201 epochs
-    options = ["ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4", "milestones="]
     # constant: multistep at 60/75/90 % of three epochs would cut the rate tenfold after the first
     learn_options = ["epochs=3", "ep_steps=40", "batch_size=64", "lr=0.01", "nz=32", "ngf=8"]
     learn_options += ["schedule=constant"]
     learn_top1 = 35.0
-    persistent_generator = True
-
-
-TINY_BUDGET = ["epochs=2", *TestContract.options]
 
 
 def dfad_plugins() -> Plugins:
     return make_plugins((dfkd_plugin_dfad, "dfkd-plugin-dfad"))
 
 
-def config(weights: Path, out: Path, overrides: list[str]) -> RunConfig:
-    return tiny_run_config("dfad", "lenet5", weights, out, overrides)
+def config(weights: Path, out: Path) -> RunConfig:
+    """The smoke preset's two epochs from ``weights``, the tiny LeNet-5."""
+    return tiny_run_config("dfad", "lenet5", weights, out, [], preset="smoke")
 
 
 def test_short_run_writes_a_complete_run_directory(tiny_teacher_weights, workdir):
     out = workdir / "run"
-    run_datafree(config(tiny_teacher_weights["lenet5"], out, TINY_BUDGET), plugins=dfad_plugins())
+    run_datafree(config(tiny_teacher_weights["lenet5"], out), plugins=dfad_plugins())
     rows = assert_complete_run(out, epochs=2)
     assert all(r["g_adv"] < 0 and math.isfinite(r["loss"]) for r in rows)
 
@@ -75,7 +70,7 @@ def test_lenet_pools_without_max_pool2d_wherever_a_run_needs_no_gradient(
 
     monkeypatch.setattr(torch.nn.functional, "max_pool2d", recording)
     out = workdir / "run"
-    run_datafree(config(tiny_teacher_weights["lenet5"], out, TINY_BUDGET), plugins=dfad_plugins())
+    run_datafree(config(tiny_teacher_weights["lenet5"], out), plugins=dfad_plugins())
     assert grad_enabled and all(grad_enabled)
 
 

@@ -1,5 +1,5 @@
-"""DFQ plugin: a short run, its generator loss by hand, the BatchNorm warning, resume,
-discovery, and learning."""
+"""DFQ plugin: its generator loss by hand, the BatchNorm warning, the reference preset, and
+learning (the rest of the method contract: tests/test_method_contract.py)."""
 
 from __future__ import annotations
 
@@ -15,20 +15,18 @@ from torch import nn
 
 from dfkd.models.lenet import lenet5, lenet5_half
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import MethodContract
+from dfkd.testing import LearningContract
 
 
-class TestContract(MethodContract):
+class TestLearning(LearningContract):
     method = "dfq"
     module = dfkd_plugin_dfq
     distribution = "dfkd-plugin-dfq"
-    teacher = "lenet5_bn"
-    options = ["ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
     # The plain LeNet-5 teacher (so without the BN term, which a warning says): the tiny
     # LeNet-5-BN teacher answers generator images with near-uniform logits, and matching its
     # statistics of one bright bar on faint noise takes far more generator steps than a test
     # can afford. The BN term itself is checked by hand below.
-    learn_teacher = "lenet5"
+    teacher = "lenet5"
     learn_options = [
         "epochs=3",
         "ep_steps=40",
@@ -39,7 +37,6 @@ class TestContract(MethodContract):
         "balance=5",
     ]
     learn_top1 = 35.0
-    persistent_generator = True
 
 
 class FixedBNTeacher(nn.Module):

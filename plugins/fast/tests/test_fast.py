@@ -1,6 +1,6 @@
 """FastDFKD plugin: the meta updates against hand-computed values, their wiring in a round, the
 warm-up switch, reset_l0, the state round trip, the per-teacher presets' check of the teacher,
-and the method contract."""
+and learning (the rest of the method contract: tests/test_method_contract.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from dfkd.models.lenet import lenet5_bn, lenet5_half
 from dfkd.options import build_options
 from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.generators import Generator
-from dfkd.testing import MethodContract, make_plugins
+from dfkd.testing import LearningContract, make_plugins
 
 DIST = "dfkd-plugin-fast"
 TINY = [
@@ -44,12 +44,11 @@ TINY = [
 ]
 
 
-class TestContract(MethodContract):
+class TestLearning(LearningContract):
     method = "fast"
     module = dfkd_plugin_fast
     distribution = DIST
     teacher = "lenet5_bn"
-    options = TINY
     learn_options = [
         "epochs=4",
         "ep_steps=60",
@@ -62,7 +61,6 @@ class TestContract(MethodContract):
         "lr=0.05",
     ]
     learn_top1 = 50.0
-    persistent_generator = False  # each process keeps its own meta-generator
 
 
 def options(*extra: str, preset: str | None = None) -> FastOptions:
@@ -256,7 +254,7 @@ def test_state_round_trip_restores_the_meta_generator_its_adam_and_the_bn_ema(tm
 
 
 def test_presets_carry_the_script_values():
-    assert len(PRESETS) == 2 + 2 * 3 * 3 + 2  # and fashion-mnist, default
+    assert len(PRESETS) == 2 + 2 * 3 * 3 + 3  # and fashion-mnist, default, smoke
     r34 = build_options(FastOptions, PRESETS["cifar100-resnet34-fast2"])
     assert (r34.adv, r34.oh, r34.g_steps, r34.lr_g, r34.lr_z) == (1.33, 0.5, 2, 5e-3, 0.015)
     wrn = build_options(FastOptions, PRESETS["cifar10"])

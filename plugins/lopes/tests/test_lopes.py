@@ -1,5 +1,6 @@
 """Lopes plugin: records against direct statistics, the record file, every objective, refusal of
-foreign records, the CLI end to end, and the method contract."""
+foreign records, the CLI end to end, and learning (the rest of the method contract:
+tests/test_method_contract.py)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from dfkd.errors import UsageError
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.losses import kd_kl
-from dfkd.testing import MethodContract, assert_complete_run, make_plugins
+from dfkd.testing import LearningContract, assert_complete_run, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 from dfkd.training.inputs import InputFormat
 from dfkd.training.setup import load_teacher
@@ -46,28 +47,16 @@ OBJECTIVES = (
     "spectral_all_layers",
     "spectral_layer_pairs",
 )
-TINY_BUDGET = [
-    "epochs=2",
-    "ep_steps=4",
-    "kd_steps=2",
-    "batch_size=8",
-    "synthesis_batch_size=10",
-    "pool_size=40",
-    "g_steps=3",
-]
 
 
 def lopes_plugins() -> Plugins:
     return make_plugins((dfkd_plugin_lopes, DIST))
 
 
-class TestContract(MethodContract):
+class TestLearning(LearningContract):
     method = "lopes"
     module = dfkd_plugin_lopes
     distribution = DIST
-    # the pool fills over both epochs (4 rounds of 10), so a resumed run must reload the first
-    # epoch's images and continue both random streams
-    options = [*TINY_BUDGET[1:], "objective=all_layers_dropout"]
     learn_options = [
         "epochs=3",
         "warmup=1",
@@ -316,8 +305,9 @@ def test_records_of_another_teacher_are_refused(tiny_teacher_weights, tiny_recor
         tiny_teacher_weights["lenet5_bn"],
         tiny_records,
         workdir / "run",
-        TINY_BUDGET,
+        [],
         teacher="lenet5_bn",
+        preset="smoke",
     )
     with pytest.raises(UsageError) as caught:
         run_datafree(cfg, plugins=lopes_plugins())
@@ -371,9 +361,7 @@ def test_record_then_run_through_the_cli(cli, plugins, tiny_teacher_weights, mon
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "records: rec.st" in result.output
-    args = ["-o", "records=rec.st", "-o", "objective=spectral_layer_pairs"]
-    for item in TINY_BUDGET:
-        args += ["-o", item]
+    args = ["--preset", "smoke", "-o", "records=rec.st", "-o", "objective=spectral_layer_pairs"]
     result = cli(
         "run", "lopes", "--teacher", "lenet5", "--student", "lenet5_half", "--dataset", "tiny",
         "--teacher-weights", weights, *args, "--out", "run", "--keep-images", "-q",

@@ -1,7 +1,7 @@
 """NAYER plugin: the noisy-layer generator, the loop's pieces, the generator's life, where label
 embeddings come from (file, teacher's folder, fixed fallback, the embed-labels command with an
-injected encoder or an imported file) and how a run reports them, the state round trip, and the
-method contract."""
+injected encoder or an imported file) and how a run reports them, the state round trip, and
+learning (the rest of the method contract: tests/test_method_contract.py)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from dfkd.errors import UsageError
 from dfkd.models.lenet import lenet5_bn, lenet5_half
 from dfkd.options import build_options
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import MethodContract, make_plugins
+from dfkd.testing import LearningContract, make_plugins
 
 DIST = "dfkd-plugin-nayer"
 TINY = [
@@ -54,12 +54,11 @@ TINY = [
 ]
 
 
-class TestContract(MethodContract):
+class TestLearning(LearningContract):
     method = "nayer"
     module = dfkd_plugin_nayer
     distribution = DIST
     teacher = "lenet5_bn"
-    options = TINY
     learn_options = [
         "epochs=4",
         "ep_steps=60",
@@ -71,16 +70,6 @@ class TestContract(MethodContract):
         "lr=0.05",
     ]
     learn_top1 = 50.0
-    persistent_generator = False  # re-created every g_life epochs, per process
-
-    def prepare(self, teacher_weights: Path, folder: Path) -> list[str]:
-        """Embeddings from a file, as after `dfkd nayer embed-labels` (the fallback has its own
-        tests below)."""
-        path = folder / "tiny.labels.safetensors"
-        if not path.exists():
-            rows = torch.randn(10, 8, generator=torch.Generator().manual_seed(0))
-            save_label_embeddings(path, rows, [str(i) for i in range(10)])
-        return [f"label_embeddings={path}"]
 
 
 class TinyEncoder:

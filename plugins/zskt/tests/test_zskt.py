@@ -1,5 +1,6 @@
 """ZSKT plugin: short runs (with and without attention transfer), its loss pieces by hand,
-the feature maps it pairs, and the method contract."""
+the feature maps it pairs, and learning (the rest of the method contract:
+tests/test_method_contract.py)."""
 
 from __future__ import annotations
 
@@ -19,25 +20,15 @@ from dfkd.models.lenet import lenet5, lenet5_half
 from dfkd.models.wrn import wrn16_1
 from dfkd.plugins import Plugins
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import (
-    MethodContract,
-    assert_complete_run,
-    make_plugins,
-    tiny_run_config,
-)
+from dfkd.testing import LearningContract, assert_complete_run, make_plugins, tiny_run_config
 from dfkd.training.datafree import RunConfig, run_datafree
 
 
-class TestContract(MethodContract):
+class TestLearning(LearningContract):
     method = "zskt"
     module = dfkd_plugin_zskt
     distribution = "dfkd-plugin-zskt"
-    options = ["ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
     learn_options = ["epochs=3", "ep_steps=40", "batch_size=64", "lr=0.05", "nz=32", "ngf=8"]
-    persistent_generator = True
-
-
-TINY_BUDGET = ["epochs=2", "ep_steps=4", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
 
 
 def zskt_plugins() -> Plugins:
@@ -45,14 +36,14 @@ def zskt_plugins() -> Plugins:
 
 
 def config(weights: Path, out: Path, overrides: list[str]) -> RunConfig:
-    return tiny_run_config("zskt", "lenet5", weights, out, overrides)
+    return tiny_run_config("zskt", "lenet5", weights, out, overrides, preset="smoke")
 
 
 @pytest.mark.parametrize("at_beta", [0.0, 2.0])
 def test_short_run_writes_a_complete_run_directory(tiny_teacher_weights, workdir, at_beta):
     out = workdir / "run"
     outcome = run_datafree(
-        config(tiny_teacher_weights["lenet5"], out, [*TINY_BUDGET, f"at_beta={at_beta}"]),
+        config(tiny_teacher_weights["lenet5"], out, [f"at_beta={at_beta}"]),
         plugins=zskt_plugins(),
     )
     rows = assert_complete_run(out, epochs=2)

@@ -26,5 +26,8 @@ def register_methods(register):
         "Noise images nudged towards balanced teacher classes (an example plugin)",
         paper="In the spirit of Nayak et al., Zero-Shot Knowledge Distillation, ICML 2019",
         options=NoiseOptions,
-        presets={"quick": {"epochs": 5, "ep_steps": 100, "batch_size": 64}},
+        presets={
+            "quick": {"epochs": 5, "ep_steps": 100, "batch_size": 64},
+            "smoke": {"epochs": 2, "ep_steps": 4, "kd_steps": 2, "batch_size": 8, "g_steps": 2},
+        },
     )

@@ -51,6 +51,22 @@ _FASHION_MNIST = {
     "flip": False,
 }
 
+#: a run of seconds on a tiny dataset: what the method contract starts from
+#: (docs/plugins.md#the-smoke-preset)
+SMOKE = {
+    "epochs": 2,
+    "ep_steps": 4,
+    "kd_steps": 2,
+    "g_steps": 3,
+    "batch_size": 16,
+    "synthesis_batch_size": 8,
+    "nz": 16,
+    "ngf": 8,
+    "head_dim": 16,
+    "bank_size": 64,
+    "n_negatives": 12,
+}
+
 
 @hookimpl
 def register_methods(register):
@@ -66,5 +82,6 @@ def register_methods(register):
             "cifar10-adv": _CIFAR10_ADV,
             "fashion-mnist": _FASHION_MNIST,
             "default": default_preset(_FASHION_MNIST),
+            "smoke": SMOKE,
         },
     )

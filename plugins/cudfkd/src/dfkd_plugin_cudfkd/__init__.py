@@ -86,6 +86,10 @@ FASHION_MNIST = {
     "pace": 1.67e-3,
 }
 
+#: a run of seconds on a tiny dataset: what the method contract starts from
+#: (docs/plugins.md#the-smoke-preset)
+SMOKE = {"epochs": 2, "ep_steps": 4, "kd_steps": 2, "batch_size": 16, "nz": 16, "ngf": 8}
+
 
 @hookimpl
 def register_methods(register):
@@ -101,5 +105,6 @@ def register_methods(register):
             "cifar10-r34-r18": CIFAR10_R34_R18,
             "fashion-mnist": FASHION_MNIST,
             "default": default_preset(FASHION_MNIST),
+            "smoke": SMOKE,
         },
     )

@@ -41,6 +41,10 @@ FASHION_MNIST = {
     "balance": 5.0,
 }
 
+#: a run of seconds on a tiny dataset: what the method contract starts from
+#: (docs/plugins.md#the-smoke-preset)
+SMOKE = {"epochs": 2, "ep_steps": 4, "kd_steps": 2, "batch_size": 8, "nz": 8, "ngf": 4}
+
 
 @hookimpl
 def register_methods(register):
@@ -54,5 +58,6 @@ def register_methods(register):
             "cifar10": CIFAR10,
             "fashion-mnist": FASHION_MNIST,
             "default": default_preset(FASHION_MNIST),
+            "smoke": SMOKE,
         },
     )

@@ -42,6 +42,10 @@ PRESETS = {
 }
 PRESETS["default"] = default_preset(PRESETS["fashion-mnist"])
 
+#: a run of seconds on a tiny dataset: what the method contract starts from
+#: (docs/plugins.md#the-smoke-preset)
+PRESETS["smoke"] = {"epochs": 2, "ep_steps": 4, "kd_steps": 2, "g_steps": 3, "batch_size": 8}
+
 
 @hookimpl
 def register_methods(register):
@@ -53,6 +57,7 @@ def register_methods(register):
         "CVPR 2020",
         options=DeepInvOptions,
         presets=PRESETS,
+        tasks=("classification", "segmentation"),
     )
 
 

@@ -17,12 +17,14 @@ import torch
 from torch import Tensor
 
 from dfkd.api import (
+    SEGMENTATION,
     BestIterate,
     SynthesisContext,
     SynthesisResult,
     Synthesizer,
     attach_bn_hooks,
     bn_statistics,
+    class_layouts,
     clip_to_pixel_range,
     jitter_flip,
     js_divergence,
@@ -59,6 +61,8 @@ class DeepInvSynthesizer(Synthesizer):
         warn_without_batchnorm(ctx.teacher, "deepinv", options.bn)
         self.hooks = attach_bn_hooks(ctx.teacher)
         self.pool = ctx.image_pool()
+        # a segmentation teacher is asked for a layout of classes per image, not one class
+        self.segmentation = ctx.task == SEGMENTATION
         size = ctx.image_size
         self.jitter = size // 8 if options.jitter is None else options.jitter
         self.padding = size // 8
@@ -75,7 +79,16 @@ class DeepInvSynthesizer(Synthesizer):
         (docs/methods/deepinv.md#the-datafree-benchmark).
         """
         o = self.options
-        x_jit = jitter_flip(x, self.jitter, flip=o.flip, generator=self.rng)
+        if self.segmentation:  # the masks move with the pixels: one roll and flip for both
+            both = jitter_flip(
+                torch.cat([x, targets[:, None].to(x.dtype)], 1),
+                self.jitter,
+                flip=o.flip,
+                generator=self.rng,
+            )
+            x_jit, targets = both[:, :-1], both[:, -1].round().long()
+        else:
+            x_jit = jitter_flip(x, self.jitter, flip=o.flip, generator=self.rng)
         with self.ctx.autocast():
             t = self.teacher(x_jit).float()
         terms = {"oh": one_hot_ce(t, targets), "tv": tv_l1(x)}
@@ -94,7 +107,13 @@ class DeepInvSynthesizer(Synthesizer):
         self.student.eval()
         shape = (o.syn_batch, ctx.channels, ctx.image_size, ctx.image_size)
         x = torch.randn(shape, generator=self.rng).to(ctx.device).requires_grad_(True)
-        targets = torch.randint(ctx.num_classes, (o.syn_batch,), generator=self.rng).sort().values
+        if self.segmentation:
+            targets = class_layouts(
+                o.syn_batch, ctx.num_classes, ctx.image_size, generator=self.rng
+            )
+        else:
+            targets = torch.randint(ctx.num_classes, (o.syn_batch,), generator=self.rng)
+            targets = targets.sort().values
         targets = targets.to(ctx.device)
         optimizer = torch.optim.Adam([x], lr=o.lr_g, betas=ADAM_BETAS)
         best, best_terms = BestIterate(), {}
@@ -117,7 +136,8 @@ class DeepInvSynthesizer(Synthesizer):
         else:  # the final iterate, what the reference's aliasing amounts to
             best_loss, best_x, best_terms = loss, x.detach(), logged
         images = ctx.denormalize(best_x)
-        self.pool.add(images.cpu(), targets.cpu())
+        # a classification pool keeps each image's class; masks are the teacher's to give
+        self.pool.add(images.cpu(), None if self.segmentation else targets.cpu())
         logs = {f"loss_{k}": v.item() for k, v in best_terms.items()}
         return SynthesisResult(images, {"loss_g": best_loss, **logs})
 

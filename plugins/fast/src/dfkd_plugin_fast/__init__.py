@@ -77,10 +77,25 @@ _FASHION_MNIST = {
     "ngf": 16,
 }
 
+#: a run of seconds on a tiny dataset: what the method contract starts from
+#: (docs/plugins.md#the-smoke-preset)
+SMOKE = {
+    "epochs": 2,
+    "warmup": 1,
+    "ep_steps": 4,
+    "kd_steps": 2,
+    "g_steps": 2,
+    "batch_size": 16,
+    "synthesis_batch_size": 8,
+    "nz": 16,
+    "ngf": 8,
+}
+
 PRESETS = {
     **_script_presets(),
     "fashion-mnist": _FASHION_MNIST,
     "default": default_preset(_FASHION_MNIST),
+    "smoke": SMOKE,
 }
 
 

@@ -41,6 +41,20 @@ FASHION_MNIST = {
     "T": 8.0,
 }
 
+#: a run of seconds on a tiny dataset: what the method contract starts from
+#: (docs/plugins.md#the-smoke-preset). The pool fills over both epochs (4 rounds of 10), so a
+#: resumed run must reload the first epoch's images and continue both random streams.
+SMOKE = {
+    "epochs": 2,
+    "ep_steps": 4,
+    "kd_steps": 2,
+    "batch_size": 8,
+    "synthesis_batch_size": 10,
+    "pool_size": 40,
+    "g_steps": 3,
+    "objective": "all_layers_dropout",
+}
+
 
 @hookimpl
 def register_methods(register):
@@ -55,6 +69,7 @@ def register_methods(register):
             "mnist": MNIST,
             "fashion-mnist": FASHION_MNIST,
             "default": default_preset(FASHION_MNIST),
+            "smoke": SMOKE,
         },
     )
 

@@ -64,10 +64,30 @@ _FASHION_MNIST = {
     "le_emb_size": 128,
 }
 
+#: a run of seconds on a tiny dataset: what the method contract starts from
+#: (docs/plugins.md#the-smoke-preset)
+SMOKE = {
+    "epochs": 2,
+    "warmup": 1,
+    "ep_steps": 4,
+    "kd_steps": 2,
+    "g_steps": 2,
+    "g_loops": 1,
+    "gwp_loops": 2,
+    "g_life": 2,
+    "batch_size": 16,
+    "synthesis_batch_size": 12,
+    "ngf": 8,
+    "le_emb_size": 16,
+    "le_size": 8,
+    "embeddings": "random",  # no label-embedding file to make first
+}
+
 PRESETS = {
     **_script_presets(),
     "fashion-mnist": _FASHION_MNIST,
     "default": default_preset(_FASHION_MNIST),
+    "smoke": SMOKE,
 }
 
 

@@ -1,0 +1,31 @@
+"""Plugin sets for tests: what a test sees is what it registers, never what happens to be
+installed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dfkd import hookimpl
+from dfkd.plugins import Plugins
+from dfkd.testing.data import TinyDatasetPlugin
+
+
+def make_plugins(*extra: tuple[object, str]) -> Plugins:
+    """Built-ins, the tiny dataset and the given (plugin, name) pairs; nothing autoloaded."""
+    plugins = Plugins(autoload=False, strict=True)
+    plugins.register(TinyDatasetPlugin(), "tiny-dataset", dist="dfkd-testing")
+    for plugin, name in extra:
+        plugins.register(plugin, name, dist=name)
+    return plugins
+
+
+def method_plugin(name: str, factory: Any, summary: str, **info: Any) -> tuple[object, str]:
+    """A plugin that registers one method, as ``make_plugins`` takes it: a test's own method
+    without a class of hook boilerplate."""
+
+    class OneMethod:
+        @hookimpl
+        def register_methods(self, register: Any) -> None:
+            register(name, factory, summary, **info)
+
+    return OneMethod(), f"dfkd-plugin-{name}"
