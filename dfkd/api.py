@@ -15,6 +15,7 @@ from dfkd import __version__
 from dfkd.errors import DfkdError, UsageError
 from dfkd.hookspecs import hookimpl
 from dfkd.options import option
+from dfkd.tasks import CLASSIFICATION, SEGMENTATION
 
 #: name -> "module:attribute", imported the first time the name is used
 _LAZY = {
@@ -44,6 +45,7 @@ _LAZY = {
     "MomentumBNStatistics": "dfkd.synthesis.rounds:MomentumBNStatistics",
     # pieces of re-initialised-generator synthesis rounds
     "balanced_labels": "dfkd.synthesis.rounds:balanced_labels",
+    "class_layouts": "dfkd.synthesis.rounds:class_layouts",
     "BestIterate": "dfkd.synthesis.rounds:BestIterate",
     "PooledInversion": "dfkd.synthesis.rounds:PooledInversion",
     "PooledInversionOptions": "dfkd.synthesis.rounds_options:PooledInversionOptions",
@@ -97,7 +99,16 @@ _LAZY = {
     "require_options": "dfkd.cli.console:require_options",
 }
 
-__all__ = ["__version__", "hookimpl", "option", "DfkdError", "UsageError", *_LAZY]
+__all__ = [
+    "__version__",
+    "hookimpl",
+    "option",
+    "DfkdError",
+    "UsageError",
+    "CLASSIFICATION",
+    "SEGMENTATION",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfkd.data.pipeline import random_crop_flip
@@ -67,6 +68,20 @@ class MomentumBNStatistics:
     def remove(self) -> None:
         for hook in self.hooks:
             hook.remove()
+
+
+def class_layouts(
+    n: int,
+    num_classes: int,
+    image_size: int,
+    blocks: int = 2,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``n`` int64 (H, W) masks to invert a segmentation teacher towards: each image a
+    ``blocks`` × ``blocks`` grid of classes drawn from ``generator``, so every image asks for
+    several classes in several places (the per-pixel counterpart of sampled class targets)."""
+    cells = torch.randint(num_classes, (n, 1, blocks, blocks), generator=generator).float()
+    return F.interpolate(cells, size=(image_size, image_size), mode="nearest")[:, 0].long()
 
 
 def balanced_labels(
