@@ -331,3 +331,14 @@ def test_eval_of_a_truncated_export_is_one_line(export_cli, tiny_teacher_weights
     line = one_error_line(export_cli("eval", "--weights", exported, "--dataset", "tiny"), 2)
     assert line.startswith(f"Error: Cannot load {exported} as an exported {fmt} model (")
     assert line.endswith("); export the student again.")
+
+
+def test_eval_of_a_weights_file_takes_the_model_its_sidecar_names(
+    export_cli, tiny_teacher_weights, workdir
+):
+    weights = tiny_teacher_weights["lenet5"]
+    named = export_cli("eval", "--weights", weights, "--model", "lenet5", "-d", "tiny", "--json")
+    alone = export_cli("eval", "--weights", weights, "-d", "tiny", "--json")
+    assert alone.exit_code == 0, alone.output
+    assert json.loads(alone.output)["top1"] == json.loads(named.output)["top1"]
+    assert "Missing --model" in export_cli("eval", "-d", "tiny").output  # no file, no sidecar

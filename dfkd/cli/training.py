@@ -196,9 +196,16 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         from dfkd.options import check_range
         from dfkd.tasks import SEGMENTATION
         from dfkd.training.inputs import InputFormat, split_scorer
-        from dfkd.training.setup import check_task, load_teacher, make_accelerator
+        from dfkd.training.setup import (
+            check_task,
+            load_teacher,
+            make_accelerator,
+            teacher_from_weights,
+        )
 
         exported = weights is not None and weights.endswith(EXPORTED_SUFFIXES)
+        if not exported:
+            model = teacher_from_weights(model, weights)  # the weights' sidecar names it
         require_options(model=model or exported or None, dataset=dataset)
         source = open_dataset(dataset, data_root, download, plugins=plugins)
         segmentation = source.task == SEGMENTATION
