@@ -542,11 +542,12 @@ def _fake_cell(
     score: str = "top1",
     second_row: dict | None = None,
     teacher_weights: str | None = None,
+    quantize: str | None = None,
 ) -> None:
     """A finished cell's directory as `dfkd run` leaves it, with chosen accuracies (or mIoUs)."""
     from PIL import Image
 
-    cell = Cell("dafl", pair, seed, "tiny", "fashion-mnist")
+    cell = Cell("dafl", pair, seed, "tiny", "fashion-mnist", quantize=quantize)
     path = bench / "cells" / cell.name
     path.mkdir(parents=True)
     config = {"resolved_options": {"epochs": len(top1)}, "teacher_weights": teacher_weights}
@@ -590,6 +591,14 @@ def test_the_report_leads_with_the_last_epoch_and_labels_test_selection(bench_cl
     assert "| dafl | 1.5 min / 2.0 CPU-min (40 % synthesis), 300 MB RSS | 1.5 min" in cost
     for name in ("accuracy.png", "accuracy_vs_time.png", "samples.png"):
         assert (workdir / "b" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_report_says_which_students_trained_fake_quantised(bench_cli, workdir):
+    _fake_cell(workdir / "b", Pair("lenet5", "lenet5_half"), 0, [50.0, 60.0], quantize="w4a4")
+    assert bench_cli("bench", "--report-only", "b").exit_code == 0
+    report = (workdir / "b" / "report.md").read_text()
+    assert "trained fake-quantised (`--quantize`; their scores are the rounded model's): " in report
+    assert "dafl: w4a4." in report
 
 
 def test_a_segmentation_bench_reports_miou(bench_cli, workdir):

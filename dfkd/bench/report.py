@@ -180,6 +180,14 @@ def accuracy_markdown(
         ]
     presets = dict.fromkeys(f"{r['method']}: {r['preset'] or 'defaults'}" for r in records)
     text.append(f"Presets: {'; '.join(presets)}.\n")
+    quantized = dict.fromkeys(
+        f"{r['method']}: {r['quantize']}" for r in records if r.get("quantize")
+    )
+    if quantized:
+        text.append(
+            f"Students trained fake-quantised (`--quantize`; their scores are the rounded "
+            f"model's): {'; '.join(quantized)}.\n"
+        )
     failures = [r for r in records if r["status"] != "done"]
     if failures:
         text.append("Failed cells:\n")
