@@ -70,10 +70,11 @@ class Quantized:
     weights: Path
     calibration: str
     calibration_images: int
-    agreement: float  # % of the held-out images on which int8 and float agree on the top class
+    agreement: float  # % of the held-out images on which the file and ``against`` agree on top-1
     max_abs_diff: float
     float_bytes: int
     int8_bytes: int
+    against: str  # the PyTorch model the file was checked against
 
 
 def default_output(weights: Path) -> Path:
@@ -237,6 +238,7 @@ def quantize_model(
         max_diff,
         float_bytes,
         len(int8),
+        against,
     )
 
 

@@ -130,7 +130,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             f"calibrated on {done.calibration_images} images, {done.calibration}", highlight=False
         )
         console.print(
-            f"verified on held-out synthetic images against the float model: top-1 agreement "
+            f"verified on held-out synthetic images against {done.against}: top-1 agreement "
             f"{done.agreement:.1f} %, max abs difference {done.max_abs_diff:.2g}; "
             f"{done.int8_bytes / 1024:.0f} KiB (float {done.float_bytes / 1024:.0f} KiB)",
             highlight=False,
