@@ -18,7 +18,7 @@ from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.generative import GenerativeSynthesizer, build_generator
 from dfkd.synthesis.generative_options import GenerativeOptions
 from dfkd.synthesis.generators import Generator, GeneratorA, LargeGenerator
-from dfkd.testing import run_two_processes
+from dfkd.testing import cpu_context, run_two_processes
 
 MEAN, STD = (0.2,), (0.3,)
 
@@ -26,15 +26,11 @@ MEAN, STD = (0.2,), (0.3,)
 def make_ctx(teacher: torch.nn.Module | None = None) -> SynthesisContext:
     torch.manual_seed(0)
     teacher = (teacher or lenet5(10, 1)).eval().requires_grad_(False)
-    return SynthesisContext(
-        teacher=teacher,
-        student=lenet5_half(10, 1),
-        num_classes=10,
-        channels=1,
-        image_size=32,
+    return cpu_context(
+        teacher,
+        lenet5_half(10, 1),
         mean=MEAN,
         std=STD,
-        device=torch.device("cpu"),
     )
 
 

@@ -11,7 +11,7 @@ from dfkd.testing.data import (
     make_tiny_scenes,
     write_tiny_camvid,
 )
-from dfkd.testing.plugins import make_plugins, method_plugin
+from dfkd.testing.plugins import cpu_context, make_plugins, method_plugin
 from dfkd.testing.runs import (
     RUN_FILES,
     KillAfterEpoch,
@@ -37,6 +37,7 @@ __all__ = [
     "assert_same_student",
     "assert_same_tensors",
     "checkpoint_objects",
+    "cpu_context",
     "make_plugins",
     "make_tiny_images",
     "make_tiny_scenes",

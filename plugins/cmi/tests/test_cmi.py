@@ -29,6 +29,7 @@ from dfkd.testing import (
     assert_same_student,
     assert_same_tensors,
     checkpoint_objects,
+    cpu_context,
     make_plugins,
     tiny_run_config,
 )
@@ -73,15 +74,11 @@ def context(teacher: nn.Module) -> SynthesisContext:
     """A synthesis context around an untrained 1-channel, 32 px teacher, with no run folder."""
     from dfkd.models.lenet import lenet5_half
 
-    return SynthesisContext(
-        teacher=teacher.eval(),
-        student=lenet5_half(10, 1),
-        num_classes=10,
-        channels=1,
-        image_size=32,
+    return cpu_context(
+        teacher.eval(),
+        lenet5_half(10, 1),
         mean=(0.2,),
         std=(0.3,),
-        device=torch.device("cpu"),
     )
 
 

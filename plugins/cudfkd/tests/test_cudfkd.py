@@ -20,7 +20,6 @@ from dfkd.errors import UsageError
 from dfkd.models.lenet import lenet5_bn, lenet5_half
 from dfkd.options import build_options
 from dfkd.plugins import Plugins
-from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.losses import js_divergence
 from dfkd.testing import (
     KillAfterEpoch,
@@ -29,6 +28,7 @@ from dfkd.testing import (
     assert_same_student,
     assert_same_tensors,
     checkpoint_objects,
+    cpu_context,
     make_plugins,
     tiny_run_config,
 )
@@ -44,15 +44,11 @@ def cudfkd_plugins() -> Plugins:
 def make_synth(teacher: nn.Module | None = None, **options) -> CuDFKDSynthesizer:
     torch.manual_seed(0)
     teacher = (teacher or lenet5_bn(10, 1)).eval().requires_grad_(False)
-    ctx = SynthesisContext(
-        teacher=teacher,
-        student=lenet5_half(10, 1),
-        num_classes=10,
-        channels=1,
-        image_size=32,
+    ctx = cpu_context(
+        teacher,
+        lenet5_half(10, 1),
         mean=(0.2,),
         std=(0.3,),
-        device=torch.device("cpu"),
     )
     return CuDFKDSynthesizer(ctx, CuDFKDOptions(**{"batch_size": 6, "nz": 8, "ngf": 4, **options}))
 

@@ -13,8 +13,7 @@ from dfkd_plugin_dafl.options import DAFLOptions
 from dfkd_plugin_dafl.synthesizer import DAFLSynthesizer
 from torch import nn
 
-from dfkd.api import SynthesisContext
-from dfkd.testing import LearningContract
+from dfkd.testing import LearningContract, cpu_context
 
 
 class TestLearning(LearningContract):
@@ -45,15 +44,11 @@ class FixedTeacher(nn.Module):
 
 
 def test_generator_loss_matches_hand_computed_value():
-    ctx = SynthesisContext(
-        teacher=FixedTeacher(),
-        student=nn.Linear(1, 2),
+    ctx = cpu_context(
+        FixedTeacher(),
+        nn.Linear(1, 2),
         num_classes=2,
-        channels=1,
         image_size=8,
-        mean=(0.5,),
-        std=(0.5,),
-        device=torch.device("cpu"),
     )
     synth = DAFLSynthesizer(ctx, DAFLOptions(batch_size=2, nz=4, ngf=2))
     assert synth.weights == {"oh": 1.0, "act": 0.001, "balance": 20.0}

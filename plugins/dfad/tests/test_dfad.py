@@ -23,6 +23,7 @@ from dfkd.testing import (
     KillAfterEpoch,
     LearningContract,
     assert_complete_run,
+    cpu_context,
     make_plugins,
     tiny_run_config,
 )
@@ -95,15 +96,11 @@ L1 = (1 + 2 + 3 + 4) / 4  # mean |s − t| over batch and classes
 
 
 def fixed_ctx(student: nn.Module) -> SynthesisContext:
-    return SynthesisContext(
-        teacher=Fixed(T_LOGITS),
-        student=student,
+    return cpu_context(
+        Fixed(T_LOGITS),
+        student,
         num_classes=2,
-        channels=1,
         image_size=8,
-        mean=(0.5,),
-        std=(0.5,),
-        device=torch.device("cpu"),
     )
 
 
@@ -119,15 +116,9 @@ def test_both_players_use_l1_on_logits_with_the_student_in_train_mode():
 
 def test_samples_come_from_the_generator_in_train_mode_without_a_normaliser():
     torch.manual_seed(0)
-    ctx = SynthesisContext(
-        teacher=lenet5(10, 1).eval().requires_grad_(False),
-        student=lenet5_half(10, 1),
-        num_classes=10,
-        channels=1,
-        image_size=32,
-        mean=(0.5,),
-        std=(0.5,),
-        device=torch.device("cpu"),
+    ctx = cpu_context(
+        lenet5(10, 1).eval().requires_grad_(False),
+        lenet5_half(10, 1),
     )
     synth = DFADSynthesizer(ctx, DFADOptions(batch_size=32, nz=4, ngf=2))
     x = synth.sample()

@@ -14,8 +14,7 @@ from dfkd_plugin_dfq.synthesizer import DFQSynthesizer
 from torch import nn
 
 from dfkd.models.lenet import lenet5, lenet5_half
-from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import LearningContract
+from dfkd.testing import LearningContract, cpu_context
 
 
 class TestLearning(LearningContract):
@@ -64,15 +63,11 @@ class ZeroStudent(nn.Module):
 
 
 def test_generator_loss_matches_hand_computed_value():
-    ctx = SynthesisContext(
-        teacher=FixedBNTeacher().requires_grad_(False),
-        student=ZeroStudent(),
+    ctx = cpu_context(
+        FixedBNTeacher().requires_grad_(False),
+        ZeroStudent(),
         num_classes=2,
-        channels=1,
         image_size=8,
-        mean=(0.5,),
-        std=(0.5,),
-        device=torch.device("cpu"),
     )
     synth = DFQSynthesizer(ctx, DFQOptions(batch_size=2, nz=4, ngf=2))
     assert synth.weights == {"oh": 1.0, "balance": 20.0, "bn": 1.0, "adv": 1.0}
@@ -88,15 +83,9 @@ def test_generator_loss_matches_hand_computed_value():
 
 
 def test_teacher_without_batchnorm_warns_and_keeps_the_other_terms():
-    ctx = SynthesisContext(
-        teacher=lenet5(10, 1).eval().requires_grad_(False),
-        student=lenet5_half(10, 1),
-        num_classes=10,
-        channels=1,
-        image_size=32,
-        mean=(0.5,),
-        std=(0.5,),
-        device=torch.device("cpu"),
+    ctx = cpu_context(
+        lenet5(10, 1).eval().requires_grad_(False),
+        lenet5_half(10, 1),
     )
     with pytest.warns(UserWarning, match="DFQ: the teacher has no BatchNorm"):
         synth = DFQSynthesizer(ctx, DFQOptions(batch_size=4, nz=4, ngf=2))

@@ -27,9 +27,8 @@ from dfkd.cli import make_app
 from dfkd.errors import UsageError
 from dfkd.models.lenet import lenet5_bn, lenet5_half
 from dfkd.options import build_options
-from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.generators import Generator
-from dfkd.testing import LearningContract, make_plugins
+from dfkd.testing import LearningContract, cpu_context, make_plugins
 
 DIST = "dfkd-plugin-fast"
 TINY = [
@@ -80,15 +79,11 @@ def synthesizer(
     teacher = lenet5_bn(10, 1).eval().requires_grad_(False)
     student = lenet5_half(10, 1)
     torch.manual_seed(seed)
-    ctx = SynthesisContext(
-        teacher=teacher,
-        student=student,
-        num_classes=10,
-        channels=1,
-        image_size=32,
+    ctx = cpu_context(
+        teacher,
+        student,
         mean=(0.2,),
         std=(0.3,),
-        device=torch.device("cpu"),
         run_dir=run_dir,
         run_info={"teacher": teacher_name},
     )

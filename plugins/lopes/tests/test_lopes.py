@@ -32,9 +32,8 @@ from safetensors.torch import load_file
 from dfkd.data import open_dataset
 from dfkd.errors import UsageError
 from dfkd.plugins import Plugins
-from dfkd.synthesis.base import SynthesisContext
 from dfkd.synthesis.losses import kd_kl
-from dfkd.testing import LearningContract, assert_complete_run, make_plugins
+from dfkd.testing import LearningContract, assert_complete_run, cpu_context, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
 from dfkd.training.inputs import InputFormat
 from dfkd.training.setup import load_teacher
@@ -120,15 +119,11 @@ def tiny_teacher(weights: Path, model: str = "lenet5"):
 def synthesizer(weights: Path, records: Path, **options) -> LopesSynthesizer:
     teacher, source, _ = tiny_teacher(weights)
     student = torch.nn.Linear(1, 1)
-    ctx = SynthesisContext(
-        teacher=teacher,
-        student=student,
-        num_classes=10,
-        channels=1,
-        image_size=32,
+    ctx = cpu_context(
+        teacher,
+        student,
         mean=tuple(source.mean),
         std=tuple(source.std),
-        device=torch.device("cpu"),
     )
     return LopesSynthesizer(ctx, LopesOptions(records=str(records), **options))
 

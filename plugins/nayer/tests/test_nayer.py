@@ -35,7 +35,7 @@ from dfkd.errors import UsageError
 from dfkd.models.lenet import lenet5_bn, lenet5_half
 from dfkd.options import build_options
 from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import LearningContract, make_plugins
+from dfkd.testing import LearningContract, cpu_context, make_plugins
 
 DIST = "dfkd-plugin-nayer"
 TINY = [
@@ -86,15 +86,11 @@ def context(
 ) -> SynthesisContext:
     torch.manual_seed(0)  # the same untrained teacher and student every time
     info = {"teacher_weights": str(teacher_weights)} if teacher_weights else {}
-    return SynthesisContext(
-        teacher=lenet5_bn(10, 1).eval().requires_grad_(False),
-        student=student(10, 1),
-        num_classes=10,
-        channels=1,
-        image_size=32,
+    return cpu_context(
+        lenet5_bn(10, 1).eval().requires_grad_(False),
+        student(10, 1),
         mean=(0.2,),
         std=(0.3,),
-        device=torch.device("cpu"),
         run_dir=run_dir,
         run_info=info,
     )

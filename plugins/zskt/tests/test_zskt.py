@@ -19,8 +19,13 @@ from torch import nn
 from dfkd.models.lenet import lenet5, lenet5_half
 from dfkd.models.wrn import wrn16_1
 from dfkd.plugins import Plugins
-from dfkd.synthesis.base import SynthesisContext
-from dfkd.testing import LearningContract, assert_complete_run, make_plugins, tiny_run_config
+from dfkd.testing import (
+    LearningContract,
+    assert_complete_run,
+    cpu_context,
+    make_plugins,
+    tiny_run_config,
+)
 from dfkd.training.datafree import RunConfig, run_datafree
 
 
@@ -73,15 +78,11 @@ class Fixed(nn.Module):
 
 def test_generator_loss_is_minus_kl_with_the_student_in_eval_mode():
     student = Fixed([[0.0, 0.0], [0.0, 0.0]]).train()
-    ctx = SynthesisContext(
-        teacher=Fixed([[math.log(3), 0.0], [0.0, math.log(3)]]),
-        student=student,
+    ctx = cpu_context(
+        Fixed([[math.log(3), 0.0], [0.0, math.log(3)]]),
+        student,
         num_classes=2,
-        channels=1,
         image_size=8,
-        mean=(0.5,),
-        std=(0.5,),
-        device=torch.device("cpu"),
     )
     synth = ZSKTSynthesizer(ctx, ZSKTOptions(batch_size=2, nz=4, ngf=2))
     assert synth.weights == {"adv": 1.0}
@@ -133,15 +134,9 @@ def test_resolution_groups_of_lenet_and_wrn():
 def test_attention_term_reaches_the_students_gradients():
     torch.manual_seed(0)
     teacher, student = lenet5(10, 1).eval().requires_grad_(False), lenet5_half(10, 1)
-    ctx = SynthesisContext(
-        teacher=teacher,
-        student=student,
-        num_classes=10,
-        channels=1,
-        image_size=32,
-        mean=(0.5,),
-        std=(0.5,),
-        device=torch.device("cpu"),
+    ctx = cpu_context(
+        teacher,
+        student,
     )
     synth = ZSKTSynthesizer(ctx, ZSKTOptions(batch_size=4, nz=4, ngf=2, at_beta=3.0))
     assert synth.attention.resolutions == [(28, 28), (14, 14), (10, 10), (5, 5)]
