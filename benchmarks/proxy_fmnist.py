@@ -63,8 +63,8 @@ def rescore(runs: list[dict], paths: dict[str, Path]) -> dict[str, dict[str, flo
     import torch
 
     from dfkd.data import open_dataset
+    from dfkd.data.pipeline import InputFormat
     from dfkd.models import build_model, model_input_size
-    from dfkd.training.inputs import InputFormat
     from dfkd.training.setup import load_teacher, make_accelerator
     from dfkd.training.validation import ValidationSet, agreement, make_validation_set
     from dfkd.weights import load_weights, read_meta

@@ -70,7 +70,7 @@ _LAZY = {
     "random_crop_flip": "dfkd.data.pipeline:random_crop_flip",
     "normalize": "dfkd.data.pipeline:normalize",
     "denormalize": "dfkd.data.pipeline:denormalize",
-    "InputFormat": "dfkd.training.inputs:InputFormat",
+    "InputFormat": "dfkd.data.pipeline:InputFormat",
     "ImagePool": "dfkd.synthesis.pool:ImagePool",
     "save_grid": "dfkd.synthesis.grid:save_grid",
     # files, weights, models and datasets, for plugins with commands of their own

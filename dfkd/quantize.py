@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from dfkd.data.pipeline import InputFormat
 from dfkd.errors import DfkdError, UsageError
 from dfkd.export import (
     INPUT,
@@ -44,7 +45,6 @@ from dfkd.export import (
 from dfkd.fileio import sha256_of, write_atomic, write_json
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.tasks import SEGMENTATION
-from dfkd.training.inputs import InputFormat
 from dfkd.training.runs import RunDir, check_output, run_owning
 
 #: the widths onnxruntime's CPU kernels compute in: 8-bit weights and activations

@@ -111,3 +111,13 @@ def test_the_example_plugin_installs_from_its_wheel_and_keeps_the_contract(tmp_p
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
     assert importlib.util.find_spec("dfkd_plugin_noise") is None  # only the wheel provides it
+
+
+def test_synthesis_does_not_import_training():
+    """The layers stay in order: what methods build on (dfkd.synthesis) needs nothing of the
+    loop that runs them (dfkd.training)."""
+    code = (
+        "import sys, dfkd.synthesis.base, dfkd.synthesis.generative, dfkd.synthesis.rounds\n"
+        "assert not [m for m in sys.modules if m.startswith('dfkd.training')], 'imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -93,7 +93,7 @@ class _Echo(torch.nn.Module):
 
 
 def test_agreement_counts_pixels_for_a_segmentation_network():
-    from dfkd.training.inputs import InputFormat
+    from dfkd.data.pipeline import InputFormat
 
     teacher_logits = torch.zeros(2, 2, 2, 2)
     teacher_logits[:, 0] = 1.0  # the teacher says class 0 everywhere

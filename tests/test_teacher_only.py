@@ -103,9 +103,9 @@ def test_the_validation_set_is_made_once_per_teacher_and_shared(teacher, workdir
 
 
 def test_runs_started_together_make_the_validation_set_once(teacher_copy, workdir, monkeypatch):
+    from dfkd.data.pipeline import InputFormat
     from dfkd.models.lenet import lenet5
     from dfkd.training import validation
-    from dfkd.training.inputs import InputFormat
 
     made = []
     real = validation.make_validation_set
@@ -138,8 +138,8 @@ def _metadata(path: Path) -> dict:
 
 @pytest.mark.slow
 def test_the_validation_set_is_reproducible(teacher):
+    from dfkd.data.pipeline import InputFormat
     from dfkd.models.lenet import lenet5
-    from dfkd.training.inputs import InputFormat
     from dfkd.training.validation import make_validation_set
     from dfkd.weights import load_weights
 
@@ -191,8 +191,8 @@ FMT_ARGS = (10, 1, 32)  # classes, channels, image size of the tiny teachers
 
 
 def test_the_validation_set_is_made_a_chunk_at_a_time_and_said(teacher_copy, workdir):
+    from dfkd.data.pipeline import InputFormat
     from dfkd.training import validation
-    from dfkd.training.inputs import InputFormat
 
     fmt, net, seen = InputFormat((0.2,), (0.3,), 32), _bn_teacher(), Seen()
     made = validation.validation_set(
@@ -210,8 +210,8 @@ def test_the_validation_set_is_made_a_chunk_at_a_time_and_said(teacher_copy, wor
 
 
 def test_a_teacher_too_slow_for_the_budget_gets_a_smaller_set(teacher_copy, workdir, monkeypatch):
+    from dfkd.data.pipeline import InputFormat
     from dfkd.training import validation
-    from dfkd.training.inputs import InputFormat
 
     # 10 ms a forward: the default 500 × 60 takes at least 6 s, over a budget of half a second
     monkeypatch.setattr(validation, "BUDGET_SECONDS", 0.5)

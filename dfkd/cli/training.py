@@ -193,9 +193,10 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         """Top-1 (and top-5 past ten classes) accuracy on the test split; mIoU and pixel
         accuracy for a segmentation network."""
         from dfkd.data import open_dataset
+        from dfkd.data.pipeline import InputFormat
         from dfkd.options import check_range
         from dfkd.tasks import SEGMENTATION
-        from dfkd.training.inputs import InputFormat, split_scorer
+        from dfkd.training.inputs import split_scorer
         from dfkd.training.setup import (
             check_task,
             load_teacher,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -158,3 +160,32 @@ class BatchLoader:
             if self.transform is not None:
                 x = self.transform(x)
             yield x, None if self.labels is None else self.labels[batch]
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """The dataset's normalisation and the pixel size one model expects."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    size: int | None
+
+    @classmethod
+    def of(cls, source: Any, size: int | None) -> InputFormat:
+        return cls(tuple(source.mean), tuple(source.std), size)
+
+    def from_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        return to_float(images, self.mean, self.std, size=self.size)
+
+    def from_pixels(self, images01: torch.Tensor) -> torch.Tensor:
+        """Normalise images in [0, 1] (a synthesizer's output) and fit them to the model."""
+        x = normalize(images01, self.mean, self.std)
+        return self.fit(x)
+
+    def fit(self, x: torch.Tensor) -> torch.Tensor:
+        """Resize an already normalised batch when the model expects another size."""
+        if self.size is None or x.shape[-1] == self.size:
+            return x
+        return torch.nn.functional.interpolate(
+            x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True
+        )

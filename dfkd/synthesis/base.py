@@ -17,9 +17,8 @@ from typing import Any
 
 import torch
 
-from dfkd.data.pipeline import denormalize, normalize
+from dfkd.data.pipeline import InputFormat, denormalize, normalize
 from dfkd.synthesis.pool import ImagePool
-from dfkd.training.inputs import InputFormat
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from dfkd.data import open_dataset
+from dfkd.data.pipeline import InputFormat
 from dfkd.errors import DfkdError, UsageError
 from dfkd.optim import make_optimizer, make_scheduler
 from dfkd.options import build_options
@@ -20,7 +21,7 @@ from dfkd.synthesis.base import SynthesisContext, SynthesisResult, Synthesizer
 from dfkd.synthesis.options import fit_milestones
 from dfkd.tasks import CLASSIFICATION, SEGMENTATION
 from dfkd.training.guard import CollapseGuard
-from dfkd.training.inputs import InputFormat, evaluate, split_scorer, test_score
+from dfkd.training.inputs import evaluate, split_scorer, test_score
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
 from dfkd.training.precision import resolve_precision
 from dfkd.training.runs import RunDir

@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from dfkd.data import open_dataset
-from dfkd.data.pipeline import BatchLoader, random_crop_flip
+from dfkd.data.pipeline import BatchLoader, InputFormat, random_crop_flip
 from dfkd.errors import UsageError
 from dfkd.optim import default_milestones, make_optimizer, make_scheduler
 from dfkd.options import check_range
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.tasks import SEGMENTATION
-from dfkd.training.inputs import InputFormat, split_scorer, test_score
+from dfkd.training.inputs import split_scorer, test_score
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
 from dfkd.training.recipes import scratch_recipe
 from dfkd.training.runs import RunDir

@@ -22,10 +22,10 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from dfkd.data.pipeline import InputFormat
 from dfkd.errors import DfkdError
 from dfkd.fileio import held_lock, sha256_of, write_atomic
 from dfkd.tasks import CLASSIFICATION, SEGMENTATION
-from dfkd.training.inputs import InputFormat
 
 #: the set's recipe; a change makes every cached set stale (its key includes these)
 SIZE = 500  # default images (--val-size)

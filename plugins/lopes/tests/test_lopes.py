@@ -30,12 +30,12 @@ from dfkd_plugin_lopes.synthesizer import (
 from safetensors.torch import load_file
 
 from dfkd.data import open_dataset
+from dfkd.data.pipeline import InputFormat
 from dfkd.errors import UsageError
 from dfkd.plugins import Plugins
 from dfkd.synthesis.losses import kd_kl
 from dfkd.testing import LearningContract, assert_complete_run, cpu_context, make_plugins
 from dfkd.training.datafree import RunConfig, run_datafree
-from dfkd.training.inputs import InputFormat
 from dfkd.training.setup import load_teacher
 
 DIST = "dfkd-plugin-lopes"
