@@ -84,6 +84,8 @@ _LAZY = {
     "load_teacher": "dfkd.training.setup:load_teacher",
     "build": "dfkd.training.setup:build",
     "make_accelerator": "dfkd.training.setup:make_accelerator",
+    "open_session": "dfkd.training.session:open_session",
+    "Session": "dfkd.training.session:Session",
     "default_weights_path": "dfkd.training.setup:default_weights_path",
     "create_run": "dfkd.training.runs:create_run",
     "default_run_path": "dfkd.training.runs:default_run_path",

@@ -116,12 +116,11 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
                 print_options(plugins, method)
             raise typer.Exit()
         from dfkd.training.datafree import RunConfig, method_options, run_datafree
-        from dfkd.training.setup import resume_options, teacher_from_weights
+        from dfkd.training.setup import teacher_from_weights
 
-        if resume:
+        cfg, given, choice = None, None, None
+        if resume:  # the run goes on with what it recorded; what is named here must match it
             given = {"method": method, "teacher": teacher, "student": student, "dataset": dataset}
-            resume_options(resume, "run", given)  # the run goes on with what it recorded
-            cfg = None
         else:
             teacher = teacher_from_weights(teacher, teacher_weights)
             require_options(method=method, teacher=teacher, student=student)
@@ -129,12 +128,19 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             overrides = list(option or []) + ([f"epochs={epochs}"] if epochs is not None else [])
             mean, std = _floats("mean", mean), _floats("std", std)
             cfg = from_arguments(RunConfig, locals())
-            _, _, moved = method_options(plugins, cfg)  # a bad name or option: before any work
-            if moved is not None:
-                err_console.print(moved, highlight=False)
+            choice = method_options(plugins, cfg)  # a bad name or option: before any work
+            if choice.moved is not None:
+                err_console.print(choice.moved, highlight=False)
             if not dataset and not teacher_weights:
                 cfg.teacher_weights = str(_found_teacher(teacher, plugins))
-        outcome = run_datafree(cfg, resume=resume, reporter=progress(quiet), plugins=plugins)
+        outcome = run_datafree(
+            cfg,
+            resume=resume,
+            given=given,
+            method=choice,
+            reporter=progress(quiet),
+            plugins=plugins,
+        )
         if not outcome.main_process:
             return  # process 0 reports the run
         _summary(outcome, "student")

@@ -196,13 +196,13 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         from dfkd.data.pipeline import InputFormat
         from dfkd.options import check_range
         from dfkd.tasks import SEGMENTATION
-        from dfkd.training.inputs import split_scorer
         from dfkd.training.setup import (
             check_task,
             load_teacher,
             make_accelerator,
             teacher_from_weights,
         )
+        from dfkd.training.tasks import task_of
 
         exported = weights is not None and weights.endswith(EXPORTED_SUFFIXES)
         if not exported:
@@ -229,7 +229,8 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             net.check_fits(source, images.shape[-2:])
         accelerator = make_accelerator(mixed_precision, cpu)
         net.to(accelerator.device)
-        scores = split_scorer(source, (images, labels), fmt, accelerator, batch_size)(net)
+        scorer = task_of(source.task).scorer(source, (images, labels), fmt, accelerator, batch_size)
+        scores = scorer(net)
         result = {
             "model": model,
             "dataset": source.name,

@@ -21,22 +21,20 @@ from dfkd.synthesis.base import SynthesisContext, SynthesisResult, Synthesizer
 from dfkd.synthesis.options import fit_milestones
 from dfkd.tasks import CLASSIFICATION, SEGMENTATION
 from dfkd.training.guard import CollapseGuard
-from dfkd.training.inputs import evaluate, split_scorer, test_score
+from dfkd.training.inputs import evaluate
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
 from dfkd.training.precision import resolve_precision
 from dfkd.training.runs import RunDir
+from dfkd.training.session import Session, open_session
 from dfkd.training.setup import (
     build,
     check_recorded,
-    check_resumed_teacher,
     load_teacher,
-    make_accelerator,
-    open_run,
     resume_options,
-    run_path,
     seed_everything,
     weights_meta,
 )
+from dfkd.training.tasks import task_of
 from dfkd.training.teacher_inputs import InputFlags, TeacherInputs, describe_inputs
 from dfkd.training.validation import agreement, validation_set
 
@@ -83,10 +81,18 @@ class RunConfig:
         )
 
 
-def method_options(plugins: Plugins, cfg: RunConfig) -> tuple[Any, Any, str | None]:
-    """The method's entry and its typed options: defaults, then the preset, then -o overrides;
-    and the line to show where a shorter (or longer) run moved milestones the user did not set
-    (`fit_milestones`)."""
+class MethodChoice(typing.NamedTuple):
+    """A run's method: its registry entry, its typed options, and the line to show where a
+    shorter (or longer) run moved milestones the user did not set (None: nothing moved)."""
+
+    entry: Any
+    options: Any
+    moved: str | None
+
+
+def method_options(plugins: Plugins, cfg: RunConfig) -> MethodChoice:
+    """The method's entry and its typed options: defaults, then the preset, then -o overrides
+    (`fit_milestones` moves the milestones the user did not set to the run's epochs)."""
     entry = plugins.methods.get(cfg.method)
     presets = entry.info.get("presets", {})
     if cfg.preset and cfg.preset not in presets:
@@ -97,7 +103,7 @@ def method_options(plugins: Plugins, cfg: RunConfig) -> tuple[Any, Any, str | No
     if moved is not None:
         source = f"preset {cfg.preset}" if cfg.preset else "defaults"
         moved = f"{cfg.method} {source}: {moved}"
-    return entry, build_options(entry.info["options"], preset, cfg.overrides), moved
+    return MethodChoice(entry, build_options(entry.info["options"], preset, cfg.overrides), moved)
 
 
 def check_method_task(entry: Any, cfg: RunConfig, source: Any) -> None:
@@ -173,7 +179,7 @@ def _eval_data_scorer(
     eval_source, images, labels = data
     fmt = InputFormat(tuple(source.mean), tuple(source.std), s_fmt.size)
     if labels is not None and source.task == SEGMENTATION:
-        score = split_scorer(eval_source, (images, labels), fmt, accelerator)
+        score = task_of(SEGMENTATION).scorer(eval_source, (images, labels), fmt, accelerator)
         return lambda model: {f"eval_{k}": v for k, v in score(model).items()}
     if labels is not None:
 
@@ -218,7 +224,7 @@ def _as_teacher_labels(
 
 def recorded_options(
     plugins: Plugins, cfg: RunConfig, resolved: dict[str, Any] | None, run_dir: str
-) -> tuple[Any, Any]:
+) -> MethodChoice:
     """The method's options exactly as the run recorded them, not as the installed plugin would
     build them today: a plugin upgraded between a crash and the resume must not change a
     half-finished run's hyperparameters. A plugin whose option set changed is refused."""
@@ -226,7 +232,7 @@ def recorded_options(
     options_cls = entry.info["options"]
     if resolved is None:  # a run directory from before options were recorded
         entry, options, _ = method_options(plugins, cfg)
-        return entry, options
+        return MethodChoice(entry, options, None)
     fields = {f.name for f in dataclasses.fields(options_cls)}
     if set(resolved) != fields:
         changed = sorted(set(resolved) ^ fields)
@@ -240,7 +246,7 @@ def recorded_options(
     values = {
         k: tuple(v) if typing.get_origin(hints[k]) is tuple else v for k, v in resolved.items()
     }
-    return entry, build_options(options_cls, values)
+    return MethodChoice(entry, build_options(options_cls, values), None)
 
 
 def _precision_workload(
@@ -472,30 +478,35 @@ def run_datafree(
     cfg: RunConfig | None,
     *,
     resume: str | None = None,
+    given: dict[str, Any] | None = None,
+    method: MethodChoice | None = None,
     reporter: Reporter | None = None,
     plugins: Plugins | None = None,
 ) -> Outcome:
-    """Distil ``cfg.teacher`` into ``cfg.student`` with ``cfg.method``; real data only to test."""
+    """Distil ``cfg.teacher`` into ``cfg.student`` with ``cfg.method``; real data only to test.
+    ``resume`` continues a run with what it recorded (``given``: what the command line names
+    beside it, which must match); ``method`` is the method choice the caller already resolved
+    from ``cfg`` (None: resolved here)."""
     from dfkd.synthesis.pool import ImagePool
 
     plugins = plugins or get_plugins()
     reporter = reporter or SilentReporter()
     chosen_precision = None  # what a resumed run measured for --mixed-precision auto
     if resume:
-        recorded = resume_options(resume, "run")
+        recorded = resume_options(resume, "run", given)
         resolved = recorded.pop("resolved_options", None)
         chosen_precision = (recorded.pop("precision", None) or {}).get("chosen")
         check_recorded(RunConfig, recorded, resume)
         cfg = RunConfig(**recorded)
-        entry, options = recorded_options(plugins, cfg, resolved, resume)
-    else:
-        entry, options, _ = method_options(plugins, cfg)  # the CLI has shown what moved
+        method = recorded_options(plugins, cfg, resolved, resume)
+    elif method is None:
+        method = method_options(plugins, cfg)
+    entry, options = method.entry, method.options
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = _inputs(cfg, plugins)
+    task = task_of(source.task)
     check_method_task(entry, cfg, source)
     teacher, t_spec, teacher_path = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
-    if resume:
-        check_resumed_teacher(resume, teacher_path)
     student, s_spec = build(cfg.student, source, plugins)
     if cfg.quantize:
         _fake_quantize(student, cfg)
@@ -506,33 +517,95 @@ def run_datafree(
     else:
         workload = _precision_workload(cfg, options, teacher, student, source, t_spec, s_spec)
         precision, precision_record = resolve_precision(cfg.mixed_precision, workload, cpu=cfg.cpu)
-    model = f"{cfg.method}-{cfg.student}"
-    path = Path(resume) if resume else run_path("run", model, source.name, cfg.out)
-    accelerator = make_accelerator(precision, cfg.cpu, cfg.log_with, path)
-    seed_everything(cfg.seed, accelerator.process_index)
-    if resume:
-        run = RunDir(Path(resume))
-    else:
-        record = dataclasses.asdict(cfg) | {
-            "resolved_options": dataclasses.asdict(options),
-            "precision": precision_record,
-        }
-        run = open_run(
-            accelerator,
-            "run",
-            record,
-            model=model,
-            dataset=source.name,
-            out=str(path),
-            overwrite=cfg.overwrite,
-            plugin_versions={entry.provider: entry.version},
-            teacher=teacher_path,
+    record = dataclasses.asdict(cfg) | {
+        "resolved_options": dataclasses.asdict(options),
+        "precision": precision_record,
+    }
+    with open_session(
+        "run",
+        record,
+        model=f"{cfg.method}-{cfg.student}",
+        dataset=source.name,
+        out=cfg.out,
+        overwrite=cfg.overwrite,
+        resume=resume,
+        seed=cfg.seed,
+        mixed_precision=precision,
+        cpu=cfg.cpu,
+        log_with=cfg.log_with,
+        teacher=teacher_path,
+        source=source,
+        plugin_versions={entry.provider: entry.version},
+    ) as session:
+        accelerator, run = session.accelerator, session.run
+        teacher.to(session.device)
+        student.to(session.device)
+        t_fmt = InputFormat.of(source, t_spec.size)
+        s_fmt = InputFormat.of(source, s_spec.size)
+        ctx = _synthesis_context(session, cfg, plugins, (teacher, t_spec), (student, s_spec))
+        synthesizer = entry.build(ctx, options)
+        kept = None
+        if cfg.keep_images and not synthesizer.uses_pool:
+            kept = ImagePool(run.path / "images", shard=accelerator.process_index)
+        job = DataFreeJob(accelerator, student, synthesizer, options, s_fmt, t_fmt, kept)
+        valset = validation_set(
+            teacher,
+            teacher_path,
+            t_fmt,
+            source.num_classes,
+            source.channels,
+            ctx.image_size,
+            run.state_dir,
+            *_validation_recipe(cfg, run, resumed=session.resumed),
+            task=source.task,
+            progress=reporter if session.is_main_process else None,
         )
-    teacher.to(accelerator.device)
-    student.to(accelerator.device)
-    t_fmt = InputFormat.of(source, t_spec.size)
-    s_fmt = InputFormat.of(source, s_spec.size)
-    ctx = SynthesisContext(
+        session.record(validation_set={"images": len(valset.images), "steps": valset.steps})
+        scorers = [lambda m: agreement(m, valset, s_fmt, accelerator)]
+        if test is not None:
+            scorers.insert(0, task.scorer(source, test, s_fmt, accelerator))
+        if eval_data is not None:
+            scorers.append(
+                _eval_data_scorer(
+                    eval_data, source, s_fmt, valset, teacher, t_spec.size, accelerator
+                )
+            )
+        loop = Loop(
+            accelerator,
+            run,
+            options.epochs,
+            lambda m: {k: v for score in scorers for k, v in score(m).items()},
+            weights_meta(
+                s_spec,
+                source,
+                command="run",
+                method=cfg.method,
+                teacher=cfg.teacher,
+                **({"quantized": cfg.quantize} if cfg.quantize else {}),
+            ),
+            reporter=reporter,
+            criterion=task.metric if test is not None else None,
+            guard=CollapseGuard(source.num_classes, patience=_patience(options)),
+        )
+        outcome = session.fit(loop, job)
+    outcome.extras.update(run=run.path, samples=run.path / "samples.png")
+    if cfg.keep_images or synthesizer.uses_pool:
+        outcome.extras["images"] = run.path / "images"
+    return outcome
+
+
+def _synthesis_context(
+    session: Session,
+    cfg: RunConfig,
+    plugins: Plugins,
+    teacher: tuple[torch.nn.Module, Any],
+    student: tuple[torch.nn.Module, Any],
+) -> SynthesisContext:
+    """What a method's synthesizer sees of the session: the models, the inputs' format, the
+    device and accelerator, the run directory and seed, and how to open a dataset it names."""
+    source = session.source
+    (teacher, t_spec), (student, s_spec) = teacher, student
+    return SynthesisContext(
         teacher=teacher,
         student=student,
         num_classes=source.num_classes,
@@ -540,70 +613,20 @@ def run_datafree(
         image_size=t_spec.size or source.image_size,
         mean=tuple(source.mean),
         std=tuple(source.std),
-        device=accelerator.device,
-        accelerator=accelerator,
-        run_dir=run.path,
+        device=session.device,
+        accelerator=session.accelerator,
+        run_dir=session.run.path,
         student_size=s_spec.size,
-        seed=cfg.seed,
+        seed=session.seed,
         task=source.task,
         run_info={
             "method": cfg.method,
             "teacher": cfg.teacher,
             "dataset": cfg.dataset,
             "student": cfg.student,
-            "teacher_weights": str(teacher_path),
+            "teacher_weights": str(session.teacher),
         },
         dataset_opener=lambda name: open_dataset(
             name, cfg.data_root, cfg.download, plugins=plugins
         ),
     )
-    synthesizer = entry.build(ctx, options)
-    kept = None
-    if cfg.keep_images and not synthesizer.uses_pool:
-        kept = ImagePool(run.path / "images", shard=accelerator.process_index)
-    job = DataFreeJob(accelerator, student, synthesizer, options, s_fmt, t_fmt, kept)
-    valset = validation_set(
-        teacher,
-        teacher_path,
-        t_fmt,
-        source.num_classes,
-        source.channels,
-        ctx.image_size,
-        run.state_dir,
-        *_validation_recipe(cfg, run, resumed=bool(resume)),
-        task=source.task,
-        progress=reporter if accelerator.is_main_process else None,
-    )
-    if accelerator.is_main_process:
-        made = {"images": len(valset.images), "steps": valset.steps}
-        run.write_config(run.read_config() | {"validation_set": made})
-    scorers = [lambda m: agreement(m, valset, s_fmt, accelerator)]
-    if test is not None:
-        scorers.insert(0, split_scorer(source, test, s_fmt, accelerator))
-    if eval_data is not None:
-        scorers.append(
-            _eval_data_scorer(eval_data, source, s_fmt, valset, teacher, t_spec.size, accelerator)
-        )
-    loop = Loop(
-        accelerator,
-        run,
-        options.epochs,
-        lambda m: {k: v for score in scorers for k, v in score(m).items()},
-        weights_meta(
-            s_spec,
-            source,
-            command="run",
-            method=cfg.method,
-            teacher=cfg.teacher,
-            **({"quantized": cfg.quantize} if cfg.quantize else {}),
-        ),
-        reporter=reporter,
-        criterion=test_score(source.task) if test is not None else None,
-        guard=CollapseGuard(source.num_classes, patience=_patience(options)),
-    )
-    with run.lock(accelerator):
-        outcome = loop.fit(job, resume=bool(resume))
-    outcome.extras.update(run=run.path, samples=run.path / "samples.png")
-    if cfg.keep_images or synthesizer.uses_pool:
-        outcome.extras["images"] = run.path / "images"
-    return outcome

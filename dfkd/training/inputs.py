@@ -1,14 +1,13 @@
-"""Scoring a model on a test split, as top-1 or mIoU (the input format: dfkd.data.pipeline)."""
+"""Top-1 of a classifier on a test split (mIoU: dfkd.training.segmentation; which one a run
+uses: its task, dfkd.training.tasks)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from dfkd.data.pipeline import InputFormat
-from dfkd.tasks import SEGMENTATION
 
 
 @torch.no_grad()
@@ -48,28 +47,3 @@ def evaluate(
     if num_classes is not None and num_classes > 10:
         scores["top5"] = 100.0 * correct5 / max(total, 1)
     return scores
-
-
-def test_score(task: str) -> str:
-    """The test score that ranks epochs: top-1 for classification, mIoU for segmentation."""
-    return "miou" if task == SEGMENTATION else "top1"
-
-
-def split_scorer(
-    source: Any,
-    split: tuple[torch.Tensor, torch.Tensor],
-    fmt: InputFormat,
-    accelerator: Any,
-    batch_size: int | None = None,
-) -> Callable[[torch.nn.Module], dict[str, float]]:
-    """The scores of a model on one labelled split, chosen by the dataset's task, ``batch_size``
-    images per forward (None: the task's own default)."""
-    images, labels = split
-    sized = {"batch_size": batch_size} if batch_size else {}
-    if source.task == SEGMENTATION:
-        from dfkd.training.segmentation import evaluate_segmentation
-
-        return lambda model: evaluate_segmentation(
-            model, images, labels, fmt, accelerator, source.num_classes, **sized
-        )
-    return lambda model: evaluate(model, images, labels, fmt, accelerator, **sized)

@@ -222,36 +222,6 @@ def run_path(command: str, model: str, dataset: str, out: str | None) -> Path:
     return Path(out) if out else default_run_path(command, model, dataset)
 
 
-def open_run(
-    accelerator: Any,
-    command: str,
-    options: dict[str, Any],
-    *,
-    model: str,
-    dataset: str,
-    out: str | None,
-    overwrite: bool,
-    plugin_versions: dict[str, str] | None = None,
-    teacher: Path | None = None,
-) -> Any:
-    """Create the run directory (main process) and record everything needed to reproduce it,
-    the sha256 of the ``teacher`` weights file included (see `check_resumed_teacher`)."""
-    from dfkd.training.runs import create_run, versions
-
-    path = run_path(command, model, dataset, out)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        run = create_run(path, overwrite=overwrite)
-        config = {"command": command, "options": options, "versions": versions(plugin_versions)}
-        if teacher is not None:
-            config["teacher_sha256"] = sha256_of(teacher)
-        run.write_config(config)
-    accelerator.wait_for_everyone()
-    from dfkd.training.runs import RunDir
-
-    return RunDir(path)
-
-
 def resume_options(
     run_path: str | Path, command: str, given: dict[str, Any] | None = None
 ) -> dict[str, Any]:

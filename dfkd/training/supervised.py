@@ -3,43 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from dfkd.data import open_dataset
-from dfkd.data.pipeline import BatchLoader, InputFormat, random_crop_flip
+from dfkd.data.pipeline import BatchLoader, InputFormat
 from dfkd.errors import UsageError
 from dfkd.optim import default_milestones, make_optimizer, make_scheduler
 from dfkd.options import check_range
 from dfkd.plugins import Plugins, get_plugins
-from dfkd.tasks import SEGMENTATION
-from dfkd.training.inputs import split_scorer, test_score
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
 from dfkd.training.recipes import scratch_recipe
-from dfkd.training.runs import RunDir
-from dfkd.training.segmentation import pixel_cross_entropy, pixel_rows
+from dfkd.training.session import Session, open_session
 from dfkd.training.setup import (
     ModelSpec,
     build,
     check_recorded,
-    check_resumed_teacher,
     default_weights_path,
     epoch_generator,
     load_teacher,
-    make_accelerator,
-    open_run,
     publish_teacher,
     published_by,
     resume_options,
-    run_path,
     seed_everything,
     weights_meta,
 )
+from dfkd.training.tasks import Augment, check_augment, task_of
 
 
 @dataclass
@@ -70,6 +62,7 @@ class TrainConfig:
         rate in "loss became nan")."""
         for flag, value, bounds in self._ranges():
             check_range(flag, value, **bounds)
+        check_augment(self.augment)
 
     def _ranges(self) -> list[tuple[str, Any, dict[str, float]]]:
         return [
@@ -136,24 +129,9 @@ class KDConfig(TrainConfig):
         ]
 
 
-Augment = Callable[[torch.Tensor, Any, torch.Generator], tuple[torch.Tensor, Any]]
-
-
 def augmentation(cfg: TrainConfig, source: Any) -> Augment | None:
-    """The training batches' augmentation, or None. For classification, ``auto`` pads by 4 and
-    crops and flips colour 32-pixel images (the CIFAR recipe); for segmentation it takes a random
-    ``image_size`` crop and flip of image and mask together, as DFAD's reference trains."""
-    if cfg.augment not in ("auto", "crop-flip", "none"):
-        raise UsageError(f"--augment must be auto, crop-flip or none, not '{cfg.augment}'.")
-    if cfg.augment == "none":
-        return None
-    if source.task == SEGMENTATION:
-        from dfkd.training.segmentation import crop_flip_pairs
-
-        return lambda images, masks, rng: crop_flip_pairs(images, masks, source.image_size, rng)
-    if cfg.augment == "auto" and not (source.channels == 3 and source.image_size == 32):
-        return None
-    return lambda images, labels, rng: (random_crop_flip(images, padding=4, generator=rng), labels)
+    """The training batches' augmentation (its task's, `dfkd.training.tasks`), or None."""
+    return task_of(source.task).augmentation(cfg.augment, source)
 
 
 class SupervisedJob(Job):
@@ -219,34 +197,31 @@ class SupervisedJob(Job):
         return {"lr": self.optimizer.param_groups[0]["lr"]}
 
 
-def _prepare(
+def _session(
     cfg: TrainConfig,
     command: str,
     model_name: str,
     resume: str | None,
+    source: Any,
     teacher: Path | None = None,
-) -> Any:
-    """Options (from the run when resuming), accelerator and seeds, the open run directory. A
-    run with a ``teacher`` records its weights' sha256, and a resume checks it."""
-    if resume and teacher is not None:
-        check_resumed_teacher(resume, teacher)
-    path = Path(resume) if resume else run_path(command, model_name, cfg.dataset, cfg.out)
-    accelerator = make_accelerator(cfg.mixed_precision, cfg.cpu, cfg.log_with, path)
-    seed_everything(cfg.seed, accelerator.process_index)  # models are built; streams per process
-    if resume:
-        run = RunDir(path)
-    else:
-        run = open_run(
-            accelerator,
-            command,
-            dataclasses.asdict(cfg),
-            model=model_name,
-            dataset=cfg.dataset,
-            out=str(path),
-            overwrite=cfg.overwrite,
-            teacher=teacher,
-        )
-    return accelerator, run
+) -> Session:
+    """The job's session: a new run recording ``cfg``, or the run ``resume`` names. A run with a
+    ``teacher`` records its weights' sha256, and a resume checks it."""
+    return open_session(
+        command,
+        dataclasses.asdict(cfg),
+        model=model_name,
+        dataset=cfg.dataset,
+        out=cfg.out,
+        overwrite=cfg.overwrite,
+        resume=resume,
+        seed=cfg.seed,
+        mixed_precision=cfg.mixed_precision,
+        cpu=cfg.cpu,
+        log_with=cfg.log_with,
+        teacher=teacher,
+        source=source,
+    )
 
 
 def load_config(cls: type, resume: str, command: str, given: dict[str, Any] | None = None) -> Any:
@@ -270,44 +245,50 @@ def train_scratch(
     plugins = plugins or get_plugins()
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
-    if cfg.label_smoothing and source.task == SEGMENTATION:
-        raise UsageError(f"--label-smoothing is for classifiers; {source.name} is segmentation.")
+    task = task_of(source.task)
+    if cfg.label_smoothing and not task.label_smoothing:
+        raise UsageError(f"--label-smoothing is for classifiers; {source.name} is {task.name}.")
     model, spec = build(cfg.model, source, plugins)
     images, labels = source.load("train")
     test_images, test_labels = source.load("test")
     target = default_weights_path(source.name, cfg.model)
-    accelerator, run = _prepare(cfg, "scratch", cfg.model, resume)
-    owner = str(run.path.resolve())  # named in the sidecar of each weights file it writes
-    fmt = InputFormat.of(source, spec.size)
+    with _session(cfg, "scratch", cfg.model, resume, source) as session:
+        owner = str(session.run.path.resolve())  # named in the sidecar of each weights file
+        fmt = InputFormat.of(source, spec.size)
 
-    def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Any:
-        if source.task == SEGMENTATION:
-            return pixel_cross_entropy(logits, y), {}
-        return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing), {}
+        def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Any:
+            return task.supervised_loss(logits, y, cfg.label_smoothing), {}
 
-    job = SupervisedJob(
-        accelerator, model, cfg, images, labels, fmt, augmentation(cfg, source), cross_entropy
-    )
+        job = SupervisedJob(
+            session.accelerator,
+            model,
+            cfg,
+            images,
+            labels,
+            fmt,
+            augmentation(cfg, source),
+            cross_entropy,
+        )
 
-    def publish(best: Any, meta: dict[str, Any]) -> None:
-        publish_teacher(accelerator.unwrap_model(job.model), target, meta, cfg.set_default)
+        def publish(best: Any, meta: dict[str, Any]) -> None:
+            trained = session.accelerator.unwrap_model(job.model)
+            publish_teacher(trained, target, meta, cfg.set_default)
 
-    loop = Loop(
-        accelerator,
-        run,
-        cfg.epochs,
-        split_scorer(source, (test_images, test_labels), fmt, accelerator),
-        weights_meta(spec, source, command="scratch", run=owner),
-        role="model",
-        reporter=reporter or SilentReporter(),
-        on_best=publish,
-        criterion=test_score(source.task),
-    )
-    with run.lock(accelerator):
-        outcome = loop.fit(job, resume=bool(resume))
+        loop = Loop(
+            session.accelerator,
+            session.run,
+            cfg.epochs,
+            task.scorer(source, (test_images, test_labels), fmt, session.accelerator),
+            weights_meta(spec, source, command="scratch", run=owner),
+            role="model",
+            reporter=reporter or SilentReporter(),
+            on_best=publish,
+            criterion=task.metric,
+        )
+        outcome = session.fit(loop, job)
     outcome.extras["checkpoint"] = target if published_by(target, owner) else loop.best_path
     outcome.extras["default"] = target
-    outcome.extras["run"] = run.path
+    outcome.extras["run"] = session.run.path
     return outcome
 
 
@@ -335,6 +316,7 @@ def train_kd(
     plugins = plugins or get_plugins()
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
+    task = task_of(source.task)
     teacher, t_spec, teacher_path = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
     student, s_spec = build(cfg.student, source, plugins)
     transfer, labelled = open_transfer_set(cfg, source, plugins)
@@ -343,50 +325,45 @@ def train_kd(
     kd_loss = plugins.losses.get(cfg.kd_loss).load()
     images, labels = transfer.load("train")
     test_images, test_labels = source.load("test")
-    accelerator, run = _prepare(cfg, "kd", cfg.student, resume, teacher_path)
-    teacher.to(accelerator.device)
-    s_fmt = InputFormat.of(source, s_spec.size)
-    t_fmt = InputFormat.of(source, t_spec.size)
+    with _session(cfg, "kd", cfg.student, resume, source, teacher_path) as session:
+        accelerator = session.accelerator
+        teacher.to(session.device)
+        s_fmt = InputFormat.of(source, s_spec.size)
+        t_fmt = InputFormat.of(source, t_spec.size)
 
-    segmentation = source.task == SEGMENTATION
+        def distill(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None) -> Any:
+            with torch.no_grad(), accelerator.autocast():
+                t_logits = teacher(t_fmt.fit(x)).float()
+            kl = task.distillation_loss(kd_loss, logits, t_logits, cfg.temperature)
+            loss = cfg.alpha * kl
+            logs = {"kl": kl.item()}
+            if cfg.beta and y is not None:
+                ce = task.supervised_loss(logits, y)
+                loss = loss + cfg.beta * ce
+                logs["ce"] = ce.item()
+            return loss, logs
 
-    def distill(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None) -> Any:
-        with torch.no_grad(), accelerator.autocast():
-            t_logits = teacher(t_fmt.fit(x)).float()
-        if segmentation:  # the same loss on every pixel, averaged over pixels
-            kl = kd_loss(pixel_rows(logits), pixel_rows(t_logits), T=cfg.temperature)
-        else:
-            kl = kd_loss(logits, t_logits, T=cfg.temperature)
-        loss = cfg.alpha * kl
-        logs = {"kl": kl.item()}
-        if cfg.beta and y is not None:
-            ce = pixel_cross_entropy(logits, y) if segmentation else F.cross_entropy(logits, y)
-            loss = loss + cfg.beta * ce
-            logs["ce"] = ce.item()
-        return loss, logs
-
-    job = SupervisedJob(
-        accelerator,
-        student,
-        cfg,
-        images,
-        labels if labelled else None,
-        s_fmt,
-        augmentation(cfg, transfer),
-        distill,
-    )
-    loop = Loop(
-        accelerator,
-        run,
-        cfg.epochs,
-        split_scorer(source, (test_images, test_labels), s_fmt, accelerator),
-        weights_meta(s_spec, source, command="kd", teacher=cfg.teacher),
-        reporter=reporter or SilentReporter(),
-        criterion=test_score(source.task),
-    )
-    with run.lock(accelerator):
-        outcome = loop.fit(job, resume=bool(resume))
-    outcome.extras["run"] = run.path
+        job = SupervisedJob(
+            accelerator,
+            student,
+            cfg,
+            images,
+            labels if labelled else None,
+            s_fmt,
+            augmentation(cfg, transfer),
+            distill,
+        )
+        loop = Loop(
+            accelerator,
+            session.run,
+            cfg.epochs,
+            task.scorer(source, (test_images, test_labels), s_fmt, accelerator),
+            weights_meta(s_spec, source, command="kd", teacher=cfg.teacher),
+            reporter=reporter or SilentReporter(),
+            criterion=task.metric,
+        )
+        outcome = session.fit(loop, job)
+    outcome.extras["run"] = session.run.path
     return outcome
 
 

@@ -25,12 +25,11 @@ import torch.nn.functional as F
 from dfkd.data.pipeline import InputFormat
 from dfkd.errors import DfkdError
 from dfkd.fileio import held_lock, sha256_of, write_atomic
-from dfkd.tasks import CLASSIFICATION, SEGMENTATION
+from dfkd.tasks import CLASSIFICATION
+from dfkd.training.tasks import task_of
 
 #: the set's recipe; a change makes every cached set stale (its key includes these)
-SIZE = 500  # default images (--val-size)
-#: a segmentation set keeps K logits per pixel: fewer images hold as many predictions
-SEGMENTATION_SIZE = 64
+SIZE = task_of(CLASSIFICATION).validation_images  # default images (--val-size), per task
 STEPS = 60  # default Adam steps on them (--val-steps)
 LR = 0.1
 SEED = 20261201
@@ -72,7 +71,7 @@ class Progress(Protocol):
 
 
 def default_size(task: str) -> int:
-    return SEGMENTATION_SIZE if task == SEGMENTATION else SIZE
+    return task_of(task).validation_images
 
 
 def _fingerprint(weights: Path, size: int = SIZE, steps: int = STEPS) -> str:
@@ -240,8 +239,9 @@ def _fit_budget(
     the user left unset is cut."""
     affordable = BUDGET_SECONDS / seconds_per_image_step  # image-steps
     if fit_size:
-        per_image = 4 if task == SEGMENTATION else 1  # block_targets' 2 × 2 grid of classes
-        unit = num_classes // math.gcd(num_classes, per_image)  # images holding each class alike
+        kind = task_of(task)
+        per_image = kind.classes_per_validation_image
+        unit = kind.validation_unit(num_classes)  # images holding each class alike
         floor = math.ceil(MIN_PER_CLASS * num_classes / per_image / unit) * unit
         fitting = int(affordable // max(steps, 1)) // unit * unit
         size = min(size, max(floor, fitting))
@@ -251,13 +251,7 @@ def _fit_budget(
 
 
 def _targets(size: int, num_classes: int, image_size: int, task: str) -> torch.Tensor:
-    """The class asked of each image (of each pixel, for segmentation), cycling through the
-    classes: a smaller set's are a larger one's first."""
-    from dfkd.training.segmentation import block_targets
-
-    if task == SEGMENTATION:
-        return block_targets(size, num_classes, image_size)
-    return torch.arange(size) % num_classes
+    return task_of(task).validation_targets(size, num_classes, image_size)
 
 
 @contextlib.contextmanager

@@ -32,12 +32,11 @@ from dfkd.api import (
     DfkdError,
     InputFormat,
     Plugins,
+    Session,
     UsageError,
     attach_bn_hooks,
     bn_statistics,
     clip_to_pixel_range,
-    create_run,
-    default_run_path,
     default_weights_path,
     denormalize,
     get_plugins,
@@ -45,12 +44,11 @@ from dfkd.api import (
     js_divergence,
     l2_prior,
     load_teacher,
-    make_accelerator,
     open_dataset,
+    open_session,
     save_grid,
     tv_l1,
     tv_l2,
-    versions,
     warn_without_batchnorm,
     write_atomic,
 )
@@ -277,110 +275,125 @@ def run_inversion(
     plugins = plugins or get_plugins()
     cfg.check()
     fmt = data_format(cfg.dataset, cfg.data_root, plugins)
-    accelerator = make_accelerator(cfg.mixed_precision, cfg.cpu)
-    device = accelerator.device
     teacher, t_size = load_network(
         cfg.model, fmt, cfg.weights, cfg.pretrained, "--weights", plugins
     )
-    verifier, v_size = None, None
+    verifier = None
     if cfg.verifier:
-        verifier, v_size = load_network(
+        verifier = load_network(
             cfg.verifier, fmt, cfg.verifier_weights, cfg.pretrained, "--verifier-weights", plugins
         )
+    with open_session(
+        "invert",
+        dataclasses.asdict(cfg),
+        model=cfg.model,
+        dataset=fmt.name,
+        out=cfg.out,
+        overwrite=cfg.overwrite,
+        seed=cfg.seed,
+        mixed_precision=cfg.mixed_precision,
+        cpu=cfg.cpu,
+    ) as session:
+        session.start()  # the log of a failed inversion stays, to read
+        return _invert(cfg, fmt, session, (teacher, t_size), verifier, report)
+
+
+def _invert(
+    cfg: InvertConfig,
+    fmt: Any,
+    session: Session,
+    teacher_and_size: tuple[torch.nn.Module, int | None],
+    verifier_and_size: tuple[torch.nn.Module, int | None] | None,
+    report: Callable[[dict[str, Any]], None] | None,
+) -> InversionResult:
+    """The inversion itself, in ``session``'s run directory and on its device."""
+    accelerator, run, device = session.accelerator, session.run, session.device
+    teacher, t_size = teacher_and_size
+    verifier, v_size = verifier_and_size or (None, None)
+    if verifier is not None:
         verifier.to(device).eval()
     teacher.to(device).eval()
     generator = torch.Generator().manual_seed(cfg.seed)
     targets = make_targets(cfg, fmt.num_classes, generator).to(device)
     size = t_size or fmt.image_size
-    out = Path(cfg.out) if cfg.out else default_run_path("invert", cfg.model, fmt.name)
-    if not cfg.overwrite and out.is_dir() and any(out.iterdir()):
-        raise UsageError(f"{out} already exists; use --overwrite to replace it, or another --out.")
-    run = create_run(out, overwrite=cfg.overwrite)
-    with run.lock():  # another invert, or an --overwrite, into this folder waits its turn
-        run.write_config(
-            {"command": "invert", "options": dataclasses.asdict(cfg), "versions": versions()}
-        )
-        inverter = Inverter(teacher, cfg, t_size, verifier, v_size, accelerator.autocast)
-        shape = (cfg.batch_size, fmt.channels, size, size)
-        x = torch.randn(shape, generator=generator).to(device).requires_grad_(True)
-        stages = cfg.stages()
-        total_iterations = sum(n for _, n in stages)
-        started = time.perf_counter()
-        iteration = 0
-        with (run.path / LOG_FILE).open("a") as log:
-            for stage, (factor, steps) in enumerate(stages):
-                optimizer = torch.optim.Adam([x], lr=cfg.lr, betas=cfg.adam_betas, eps=1e-8)
-                best = BestIterate()
-                for step in range(steps):
-                    iteration += 1
-                    lr = learning_rate(cfg.lr, step, steps, cfg.schedule)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    small = F.avg_pool2d(x, factor) if factor > 1 else x
-                    x_jit = jitter_flip(
-                        small, cfg.jitter // factor, flip=cfg.flip, generator=generator
+    inverter = Inverter(teacher, cfg, t_size, verifier, v_size, accelerator.autocast)
+    shape = (cfg.batch_size, fmt.channels, size, size)
+    x = torch.randn(shape, generator=generator).to(device).requires_grad_(True)
+    stages = cfg.stages()
+    total_iterations = sum(n for _, n in stages)
+    started = time.perf_counter()
+    iteration = 0
+    with (run.path / LOG_FILE).open("a") as log:
+        for stage, (factor, steps) in enumerate(stages):
+            optimizer = torch.optim.Adam([x], lr=cfg.lr, betas=cfg.adam_betas, eps=1e-8)
+            best = BestIterate()
+            for step in range(steps):
+                iteration += 1
+                lr = learning_rate(cfg.lr, step, steps, cfg.schedule)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                small = F.avg_pool2d(x, factor) if factor > 1 else x
+                x_jit = jitter_flip(small, cfg.jitter // factor, flip=cfg.flip, generator=generator)
+                terms, t_logits = inverter.losses(x_jit, targets)
+                loss = terms["total"].item()
+                if not math.isfinite(loss):
+                    raise DfkdError(
+                        f"The inversion loss became {loss} at iteration {iteration}; lower --lr."
                     )
-                    terms, t_logits = inverter.losses(x_jit, targets)
-                    loss = terms["total"].item()
-                    if not math.isfinite(loss):
-                        raise DfkdError(
-                            f"The inversion loss became {loss} at iteration {iteration}; "
-                            "lower --lr."
-                        )
-                    # Losses at different resolutions do not compare, so each stage keeps its own
-                    # best and the last (full-resolution) stage's is the result.
-                    best.offer(loss, x=x)
-                    if iteration % cfg.log_every == 0:
-                        row = {
-                            "iteration": iteration,
-                            "iterations": total_iterations,
-                            "stage": stage,
-                            "resolution": x_jit.shape[-1],
-                            "lr": lr,
-                            "loss": loss,
-                            **{k: v.item() for k, v in terms.items() if k != "total"},
-                            "teacher_acc": 100.0
-                            * (t_logits.argmax(1) == targets).float().mean().item(),
-                        }
-                        if verifier is not None:
-                            row["verifier_acc"] = inverter.verifier_accuracy(x.detach(), targets)
-                        log.write(json.dumps(row) + "\n")
-                        log.flush()
-                        if report is not None:
-                            report(row)
-                    optimizer.zero_grad(set_to_none=True)
-                    terms["total"].backward()
-                    optimizer.step()
-                    if cfg.clipping:
-                        with torch.no_grad():
-                            x.copy_(clip_to_pixel_range(x, fmt.mean, fmt.std))
-            seconds = time.perf_counter() - started
-            best_loss, best_x = best.loss, best["x"]
-            result = InversionResult(
-                out=run.path,
-                images=run.path / TENSOR_FILE,
-                loss=best_loss,
-                teacher_accuracy=inverter.teacher_accuracy(best_x, targets),
-                verifier_accuracy=(
-                    inverter.verifier_accuracy(best_x, targets) if verifier is not None else None
-                ),
-                iterations=total_iterations,
-                seconds=seconds,
-            )
-            final = {
-                "final": True,
-                "loss": result.loss,
-                "teacher_acc": result.teacher_accuracy,
-                "iterations": total_iterations,
-                "seconds": round(seconds, 3),
-                "seconds_per_1k": round(result.seconds_per_1k, 3),
-            }
-            if result.verifier_accuracy is not None:
-                final["verifier_acc"] = result.verifier_accuracy
-            log.write(json.dumps(final) + "\n")
-        images = denormalize(best_x, fmt.mean, fmt.std).clamp(0, 1)
-        save_images(run.path, images.cpu(), targets.cpu(), list(fmt.classes))
-        return result
+                # Losses at different resolutions do not compare, so each stage keeps its own
+                # best and the last (full-resolution) stage's is the result.
+                best.offer(loss, x=x)
+                if iteration % cfg.log_every == 0:
+                    row = {
+                        "iteration": iteration,
+                        "iterations": total_iterations,
+                        "stage": stage,
+                        "resolution": x_jit.shape[-1],
+                        "lr": lr,
+                        "loss": loss,
+                        **{k: v.item() for k, v in terms.items() if k != "total"},
+                        "teacher_acc": 100.0
+                        * (t_logits.argmax(1) == targets).float().mean().item(),
+                    }
+                    if verifier is not None:
+                        row["verifier_acc"] = inverter.verifier_accuracy(x.detach(), targets)
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    if report is not None:
+                        report(row)
+                optimizer.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                optimizer.step()
+                if cfg.clipping:
+                    with torch.no_grad():
+                        x.copy_(clip_to_pixel_range(x, fmt.mean, fmt.std))
+        seconds = time.perf_counter() - started
+        best_loss, best_x = best.loss, best["x"]
+        result = InversionResult(
+            out=run.path,
+            images=run.path / TENSOR_FILE,
+            loss=best_loss,
+            teacher_accuracy=inverter.teacher_accuracy(best_x, targets),
+            verifier_accuracy=(
+                inverter.verifier_accuracy(best_x, targets) if verifier is not None else None
+            ),
+            iterations=total_iterations,
+            seconds=seconds,
+        )
+        final = {
+            "final": True,
+            "loss": result.loss,
+            "teacher_acc": result.teacher_accuracy,
+            "iterations": total_iterations,
+            "seconds": round(seconds, 3),
+            "seconds_per_1k": round(result.seconds_per_1k, 3),
+        }
+        if result.verifier_accuracy is not None:
+            final["verifier_acc"] = result.verifier_accuracy
+        log.write(json.dumps(final) + "\n")
+    images = denormalize(best_x, fmt.mean, fmt.std).clamp(0, 1)
+    save_images(run.path, images.cpu(), targets.cpu(), list(fmt.classes))
+    return result
 
 
 def class_folder(index: int, name: str, num_classes: int) -> str:

@@ -1,0 +1,165 @@
+"""What training does differently per task, owned by one object each.
+
+A dataset source or a model registration names its task (`dfkd.tasks`); `task_of` turns the name
+into the object that holds the loss on labels, the distillation loss, the augmentation, the test
+score and the synthetic validation set's targets, so no command compares task names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dfkd.data.pipeline import InputFormat, random_crop_flip
+from dfkd.errors import UsageError
+from dfkd.tasks import CLASSIFICATION, SEGMENTATION
+
+#: a batch's augmentation: (images, labels or masks, generator) -> the augmented pair
+Augment = Callable[[torch.Tensor, Any, torch.Generator], tuple[torch.Tensor, Any]]
+Scorer = Callable[[torch.nn.Module], dict[str, float]]
+AUGMENT_MODES = ("auto", "crop-flip", "none")
+
+
+class Task:
+    """The per-task behaviour of training, distillation and scoring."""
+
+    name: str
+    #: the test score that ranks epochs (and names the bench's accuracy column)
+    metric: str
+    #: images of the synthetic validation set when the user gives no --val-size (part of the
+    #: cached set's key: a change makes every cached set stale)
+    validation_images: int
+    #: classes one validation image asks for (segmentation asks for a grid of them)
+    classes_per_validation_image: int = 1
+    label_smoothing: bool = True
+
+    def supervised_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def distillation_loss(
+        self, loss_fn: Any, s_logits: torch.Tensor, t_logits: torch.Tensor, temperature: float
+    ) -> torch.Tensor:
+        """``loss_fn`` (a registered KD loss on (N, K) rows) applied to this task's rows."""
+        return loss_fn(s_logits, t_logits, T=temperature)
+
+    def augmentation(self, mode: str, source: Any) -> Augment | None:
+        raise NotImplementedError
+
+    def scorer(
+        self,
+        source: Any,
+        split: tuple[torch.Tensor, torch.Tensor],
+        fmt: InputFormat,
+        accelerator: Any,
+        batch_size: int | None = None,
+    ) -> Scorer:
+        """The scores of a model on one labelled split, ``batch_size`` images per forward (None:
+        the task's own default)."""
+        raise NotImplementedError
+
+    def validation_targets(self, size: int, num_classes: int, image_size: int) -> torch.Tensor:
+        """The class asked of each validation image (of each pixel for segmentation), cycling
+        through the classes: a smaller set's are a larger one's first."""
+        raise NotImplementedError
+
+    def validation_unit(self, num_classes: int) -> int:
+        """The smallest number of validation images that asks for every class equally often."""
+        return num_classes // math.gcd(num_classes, self.classes_per_validation_image)
+
+
+class Classification(Task):
+    name = CLASSIFICATION
+    metric = "top1"
+    validation_images = 500
+
+    def supervised_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+    ) -> torch.Tensor:
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+    def augmentation(self, mode: str, source: Any) -> Augment | None:
+        """``auto`` pads by 4, crops and flips colour 32-pixel images (the CIFAR recipe) only."""
+        if mode == "none" or (mode == "auto" and (source.channels, source.image_size) != (3, 32)):
+            return None
+        return lambda images, labels, rng: (
+            random_crop_flip(images, padding=4, generator=rng),
+            labels,
+        )
+
+    def scorer(self, source, split, fmt, accelerator, batch_size=None) -> Scorer:
+        from dfkd.training.inputs import evaluate
+
+        images, labels = split
+        sized = {"batch_size": batch_size} if batch_size else {}
+        return lambda model: evaluate(model, images, labels, fmt, accelerator, **sized)
+
+    def validation_targets(self, size: int, num_classes: int, image_size: int) -> torch.Tensor:
+        return torch.arange(size) % num_classes
+
+
+class Segmentation(Task):
+    name = SEGMENTATION
+    metric = "miou"
+    validation_images = 64  # K logits a pixel: fewer images hold as many predictions
+    classes_per_validation_image = 4  # block_targets' 2 × 2 grid of classes
+    label_smoothing = False
+
+    def supervised_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+    ) -> torch.Tensor:
+        from dfkd.training.segmentation import pixel_cross_entropy
+
+        return pixel_cross_entropy(logits, labels)
+
+    def distillation_loss(self, loss_fn, s_logits, t_logits, temperature) -> torch.Tensor:
+        """The same loss on every pixel, averaged over pixels."""
+        from dfkd.training.segmentation import pixel_rows
+
+        return loss_fn(pixel_rows(s_logits), pixel_rows(t_logits), T=temperature)
+
+    def augmentation(self, mode: str, source: Any) -> Augment | None:
+        """A random ``image_size`` crop and flip of image and mask together, as DFAD's reference
+        trains."""
+        if mode == "none":
+            return None
+        from dfkd.training.segmentation import crop_flip_pairs
+
+        return lambda images, masks, rng: crop_flip_pairs(images, masks, source.image_size, rng)
+
+    def scorer(self, source, split, fmt, accelerator, batch_size=None) -> Scorer:
+        from dfkd.training.segmentation import evaluate_segmentation
+
+        images, masks = split
+        sized = {"batch_size": batch_size} if batch_size else {}
+        return lambda model: evaluate_segmentation(
+            model, images, masks, fmt, accelerator, source.num_classes, **sized
+        )
+
+    def validation_targets(self, size: int, num_classes: int, image_size: int) -> torch.Tensor:
+        from dfkd.training.segmentation import block_targets
+
+        return block_targets(size, num_classes, image_size)
+
+
+TASKS = {task.name: task for task in (Classification(), Segmentation())}
+
+
+def task_of(name: str) -> Task:
+    """The task object of a task name (a source's ``task``, a model registration's ``task=``)."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise UsageError(
+            f"Unknown task '{name}'; dfkd trains {' and '.join(TASKS)} networks."
+        ) from None
+
+
+def check_augment(mode: str) -> None:
+    if mode not in AUGMENT_MODES:
+        raise UsageError(f"--augment must be auto, crop-flip or none, not '{mode}'.")
