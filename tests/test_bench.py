@@ -22,7 +22,7 @@ from dfkd.bench.runner import Finished, cell_record, plan, run_bench, run_cell
 from dfkd.cli import make_app
 from dfkd.errors import UsageError
 from dfkd.plugins import Plugins
-from dfkd.testing import KillAfterEpoch, make_plugins, make_tiny_images
+from dfkd.testing import KillAfterEpoch, make_plugins, make_tiny_images, run_held_elsewhere
 
 REPO = Path(__file__).resolve().parents[1]
 # a DAFL run of about a second on tiny data
@@ -468,6 +468,15 @@ def test_a_killed_bench_skips_finished_cells_and_resumes_the_running_one(
     assert third.calls == []
     with pytest.raises(UsageError, match="holds a run with other overrides"):
         plan(_cells(tiny_teacher_weights["lenet5"], epochs=3), workdir / "b")
+
+
+def test_a_second_bench_into_a_folder_in_use_runs_nothing(tiny_teacher_weights, workdir):
+    cells = _cells(tiny_teacher_weights["lenet5"])
+    (workdir / "b").mkdir()
+    with run_held_elsewhere(workdir / "b", workdir) as pid, pytest.raises(UsageError) as refused:
+        run_bench(cells, workdir / "b", second := InProcess())
+    assert str(refused.value).startswith(f"Bench {workdir / 'b'} is in use by process {pid}")
+    assert second.calls == [] and not (workdir / "b/cells").exists()
 
 
 def test_a_resumed_cell_adds_the_earlier_attempts_cpu_time(workdir):

@@ -165,9 +165,27 @@ def run_bench(
     jobs: int = 1,
     on_cell: Callable[[dict[str, Any]], None] = lambda record: None,
 ) -> None:
-    """Run every unfinished cell, ``jobs`` at a time; ``on_cell`` hears of each as it ends."""
-    steps = plan(cells, bench_dir)
-    todo = [c for c in cells if steps[c.name] != "done"]
+    """Run every unfinished cell, ``jobs`` at a time; ``on_cell`` hears of each as it ends. The
+    bench directory is locked meanwhile: a second bench into it would run the same cells."""
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    with BenchDir(bench_dir).lock():
+        steps = plan(cells, bench_dir)
+        todo = [c for c in cells if steps[c.name] != "done"]
+        _run_cells(todo, steps, bench_dir, runner, jobs, on_cell)
+
+
+class BenchDir(RunDir):
+    noun = "Bench"
+
+
+def _run_cells(
+    todo: list[Cell],
+    steps: dict[str, str],
+    bench_dir: Path,
+    runner: Runner,
+    jobs: int,
+    on_cell: Callable[[dict[str, Any]], None],
+) -> None:
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [pool.submit(run_cell, c, bench_dir, runner, steps[c.name]) for c in todo]
         try:

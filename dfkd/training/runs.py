@@ -38,6 +38,8 @@ START_OVER = (
 @dataclass(frozen=True)
 class RunDir:
     path: Path
+    #: what the in-use refusal calls this folder
+    noun = "Run"
 
     @property
     def config_file(self) -> Path:
@@ -150,8 +152,8 @@ class RunDir:
         except OSError:
             holder = ""
         return UsageError(
-            f"Run {self.path} is in use by process {holder or 'another process'}: wait for it "
-            "to finish, or stop it first."
+            f"{self.noun} {self.path} is in use by process {holder or 'another process'}: wait "
+            "for it to finish, or stop it first."
         )
 
 
