@@ -172,3 +172,21 @@ def test_class_layouts_ask_for_several_classes_per_image():
     assert masks.shape == (64, 16, 16) and torch.equal(masks, again)
     assert masks.unique().tolist() == [0, 1, 2, 3, 4]
     assert (torch.tensor([m.unique().numel() for m in masks]) > 1).float().mean() > 0.8
+
+
+def test_eval_data_of_a_segmentation_teacher_is_scored_by_miou_or_refused(seg_teacher, workdir):
+    dfad = pytest.importorskip("dfkd_plugin_dfad")
+    from dfkd.errors import UsageError
+    from dfkd.testing import tiny_run_config
+    from dfkd.training.datafree import run_datafree
+
+    plugins = make_plugins((dfad, "dfkd-plugin-dfad"))
+    cfg = tiny_run_config("dfad-bn", "segnet_small", seg_teacher, "runs/own", [])
+    cfg.student, cfg.dataset, cfg.preset = "segnet_small_half", "tiny-seg", "smoke"
+    cfg.eval_data = "tiny"  # labelled images, no masks
+    with pytest.raises(UsageError, match="^--eval-data tiny needs image/mask pairs of the"):
+        run_datafree(cfg, plugins=plugins)
+    assert not (workdir / "runs").exists()
+    cfg.eval_data = "tiny-seg"
+    rows = run_datafree(cfg, plugins=plugins).metrics
+    assert all(0 <= row["eval_miou"] <= 100 and "eval_top1" not in row for row in rows)

@@ -19,9 +19,8 @@ from dfkd.options import build_options
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.synthesis.base import SynthesisContext, SynthesisResult, Synthesizer
 from dfkd.synthesis.options import fit_milestones
-from dfkd.tasks import CLASSIFICATION, SEGMENTATION
+from dfkd.tasks import CLASSIFICATION
 from dfkd.training.guard import CollapseGuard
-from dfkd.training.inputs import evaluate
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
 from dfkd.training.precision import resolve_precision
 from dfkd.training.runs import RunDir
@@ -154,14 +153,8 @@ def _open_eval_data(cfg: RunConfig, plugins: Plugins, source: Any) -> EvalData |
             f"--eval-data {cfg.eval_data} has {images.shape[1]}-channel images; the teacher "
             f"takes {source.channels}."
         )
-    if labels is not None and source.task == SEGMENTATION:
-        if eval_source.task != SEGMENTATION or eval_source.num_classes != source.num_classes:
-            raise UsageError(
-                f"--eval-data {cfg.eval_data} needs image/mask pairs of the teacher's "
-                f"{source.num_classes} classes."
-            )
-    elif labels is not None:
-        labels = _as_teacher_labels(labels, eval_source.classes, source.classes, cfg.eval_data)
+    if labels is not None:
+        labels = task_of(source.task).labels_for_teacher(labels, eval_source, source, cfg.eval_data)
     return eval_source, images, labels
 
 
@@ -178,15 +171,9 @@ def _eval_data_scorer(
     the teacher's classes, agreement with the teacher where they are not."""
     eval_source, images, labels = data
     fmt = InputFormat(tuple(source.mean), tuple(source.std), s_fmt.size)
-    if labels is not None and source.task == SEGMENTATION:
-        score = task_of(SEGMENTATION).scorer(eval_source, (images, labels), fmt, accelerator)
-        return lambda model: {f"eval_{k}": v for k, v in score(model).items()}
     if labels is not None:
-
-        def labelled(model: Any) -> dict[str, float]:
-            return {"eval_top1": evaluate(model, images, labels, fmt, accelerator)["top1"]}
-
-        return labelled
+        score = task_of(source.task).scorer(eval_source, (images, labels), fmt, accelerator)
+        return lambda model: {f"eval_{k}": v for k, v in score(model).items()}
     t_fmt = InputFormat(tuple(source.mean), tuple(source.std), teacher_size)
     with torch.no_grad():
         t_logits = teacher(t_fmt.from_uint8(images).to(accelerator.device)).float().cpu()
@@ -204,22 +191,6 @@ def _has_split(source: Any, split: str) -> bool:
     except UsageError:
         return False
     return True
-
-
-def _as_teacher_labels(
-    labels: Any, folder_classes: list[str], classes: list[str], name: str
-) -> Any:
-    """Folder labels are indices into the folder's sorted class names: map them by name onto the
-    teacher's classes where it has names, or take them as the teacher's indices."""
-    if set(folder_classes) <= set(classes):
-        index = torch.tensor([classes.index(c) for c in folder_classes])
-        return index[labels]
-    if len(folder_classes) > len(classes):
-        raise UsageError(
-            f"--eval-data {name} has {len(folder_classes)} classes; the teacher has "
-            f"{len(classes)}. Name its class folders after the teacher's classes."
-        )
-    return labels
 
 
 def recorded_options(

@@ -68,6 +68,11 @@ class Task:
         through the classes: a smaller set's are a larger one's first."""
         raise NotImplementedError
 
+    def labels_for_teacher(self, labels: Any, data: Any, source: Any, name: str) -> Any:
+        """The labels of ``--eval-data`` ``name`` (the dataset ``data``) in the terms of the
+        teacher's ``source``, or a UsageError when they cannot be."""
+        raise NotImplementedError
+
     def validation_unit(self, num_classes: int) -> int:
         """The smallest number of validation images that asks for every class equally often."""
         return num_classes // math.gcd(num_classes, self.classes_per_validation_image)
@@ -101,6 +106,18 @@ class Classification(Task):
 
     def validation_targets(self, size: int, num_classes: int, image_size: int) -> torch.Tensor:
         return torch.arange(size) % num_classes
+
+    def labels_for_teacher(self, labels, data, source, name):
+        """Folder labels are indices into the folder's sorted class names: mapped by name onto
+        the teacher's classes where it has names, else taken as the teacher's indices."""
+        if set(data.classes) <= set(source.classes):
+            return torch.tensor([source.classes.index(c) for c in data.classes])[labels]
+        if len(data.classes) > len(source.classes):
+            raise UsageError(
+                f"--eval-data {name} has {len(data.classes)} classes; the teacher has "
+                f"{len(source.classes)}. Name its class folders after the teacher's classes."
+            )
+        return labels
 
 
 class Segmentation(Task):
@@ -145,6 +162,14 @@ class Segmentation(Task):
         from dfkd.training.segmentation import block_targets
 
         return block_targets(size, num_classes, image_size)
+
+    def labels_for_teacher(self, labels, data, source, name):
+        if data.task != SEGMENTATION or data.num_classes != source.num_classes:
+            raise UsageError(
+                f"--eval-data {name} needs image/mask pairs of the teacher's "
+                f"{source.num_classes} classes."
+            )
+        return labels
 
 
 TASKS = {task.name: task for task in (Classification(), Segmentation())}
