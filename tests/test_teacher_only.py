@@ -96,7 +96,10 @@ def test_the_validation_set_is_made_once_per_teacher_and_shared(teacher, workdir
     run_datafree(no_data_config(teacher, "runs/a"), plugins=plugins())
     cached = cache_path(teacher)
     made = cached.stat().st_mtime_ns
-    assert _metadata(cached)["wanted"] == validation._fingerprint(teacher)
+    assert _metadata(cached)["wanted"].endswith(
+        f"-{validation.SIZE}-{validation.STEPS}-{validation.LR}-{validation.SEED}-"
+        f"{validation.TV_WEIGHT}-{validation.CHUNK}"
+    )
     cfg = no_data_config(teacher, "runs/b", seed=1)
     assert run_datafree(cfg, plugins=plugins()).last["agree"] >= 0
     assert cached.stat().st_mtime_ns == made  # read, not made again
@@ -127,6 +130,24 @@ def test_runs_started_together_make_the_validation_set_once(teacher_copy, workdi
     assert len(made) == 1
     assert torch.equal(first.images, second.images)
     assert torch.equal(first.teacher_logits, second.teacher_logits)
+
+
+def test_a_cached_validation_set_is_not_read_for_another_normalisation(teacher_copy, workdir):
+    """Images inverted through one --mean/--std are not another normalisation's: a corrected
+    normalisation makes its own set instead of scoring on the stale one."""
+    from dfkd.data.pipeline import InputFormat
+    from dfkd.models.lenet import lenet5
+    from dfkd.training import validation
+
+    net = lenet5(10, 1).eval()
+
+    def valset(mean: float) -> validation.ValidationSet:
+        fmt = InputFormat((mean,), (0.3,), 32)
+        return validation.validation_set(net, teacher_copy, fmt, 10, 1, 32, workdir, 10, 2)
+
+    first, corrected = valset(0.2), valset(0.8)
+    assert not torch.equal(first.images, corrected.images)
+    assert torch.equal(valset(0.8).images, corrected.images)  # the corrected one is kept
 
 
 def _metadata(path: Path) -> dict:

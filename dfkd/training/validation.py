@@ -12,6 +12,7 @@ teacher is asked for a grid of classes per image, and agreement is counted per p
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -74,8 +75,18 @@ def default_size(task: str) -> int:
     return task_of(task).validation_images
 
 
-def _fingerprint(weights: Path, size: int = SIZE, steps: int = STEPS) -> str:
-    return f"{sha256_of(weights)[:16]}-{size}-{steps}-{LR}-{SEED}-{TV_WEIGHT}-{CHUNK}"
+def _fingerprint(weights: Path, inputs: str, size: int = SIZE, steps: int = STEPS) -> str:
+    return f"{sha256_of(weights)[:16]}-{inputs}-{size}-{steps}-{LR}-{SEED}-{TV_WEIGHT}-{CHUNK}"
+
+
+def _inputs_key(
+    fmt: InputFormat, num_classes: int, channels: int, image_size: int, task: str
+) -> str:
+    """What the set's images and the teacher's logits on them depend on besides the weights and
+    the recipe: the normalisation the images were inverted through (a corrected --mean/--std
+    makes another set), their shape, the classes and the task."""
+    described = f"{fmt.mean}|{fmt.std}|{fmt.size}|{num_classes}|{channels}|{image_size}|{task}"
+    return hashlib.sha256(described.encode()).hexdigest()[:12]
 
 
 def cache_path(weights: Path) -> Path:
@@ -103,7 +114,8 @@ def validation_set(
     size and steps (``len(images)`` and ``steps`` of the result)."""
     wanted = (size or default_size(task), STEPS if steps is None else steps)
     fitted = size is None or steps is None
-    key = _fingerprint(weights, *wanted)
+    inputs = _inputs_key(fmt, num_classes, channels, image_size, task)
+    key = _fingerprint(weights, inputs, *wanted)
     places = (cache_path(weights), fallback_dir / "valset.safetensors")
     found = _read_cached(places, key, fitted)
     if found is None:
@@ -115,7 +127,8 @@ def validation_set(
                 made = _make_within_budget(
                     teacher, fmt, num_classes, channels, image_size, size, steps, task, progress
                 )
-                _keep(made, places, _fingerprint(weights, len(made.images), made.steps), key)
+                made_key = _fingerprint(weights, inputs, len(made.images), made.steps)
+                _keep(made, places, made_key, key)
                 return made
     if progress is not None:
         progress.validation_set(f"{_describe(found[0], wanted)}, read from {found[1]}")
