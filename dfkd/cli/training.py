@@ -294,8 +294,9 @@ def _summary(outcome, what: str) -> None:
         chosen = "the result is the last epoch (no test split to choose another by)"
     else:
         chosen = f"best {outcome.best_by} {outcome.best_score:.2f}%"
+    epochs = last.get("epoch", 0)
     err_console.print(
-        f"[bold]{what}[/]: {scores}; {chosen} after {last.get('epoch', 0)} epochs",
+        f"[bold]{what}[/]: {scores}; {chosen} after {epochs} epoch{'s' * (epochs != 1)}",
         highlight=False,
     )
     if "agree" in last:
