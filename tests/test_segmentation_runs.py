@@ -58,6 +58,10 @@ def test_eval_scores_miou(seg_teacher, cli):
     assert done.exit_code == 0, done.output
     scores = json.loads(done.output)
     assert scores["miou"] > 50 and scores["pixel_acc"] > scores["miou"] - 50
+    table = cli(
+        "eval", "--model", "segnet_small", "--dataset", "tiny-seg", "--weights", seg_teacher
+    )
+    assert table.exit_code == 0 and "Test-split mIoU" in table.output
 
 
 @pytest.mark.parametrize(

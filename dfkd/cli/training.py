@@ -195,7 +195,6 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         from dfkd.data import open_dataset
         from dfkd.data.pipeline import InputFormat
         from dfkd.options import check_range
-        from dfkd.tasks import SEGMENTATION
         from dfkd.training.setup import (
             check_task,
             load_teacher,
@@ -209,7 +208,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             model = teacher_from_weights(model, weights)  # the weights' sidecar names it
         require_options(model=model or exported or None, dataset=dataset)
         source = open_dataset(dataset, data_root, download, plugins=plugins)
-        segmentation = source.task == SEGMENTATION
+        task = task_of(source.task)
         if batch_size is not None:
             check_range("--batch-size", batch_size, ge=1)
         if exported:
@@ -229,7 +228,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             net.check_fits(source, images.shape[-2:])
         accelerator = make_accelerator(mixed_precision, cpu)
         net.to(accelerator.device)
-        scorer = task_of(source.task).scorer(source, (images, labels), fmt, accelerator, batch_size)
+        scorer = task.scorer(source, (images, labels), fmt, accelerator, batch_size)
         scores = scorer(net)
         result = {
             "model": model,
@@ -243,7 +242,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             return
         from rich.table import Table
 
-        title = "Test-split mIoU" if segmentation else "Test-split accuracy"
+        title = f"Test-split {task.score_title}"
         table = Table("", "", show_header=False, title=title)
         for key, value in result.items():
             label = SCORE_NAMES.get(key, key)

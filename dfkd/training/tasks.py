@@ -30,6 +30,8 @@ class Task:
     name: str
     #: the test score that ranks epochs (and names the bench's accuracy column)
     metric: str
+    #: what that score is called in a table's title
+    score_title: str
     #: images of the synthetic validation set when the user gives no --val-size (part of the
     #: cached set's key: a change makes every cached set stale)
     validation_images: int
@@ -81,6 +83,7 @@ class Task:
 class Classification(Task):
     name = CLASSIFICATION
     metric = "top1"
+    score_title = "accuracy"
     validation_images = 500
 
     def supervised_loss(
@@ -123,6 +126,7 @@ class Classification(Task):
 class Segmentation(Task):
     name = SEGMENTATION
     metric = "miou"
+    score_title = "mIoU"
     validation_images = 64  # K logits a pixel: fewer images hold as many predictions
     classes_per_validation_image = 4  # block_targets' 2 × 2 grid of classes
     label_smoothing = False
