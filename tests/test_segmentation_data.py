@@ -371,7 +371,7 @@ def read_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 def test_scenes_masks_name_the_item_each_pixel_shows(tmp_path: Path) -> None:
     source = Items(tmp_path / "items")
     made = make_scenes(tmp_path / "out", source, seed=3, train=40, test=20, size=16)
-    assert made == {"train": 40, "test": 20}
+    assert made == {"train": 40, "test": 20, "size": 16, "classes": 4}
     root = tmp_path / "out"
     assert (root / "classes.txt").read_text() == "background\na\nb\nc\n"
     for split, base in (("train", 60), ("test", 160)):
@@ -392,10 +392,12 @@ def test_scene_layouts_hold_min_to_max_items_inside_the_canvas() -> None:
     assert rows.min() == 0 and rows.max() == 36 and cols.max() == 36
 
 
-def test_scenes_are_byte_identical_for_a_seed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("style", ["black", "street"])
+def test_scenes_are_byte_identical_for_a_seed(tmp_path: Path, style: str) -> None:
     source = Items(tmp_path / "items")
+    kwargs = {"size": 12, "max_items": 3, "style": style}
     for out, seed in (("a", 1), ("b", 1), ("c", 2)):
-        make_scenes(tmp_path / out, source, seed=seed, train=6, test=4, size=12, max_items=3)
+        make_scenes(tmp_path / out, source, seed=seed, train=6, test=4, **kwargs)
 
     def files(root: Path) -> dict[str, bytes]:
         return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
@@ -404,9 +406,33 @@ def test_scenes_are_byte_identical_for_a_seed(tmp_path: Path) -> None:
     assert files(tmp_path / "a") == files(tmp_path / "b")
     assert files(tmp_path / "a") != files(tmp_path / "c")
     # the test scenes do not depend on how many train scenes there are
-    make_scenes(tmp_path / "d", source, seed=1, train=9, test=4, size=12, max_items=3)
+    make_scenes(tmp_path / "d", source, seed=1, train=9, test=4, **kwargs)
     test_d = {k: v for k, v in files(tmp_path / "d").items() if k.startswith("test")}
     assert test_d == {k: v for k, v in files(tmp_path / "a").items() if k.startswith("test")}
+
+
+def test_street_scenes_are_colour_streets_with_tinted_items_on_them(tmp_path: Path) -> None:
+    source = Items(tmp_path / "items")
+    made = make_scenes(tmp_path / "out", source, seed=0, train=30, test=10, style="street")
+    assert made == {"train": 30, "test": 10, "size": 128, "classes": 6}
+    root = tmp_path / "out"
+    assert (root / "classes.txt").read_text() == "sky\nbuilding\nroad\na\nb\nc\n"
+    images, masks = read_split(root, "train")
+    assert images.shape == (30, 128, 128, 3) and masks.shape == (30, 128, 128)
+    assert (masks[:, 0] == 0).all()  # sky along the top: items stand on the lower two thirds
+    assert (masks[:, : 128 // 3] < 3).all()
+    for scene, mask in zip(images, masks, strict=True):
+        counts = np.bincount(mask.ravel(), minlength=6)
+        assert (counts[:3] > 0).all() and counts[3:].sum() > 0  # all of the street, and items
+        sky, road = scene[mask == 0].mean(0), scene[mask == 2].mean(0)
+        assert sky[2] > sky[0] and road.std() < 30  # blue sky, grey road
+        assert len(np.unique(scene.reshape(-1, 3), axis=0)) > 500  # textured, not flat
+    # an item's colour says nothing of its class: a class comes in many tints
+    shown = [i for i in range(30) if (masks[i] == 4).any()]
+    tints = {tuple(np.round(images[i][masks[i] == 4].mean(0) / 10)) for i in shown}
+    assert len(tints) > 10
+    source_read = open_dataset(f"folder:{root}")
+    assert (source_read.channels, source_read.image_size, source_read.num_classes) == (3, 128, 6)
 
 
 def test_scenes_open_as_a_segmentation_folder(tmp_path: Path) -> None:
@@ -431,6 +457,7 @@ def test_scenes_refuse_bad_arguments_before_writing(tmp_path: Path) -> None:
         ({"min_items": 3, "max_items": 2}, "need 1 <= min <= max"),
         ({"size": 5}, "--size 5 is smaller than items's 6x6 items."),
         ({"test": 0}, "--train and --test must each be at least 1 scene."),
+        ({"style": "city"}, "--style must be black or street, not 'city'."),
     ]
     for kwargs, expected in cases:
         out = kwargs.pop("out", tmp_path / "new")

@@ -1,4 +1,5 @@
-"""`dfkd make-scenes`: a segmentation dataset of Fashion-MNIST items pasted on black canvases."""
+"""`dfkd make-scenes`: a segmentation dataset of Fashion-MNIST items pasted on black canvases
+or, with ``--style street``, on colour street scenes."""
 
 from __future__ import annotations
 
@@ -31,9 +32,23 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         seed: Seed = 0,
         train: Train = 10000,
         test: Test = 2000,
-        size: Annotated[int, typer.Option(help="Side of each square scene in pixels.")] = 64,
-        min_items: Annotated[int, typer.Option(help="Fewest items in a scene.")] = 2,
-        max_items: Annotated[int, typer.Option(help="Most items in a scene.")] = 4,
+        style: Annotated[
+            str,
+            typer.Option(
+                help="black: grey items on black canvases; street: colour street scenes "
+                "(sky, buildings, road) with tinted items, CamVid-like."
+            ),
+        ] = "black",
+        size: Annotated[
+            int | None,
+            typer.Option(help="Side of each square scene in pixels [default: 64; street 128]."),
+        ] = None,
+        min_items: Annotated[
+            int | None, typer.Option(help="Fewest items in a scene [default: 2; street 3].")
+        ] = None,
+        max_items: Annotated[
+            int | None, typer.Option(help="Most items in a scene [default: 4; street 6].")
+        ] = None,
         data_root: DataRoot = None,
         download: Download = False,
         quiet: Quiet = False,
@@ -52,11 +67,13 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
             size=size,
             min_items=min_items,
             max_items=max_items,
+            style=style,
         )
         if quiet:
             return
         console.print(
-            f"wrote {out}: {made['train']} train and {made['test']} test scenes of {size}x{size} "
-            f"px, {len(source.classes) + 1} classes; use it as --dataset folder:{out}",
+            f"wrote {out}: {made['train']} train and {made['test']} test scenes of "
+            f"{made['size']}x{made['size']} px, {made['classes']} classes; use it as --dataset "
+            f"folder:{out}",
             highlight=False,
         )
