@@ -243,6 +243,22 @@ def test_gradient_clipping_bounds_every_student_step(noise_plugins, workdir, tin
     assert free > 10 * steps * lr * clip
 
 
+def test_each_epoch_logs_the_student_s_gradient_norm_before_clipping(
+    noise_plugins, workdir, tiny_teacher_weights
+):
+    """The logged norm is the step's: unclipped, four plain SGD steps move the student by at
+    most lr × the sum of their norms; clipped, the norm logged is the one before the clip."""
+    clip, lr, steps = 1e-3, 0.5, 4
+    free = _epoch_two_displacement(noise_plugins, tiny_teacher_weights, "runs/f", 0, lr)
+    _epoch_two_displacement(noise_plugins, tiny_teacher_weights, "runs/c", clip, lr)
+    for run in ("f", "c"):
+        rows = RunDir(workdir / "runs" / run).read_metrics()
+        assert all(0 < r["grad_norm"] <= r["grad_norm_max"] for r in rows)
+    free_row, clipped_row = (RunDir(workdir / f"runs/{r}").read_metrics()[1] for r in "fc")
+    assert free <= steps * lr * free_row["grad_norm"] * (1 + 1e-4)
+    assert clipped_row["grad_norm"] > 10 * clip
+
+
 def test_cli_run_prints_where_the_samples_are(workdir, tiny_teacher_weights):
     from typer.testing import CliRunner
 

@@ -86,7 +86,8 @@ class ProgressReporter:
                 f"  {k} {row[k]:.4g}"
                 for k in row
                 if k not in {"epoch", *SCORES, "top5", "best", "images", "lr", "gpu_peak_mb"}
-                and not k.startswith(("seconds", "val_top", "syn_top"))  # the time ends the line
+                # the time ends the line; gradient norms are for metrics.jsonl
+                and not k.startswith(("seconds", "val_top", "syn_top", "grad_norm"))
                 and isinstance(row[k], float)
             )
             best = f"  best {row.get('best', 0.0):.2f}%" if by else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import typing
 from dataclasses import dataclass, field
@@ -291,6 +292,7 @@ class DataFreeJob(Job):
         self.global_step = 0
         self.grad_clip = options.grad_clip  # the collapse guard may turn clipping on
         self.teacher_answers = torch.zeros(0, dtype=torch.long)  # this epoch's, per class
+        self.grad_norms: list[torch.Tensor] = []  # this epoch's, before clipping, on the device
         self.synthesis_seconds = 0.0  # this epoch's, so a benchmark can split synthesis cost
 
     def stateful(self) -> dict[str, Any]:
@@ -345,8 +347,10 @@ class DataFreeJob(Job):
         loss, extra = self.synthesizer.student_loss(s_logits, t_logits, self.global_step)
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
-        if self.grad_clip:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        # the norm before clipping, for metrics.jsonl; without a clip, max_norm inf scales by 1
+        norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.grad_clip or math.inf)
+        if norm is not None:
+            self.grad_norms.append(norm.detach())
         self.optimizer.step()
         self.global_step += 1
         return {"loss": loss.item(), **extra, **logs}
@@ -386,6 +390,11 @@ class DataFreeJob(Job):
         answers = answers.cpu()
         if answers.sum() > 0:
             extras["syn_top_class"] = round(100.0 * answers.max().item() / answers.sum().item(), 2)
+        if self.grad_norms:
+            norms = torch.stack(self.grad_norms).float().cpu()
+            extras["grad_norm"] = round(norms.mean().item(), 4)
+            extras["grad_norm_max"] = round(norms.max().item(), 4)
+            self.grad_norms = []
         extras["lr"] = self.optimizer.param_groups[0]["lr"]
         extras["seconds_synthesis"] = round(self.synthesis_seconds, 3)
         self.synthesis_seconds = 0.0
