@@ -1,6 +1,6 @@
-"""Why a BatchNorm-free student dies in its first epochs, measured: DFQ's `default` preset from
-the five-class robustness teacher, whose first try ended at 20.0 % (one class for everything)
-before the collapse guard existed.
+"""A BatchNorm-free student's first epochs, measured: DFQ's `default` preset from the five-class
+robustness teacher, whose first try in the robustness bench answered one class for everything
+(20.0 % on the test split) before the collapse guard existed.
 
 Three runs of the first four epochs (before the guard's patience of five epochs, so that it
 does not step in), each a `dfkd run`, differing only in the student's step:
@@ -15,7 +15,7 @@ class, its agreement with the teacher there, and its top-1 on the real test spli
 benchmarks/results/student_collapse.md. Needs the teacher of `python benchmarks/robust_teachers.py
 --only five-class`.
 
-Usage: python benchmarks/student_collapse.py [--root runs/student-collapse] [--seed 0]
+Usage: python benchmarks/student_collapse.py [--root runs/student-collapse] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -57,27 +57,29 @@ def run(out: Path, seed: int, options: tuple[str, ...]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="runs/student-collapse")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
-    text = f"""# Why a BatchNorm-free student dies: DFQ's first epochs from the five-class teacher
+    seeds = " ".join(map(str, args.seeds))
+    text = f"""# A BatchNorm-free student's first epochs: DFQ from the five-class teacher
 
-`python benchmarks/student_collapse.py --seed {args.seed}`, {datetime.date.today()}, commit
+`python benchmarks/student_collapse.py --seeds {seeds}`, {datetime.date.today()}, commit
 {commit}: DFQ's `default` preset, lenet5_bn (five classes) → lenet5_half, float32, the first
 {EPOCHS} epochs, one torch thread. Gradient norms are the student's, before clipping, mean and
 largest over an epoch's steps; "one class" is the share of the synthetic validation set the
 student gives its most frequent class (the teacher's is 20 %); top-1 on the real test split.
 
-| student step | epoch | gradient norm | largest | one class % | agree % | top-1 % |
-|---|---|---|---|---|---|---|
+| student step | seed | epoch | gradient norm | largest | one class % | agree % | top-1 % |
+|---|---|---|---|---|---|---|---|
 """
     for name, options in STEPS.items():
         slug = name.split(" (")[0].replace(" ", "").replace(",", "-").replace(".", "")
-        for row in run(ROOT / args.root / slug, args.seed, options):
-            cells = " | ".join(f"{row.get(c, float('nan')):.2f}" for c in COLUMNS)
-            text += f"| {name} | {row['epoch']} | {cells} |\n"
+        for seed in args.seeds:
+            for row in run(ROOT / args.root / f"{slug}-seed{seed}", seed, options):
+                cells = " | ".join(f"{row.get(c, float('nan')):.2f}" for c in COLUMNS)
+                text += f"| {name} | {seed} | {row['epoch']} | {cells} |\n"
     RESULTS.write_text(text)
     print(text)
 
