@@ -216,3 +216,15 @@ def test_only_process_0_reports_a_run(toy_cli, monkeypatch, main_process):
         assert shown.exit_code == 0, shown.output
         assert ("run: runs/x" in shown.output or "checkpoint: c" in shown.output) is main_process
         assert bool(shown.output) is main_process
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["eval"], "[default: 1000; 16 for"),
+        (["make-scenes"], "[default: 2; street 3]"),
+    ],
+)
+def test_a_default_written_in_the_help_text_is_shown_not_eaten_as_markup(cli, command, shown):
+    done = cli(*command, "--help")
+    assert done.exit_code == 0 and shown in " ".join(done.output.split())

@@ -41,13 +41,13 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         ] = "black",
         size: Annotated[
             int | None,
-            typer.Option(help="Side of each square scene in pixels [default: 64; street 128]."),
+            typer.Option(help="Side of each square scene in pixels \\[default: 64; street 128]."),
         ] = None,
         min_items: Annotated[
-            int | None, typer.Option(help="Fewest items in a scene [default: 2; street 3].")
+            int | None, typer.Option(help="Fewest items in a scene \\[default: 2; street 3].")
         ] = None,
         max_items: Annotated[
-            int | None, typer.Option(help="Most items in a scene [default: 4; street 6].")
+            int | None, typer.Option(help="Most items in a scene \\[default: 4; street 6].")
         ] = None,
         data_root: DataRoot = None,
         download: Download = False,

@@ -180,7 +180,7 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         batch_size: Annotated[
             int,
             typer.Option(
-                help="Images per forward [default: 1000; 16 for segmentation].",
+                help="Images per forward \\[default: 1000; 16 for segmentation].",
                 show_default=False,
             ),
         ] = None,
