@@ -462,3 +462,8 @@ def test_an_inversion_holds_its_run_directory(workdir, teacher_bn):
 
     run_inversion(tiny_config(out, teacher_bn), plugins=make_plugins(), report=overwrite_meanwhile)
     assert refused and json.loads((out / "config.json").read_text())["command"] == "invert"
+
+
+def test_the_help_names_the_defaults_it_writes_in_brackets(invert_cli):
+    shown = " ".join(invert_cli("invert", "--help").output.split())
+    assert "[the setting's]" in shown and "[cosine]" in shown and "[84]" in shown

@@ -95,13 +95,13 @@ def add_invert_command(app: typer.Typer, plugins: Plugins) -> None:
         ] = None,
         lr: Annotated[float, typer.Option(help="Adam learning rate of the pixels [0.25].")] = None,
         betas: Annotated[
-            str, typer.Option(help="Adam betas, e.g. 0.9,0.999 [the setting's].")
+            str, typer.Option(help="Adam betas, e.g. 0.9,0.999 \\[the setting's].")
         ] = None,
         clip: Annotated[
-            bool, typer.Option("--clip/--no-clip", help="Clamp pixels to [0, 1] [the setting's].")
+            bool, typer.Option("--clip/--no-clip", help="Clamp pixels to [0, 1] \\[the setting's].")
         ] = None,
         schedule: Annotated[
-            str, typer.Option(help="cosine (with warm-up, per stage) or constant [cosine].")
+            str, typer.Option(help="cosine (with warm-up, per stage) or constant \\[cosine].")
         ] = None,
         r_feature: Annotated[float, typer.Option(help="BN-statistics weight [0.01].")] = None,
         first_bn_multiplier: Annotated[
