@@ -164,7 +164,7 @@ def main() -> None:
     data_name = args.data or bench.data
     root, data = ROOT / (args.root or bench.root), ROOT / data_name
     if args.report_only:
-        write_results(root, bench)
+        write_results(root, args.style)
         return
     dataset = f"folder:{data_name}"
     if not (data / "classes.txt").exists():
@@ -191,7 +191,7 @@ def main() -> None:
                     root / f"{method}-seed{seed}", "run", method, *pair,
                     "--preset", "fashion-mnist-scenes", "--seed", str(seed),
                 )  # fmt: skip
-    write_results(root, bench)
+    write_results(root, args.style)
 
 
 def budget(run: Path) -> str:
@@ -210,18 +210,18 @@ def finished(root: Path, method: str) -> list[Path]:
     return [root / f"{method}-seed{s}" for s in SEEDS if complete(root / f"{method}-seed{s}")]
 
 
-def write_results(root: Path, bench: Benchmark) -> None:
+def write_results(root: Path, style: str) -> None:
     """The table of every method with a finished seed; a row of fewer than three says so."""
+    bench = BENCHMARKS[style]
     teacher = rows(root / "teacher")[-1]
     kd = summary(finished(root, "kd"))
     data_free = {m: summary(finished(root, m)) for m in DATA_FREE if finished(root, m)}
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
-    style = "" if bench is BENCHMARKS["black"] else " --style street"
     text = f"""# {bench.title}
 
-`python benchmarks/scenes_fmnist.py{style}`, {datetime.date.today()}, commit {commit}:
+`python benchmarks/scenes_fmnist.py --style {style}`, {datetime.date.today()}, commit {commit}:
 {bench.described}, seed 0; one torch thread per run, on a 2-core machine that other benchmarks
 shared (minutes are wall time). Test mIoU % of the last epoch, mean ± std over the seeds listed;
 in brackets the mean of each seed's best epoch, **selected on the test set**.

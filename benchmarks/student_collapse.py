@@ -33,10 +33,11 @@ RESULTS = ROOT / "benchmarks" / "results" / "student_collapse.md"
 TEACHER = "checkpoints/robust/five-class.safetensors"
 DATASET = "folder:data/robust/five-class"
 EPOCHS = 4
+#: each student step: its run folder's name, how the table names it, its options
 STEPS = {
-    "lr 0.1, no clip": ("lr=0.1", "grad_clip=0"),
-    "lr 0.1, clip 5 (`default`)": ("lr=0.1", "grad_clip=5"),
-    "lr 0.02, no clip": ("lr=0.02", "grad_clip=0"),
+    "lr01-noclip": ("lr 0.1, no clip", ("lr=0.1", "grad_clip=0")),
+    "lr01-clip5": ("lr 0.1, clip 5 (`default`)", ("lr=0.1", "grad_clip=5")),
+    "lr002-noclip": ("lr 0.02, no clip", ("lr=0.02", "grad_clip=0")),
 }
 COLUMNS = ("grad_norm", "grad_norm_max", "val_top_class", "agree", "top1")
 
@@ -74,10 +75,9 @@ student gives its most frequent class (the teacher's is 20 %); top-1 on the real
 | student step | seed | epoch | gradient norm | largest | one class % | agree % | top-1 % |
 |---|---|---|---|---|---|---|---|
 """
-    for name, options in STEPS.items():
-        slug = name.split(" (")[0].replace(" ", "").replace(",", "-").replace(".", "")
+    for folder, (name, options) in STEPS.items():
         for seed in args.seeds:
-            for row in run(ROOT / args.root / f"{slug}-seed{seed}", seed, options):
+            for row in run(ROOT / args.root / f"{folder}-seed{seed}", seed, options):
                 cells = " | ".join(f"{row.get(c, float('nan')):.2f}" for c in COLUMNS)
                 text += f"| {name} | {seed} | {row['epoch']} | {cells} |\n"
     RESULTS.write_text(text)
