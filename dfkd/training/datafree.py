@@ -484,7 +484,6 @@ def run_datafree(
     entry, options = method.entry, method.options
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = _inputs(cfg, plugins)
-    task = task_of(source.task)
     check_method_task(entry, cfg, source)
     teacher, t_spec, teacher_path = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
     student, s_spec = build(cfg.student, source, plugins)
@@ -517,7 +516,7 @@ def run_datafree(
         source=source,
         plugin_versions={entry.provider: entry.version},
     ) as session:
-        accelerator, run = session.accelerator, session.run
+        accelerator, run, task = session.accelerator, session.run, session.task
         teacher.to(session.device)
         student.to(session.device)
         t_fmt = InputFormat.of(source, t_spec.size)

@@ -316,7 +316,6 @@ def train_kd(
     plugins = plugins or get_plugins()
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = open_dataset(cfg.dataset, cfg.data_root, cfg.download, plugins=plugins)
-    task = task_of(source.task)
     teacher, t_spec, teacher_path = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
     student, s_spec = build(cfg.student, source, plugins)
     transfer, labelled = open_transfer_set(cfg, source, plugins)
@@ -326,7 +325,7 @@ def train_kd(
     images, labels = transfer.load("train")
     test_images, test_labels = source.load("test")
     with _session(cfg, "kd", cfg.student, resume, source, teacher_path) as session:
-        accelerator = session.accelerator
+        accelerator, task = session.accelerator, session.task
         teacher.to(session.device)
         s_fmt = InputFormat.of(source, s_spec.size)
         t_fmt = InputFormat.of(source, t_spec.size)
