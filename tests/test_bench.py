@@ -492,6 +492,38 @@ def test_a_resumed_cell_adds_the_earlier_attempts_cpu_time(workdir):
     assert run_cell(cell, workdir / "b", runner, "start")["cpu_seconds"] == 12.0
 
 
+def test_a_cell_a_signal_ended_is_stopped_not_failed_and_is_resumed(bench_cli, workdir):
+    pair = Pair("lenet5", "lenet5_half")
+    _fake_cell(workdir / "b", pair, 0, [50.0, 60.0])
+    _fake_cell(workdir / "b", pair, 1, [55.0, 65.0])
+    cell = Cell("dafl", pair, 1, "tiny", "fashion-mnist")
+    path = workdir / "b" / "cells" / cell.name
+    rows = (path / "metrics.jsonl").read_text().splitlines()
+    (path / "metrics.jsonl").write_text(rows[0] + "\n")  # stopped after its first epoch
+
+    def killed(cell, run_dir, *, resume, log):
+        return Finished(-15, "stopped by SIGTERM", cpu_seconds=5.0)
+
+    record = run_cell(cell, workdir / "b", killed, "resume")
+    assert (record["status"], record["error"]) == ("stopped", "stopped by SIGTERM")
+    assert plan([cell], workdir / "b") == {cell.name: "resume"}
+    assert bench_cli("bench", "--report-only", "b").exit_code == 0
+    report = (workdir / "b" / "report.md").read_text()
+    assert "| dafl | 60.00 ± 0.00 (60.00), 1 of 2 stopped, to resume |" in report
+    assert "failed" not in report
+    (csv_row,) = csv.DictReader((workdir / "b" / "report.csv").open())
+    assert (csv_row["seeds_done"], csv_row["seeds_failed"], csv_row["seeds_stopped"]) == (
+        "1",
+        "0",
+        "1",
+    )
+
+    def crashed(cell, run_dir, *, resume, log):
+        return Finished(1, "RuntimeError: boom", cpu_seconds=5.0)
+
+    assert run_cell(cell, workdir / "b", crashed, "resume")["status"] == "failed"
+
+
 def _folder_dataset(root: Path) -> Path:
     """tiny's images as PNG class folders: a dataset a bench's child processes can open."""
     from PIL import Image
@@ -560,7 +592,7 @@ def _fake_cell(
     path = bench / "cells" / cell.name
     path.mkdir(parents=True)
     config = {"resolved_options": {"epochs": len(top1)}, "teacher_weights": teacher_weights}
-    config |= cell.describe()
+    config |= cell.describe() | {"overrides": []}
     (path / "config.json").write_text(json.dumps({"options": config, "versions": {"dfkd": "x"}}))
     rows = [
         {"epoch": i + 1, score: t, "seconds": 30.0, "seconds_synthesis": 12.0}
@@ -600,6 +632,17 @@ def test_the_report_leads_with_the_last_epoch_and_labels_test_selection(bench_cl
     assert "| dafl | 1.5 min / 2.0 CPU-min (40 % synthesis), 300 MB RSS | 1.5 min" in cost
     for name in ("accuracy.png", "accuracy_vs_time.png", "samples.png"):
         assert (workdir / "b" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_only_refuses_the_options_of_a_run(bench_cli, workdir):
+    _fake_cell(workdir / "b", Pair("lenet5", "lenet5_half"), 0, [50.0, 60.0])
+    done = bench_cli("bench", "--report-only", "b", "--out", "elsewhere", "--seeds", "2")
+    assert done.exit_code == 2
+    assert (
+        "--report-only rewrites the report inside b and runs nothing; leave out --out, --seeds"
+        in done.output
+    )
+    assert not (workdir / "elsewhere").exists() and not (workdir / "b" / "report.md").exists()
 
 
 def test_a_report_says_which_students_trained_fake_quantised(bench_cli, workdir):

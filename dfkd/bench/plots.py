@@ -138,7 +138,7 @@ def sample_grid(groups: list[Any], rows: list[str], pairs: list[str], path: Path
             ax = axes[i][j]
             ax.axis("off")
             group = places.get((row, pair))
-            cells = [] if group is None else sorted(group.done + group.failed, key=_seed)
+            cells = [] if group is None else sorted(group.ended, key=_seed)
             found = next((Path(c["dir"]) / "samples.png" for c in cells if _has_samples(c)), None)
             ax.set_title(f"{row}\n{pair}", fontsize="small")
             if found is None:

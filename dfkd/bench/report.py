@@ -37,6 +37,12 @@ class Group:
     pair: str
     done: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
+    stopped: list[dict[str, Any]] = field(default_factory=list)  # by a signal; a bench resumes
+
+    @property
+    def ended(self) -> list[dict[str, Any]]:
+        """Every seed's record, done or not."""
+        return self.done + self.failed + self.stopped
 
     @property
     def row(self) -> str:
@@ -81,7 +87,8 @@ def group_cells(records: list[dict[str, Any]]) -> tuple[list[Group], list[str], 
     for record in records:
         key = (record["method"], record["variant"], record["pair"])
         group = groups.setdefault(key, Group(*key))
-        (group.done if record["status"] == "done" else group.failed).append(record)
+        outcome = {"done": group.done, "stopped": group.stopped}
+        outcome.get(record["status"], group.failed).append(record)
     rows = list(dict.fromkeys(g.row for g in groups.values()))
     pairs = list(dict.fromkeys(g.pair for g in groups.values()))
     return list(groups.values()), rows, pairs
@@ -117,14 +124,13 @@ def _pct(value: float | None) -> str:
 def _accuracy(group: Group | None) -> str:
     if group is None:
         return "—"
-    seeds = len(group.done) + len(group.failed)
+    seeds = len(group.ended)
+    unfinished = [(len(group.failed), "failed"), (len(group.stopped), "stopped, to resume")]
     if not group.done:
-        return f"failed ({seeds} of {seeds})"
+        return ", ".join(f"{what} ({n} of {seeds})" for n, what in unfinished if n)
     text = f"{_pct(group.mean('last_score'))} ± {_pct(group.std('last_score'))}"
     text += f" ({_pct(group.mean('best_score_test_selected'))})"
-    if group.failed:
-        text += f", {len(group.failed)} of {seeds} failed"
-    return text
+    return "".join([text, *(f", {n} of {seeds} {what}" for n, what in unfinished if n)])
 
 
 def _table(header: list[str], lines: list[list[str]]) -> str:
@@ -300,6 +306,7 @@ def table_csv(groups: list[Group]) -> str:
             "preset",
             "seeds_done",
             "seeds_failed",
+            "seeds_stopped",
             "score",
             "last_score_mean",
             "last_score_std",
@@ -313,7 +320,7 @@ def table_csv(groups: list[Group]) -> str:
         ]
     )
     for g in groups:
-        records = g.done or g.failed
+        records = g.done or g.ended
         minutes = g.mean("seconds")
         cpu = g.mean("cpu_seconds")
         synthesis = g.mean("seconds_synthesis")
@@ -325,6 +332,7 @@ def table_csv(groups: list[Group]) -> str:
                 records[0]["preset"] or "",
                 len(g.done),
                 len(g.failed),
+                len(g.stopped),
                 records[0]["score"] or "",
                 _num(g.mean("last_score")),
                 _num(g.std("last_score")),

@@ -5,7 +5,9 @@ runs reads a cell, and a cell is resumed exactly like any run. When its process 
 writes ``cell.json`` beside the run's files: the numbers the report needs, so the report never
 re-reads checkpoints. A bench started again skips finished cells (``cell.json`` says done and
 ``metrics.jsonl`` holds every epoch), resumes the ones that had started and runs the rest; a
-cell that failed is tried again, since the failure may have been fixed since.
+cell that failed is tried again, since the failure may have been fixed since. A cell whose
+process a signal ended (the bench stopped, the machine shut down) is recorded as ``stopped``,
+not failed: nothing went wrong with it, and the next bench resumes it from its checkpoint.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ class Finished:
     error: str | None = None  # the last line the process wrote to stderr, when it failed
     peak_rss_kb: int | None = None  # the process's maximum resident set
     cpu_seconds: float | None = None  # the process's user + system time
+
+    @property
+    def by_signal(self) -> bool:
+        """Ended by a signal (SIGTERM, SIGKILL, ...) rather than by exiting."""
+        return self.returncode < 0
 
 
 class Runner(Protocol):
@@ -226,9 +233,10 @@ def cell_record(cell: Cell, path: Path, finished: Finished) -> dict[str, Any]:
     error = finished.error
     if finished.returncode == 0 and not complete:
         error = f"{len(rows)} of {epochs} epochs in metrics.jsonl"
+    status = "done" if complete else "stopped" if finished.by_signal else "failed"
     return {
         **cell.describe(),
-        "status": "done" if complete else "failed",
+        "status": status,
         "error": error,
         "returncode": finished.returncode,
         "epochs": epochs,

@@ -75,6 +75,16 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         from dfkd.errors import UsageError
 
         if report_only:
+            flags = {"BENCH_FILE": file, "--out": out, "--methods": methods, "--pairs": pairs}
+            flags |= {"--dataset": dataset, "--preset": preset, "-o": option, "--seeds": seeds}
+            flags |= {"--epochs": epochs, "--mixed-precision": mixed_precision}
+            flags |= {"--data-root": data_root, "--dry-run": dry_run}
+            given = [k for k, v in flags.items() if v is not None and v is not False and v != []]
+            if given:
+                raise UsageError(
+                    f"--report-only rewrites the report inside {report_only} and runs nothing; "
+                    f"leave out {', '.join(given)}."
+                )
             for path in write_report(Path(report_only)):
                 console.print(str(path), highlight=False)
             return
@@ -203,14 +213,22 @@ def _run(cells, steps: dict[str, str], bench_dir: Path, jobs: int, threads: int)
         highlight=False,
     )
     ended = 0
-    failed: list[str] = []
+    unfinished: dict[str, list[str]] = {"failed": [], "stopped": []}
 
     def on_cell(record: dict) -> None:
         nonlocal ended
         ended += 1
         where = f"[{ended}/{len(cells) - counts['done']}] {record['cell']}"
+        if record["status"] == "stopped":
+            unfinished["stopped"].append(record["cell"])
+            err_console.print(
+                f"{where}: [yellow]stopped[/] ({escape(record['error'])}); the next bench "
+                "resumes it",
+                highlight=False,
+            )
+            return
         if record["status"] != "done":
-            failed.append(record["cell"])
+            unfinished["failed"].append(record["cell"])
             err_console.print(
                 f"{where}: [red]failed[/]: {escape(record['error'])}", highlight=False
             )
@@ -226,8 +244,11 @@ def _run(cells, steps: dict[str, str], bench_dir: Path, jobs: int, threads: int)
         run_bench(cells, bench_dir, SubprocessRunner(threads), jobs=jobs, on_cell=on_cell)
     for path in write_report(bench_dir):
         console.print(str(path), highlight=False)
+    failed, stopped = unfinished["failed"], unfinished["stopped"]
+    said = [f"{len(failed)} of {len(cells)} cells failed"] if failed else []
     if failed:
-        raise DfkdError(
-            f"{len(failed)} of {len(cells)} cells failed; their errors are in "
-            f"{bench_dir / 'report.md'}. Run the bench again to retry them."
-        )
+        said[0] += f"; their errors are in {bench_dir / 'report.md'}"
+    if stopped:
+        said.append(f"{len(stopped)} of {len(cells)} cells were stopped by a signal")
+    if said:
+        raise DfkdError(f"{'; '.join(said)}. Run the bench again to retry or resume them.")
