@@ -34,8 +34,8 @@ from dfkd.data.pipeline import normalize
 from dfkd.errors import DfkdError, UsageError
 from dfkd.fileio import write_atomic, write_json
 from dfkd.plugins import Plugins, get_plugins
-from dfkd.tasks import SEGMENTATION
 from dfkd.training.runs import RunDir, check_output
+from dfkd.training.tasks import task_of
 from dfkd.weights import load_weights, read_meta, sidecar_path
 
 #: file suffix of each format
@@ -157,10 +157,10 @@ def export_student(
             f"{weights} was trained fake-quantised ({meta['quantized']}); a float file would drop "
             "the rounding it learned with: dfkd quantize writes the integer model."
         )
-    segmentation = meta.get("task") == SEGMENTATION
-    # a segmentation network takes any size: by default the crops it was trained on
+    task = task_of(meta.get("task"))
+    # a per-pixel network takes any size: it is exported, by default, at its training crops
     size = (
-        input_size or meta.get("input_size") or (meta.get("image_size") if segmentation else None)
+        input_size or meta.get("input_size") or (meta.get("image_size") if task.per_pixel else None)
     )
     if not size:
         raise UsageError(
@@ -208,7 +208,7 @@ def export_student(
     write_atomic(path, lambda tmp: tmp.write_bytes(blob))
     shapes = f", {size}x{size} px" + (
         "; per-pixel logits (export again with --input-size for another size)"
-        if segmentation
+        if task.per_pixel
         else " (training resized other sizes bilinearly, with antialiasing)"
     )
     record = {
@@ -216,7 +216,7 @@ def export_student(
         **info,
         **runtime_record(meta, weights, size, include_normalization, shapes),
         "format": fmt,
-        "output_shape": ["batch", meta["num_classes"], *((size, size) if segmentation else ())],
+        "output_shape": ["batch", meta["num_classes"], *((size, size) if task.per_pixel else ())],
         "verification": {
             "max_abs_diff": max_diff,
             "atol": ATOL,
@@ -429,7 +429,7 @@ class ExportedModel(nn.Module):
             )
         size = self.meta.get("input_size")
         height, width = test_size
-        if source.task == SEGMENTATION and size and (height, width) != (size, size):
+        if task_of(source.task).per_pixel and size and (height, width) != (size, size):
             again = (
                 f"export it again with --input-size {height}"
                 if height == width

@@ -44,8 +44,8 @@ from dfkd.export import (
 )
 from dfkd.fileio import sha256_of, write_atomic, write_json
 from dfkd.plugins import Plugins, get_plugins
-from dfkd.tasks import SEGMENTATION
 from dfkd.training.runs import RunDir, check_output, run_owning
+from dfkd.training.tasks import task_of
 
 #: the widths onnxruntime's CPU kernels compute in: 8-bit weights and activations
 SCHEMES = ("w8a8",)
@@ -117,9 +117,10 @@ def quantize_model(
     weights = find_weights(source, which)
     RunDir(weights.parent).refuse_while_in_use()
     meta = read_sidecar(weights)
-    if meta.get("task") == SEGMENTATION:
+    task = task_of(meta.get("task"))
+    if not task.quantizable:
         raise UsageError(
-            f"{weights} is a segmentation network; dfkd quantize takes classifiers (export it "
+            f"{weights} is a {task.name} network; dfkd quantize takes classifiers (export it "
             "with dfkd export)."
         )
     size = meta.get("input_size")

@@ -123,6 +123,15 @@ def test_an_exported_segmentation_network_scores_as_pytorch_does(seg_teacher, cl
     assert scores[0] == pytest.approx(scores[1], abs=0.01)
 
 
+def test_quantize_refuses_a_segmentation_network_in_one_line(seg_teacher, cli, workdir):
+    done = cli("quantize", seg_teacher, "--out", workdir / "seg-int8.onnx")
+    assert done.exit_code == 2
+    assert f"{seg_teacher} is a segmentation network; dfkd quantize takes classifiers" in (
+        done.output.replace("\n", "")
+    )
+    assert not (workdir / "seg-int8.onnx").exists()
+
+
 @pytest.mark.slow
 def test_scratch_trains_dfads_student_on_a_layout_true_camvid(cli, workdir):
     data = write_tiny_camvid(workdir / "data")

@@ -38,6 +38,11 @@ class Task:
     #: classes one validation image asks for (segmentation asks for a grid of them)
     classes_per_validation_image: int = 1
     label_smoothing: bool = True
+    #: its networks answer per pixel: they take images of any size and answer at that size
+    #: (fully convolutional), so an export is traced at the crop they trained on
+    per_pixel: bool = False
+    #: `dfkd quantize` can make an INT8 file of it: its calibration and check are per image
+    quantizable: bool = True
 
     def supervised_loss(
         self, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
@@ -130,6 +135,8 @@ class Segmentation(Task):
     validation_images = 64  # K logits a pixel: fewer images hold as many predictions
     classes_per_validation_image = 4  # block_targets' 2 × 2 grid of classes
     label_smoothing = False
+    per_pixel = True
+    quantizable = False
 
     def supervised_loss(
         self, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
@@ -179,8 +186,10 @@ class Segmentation(Task):
 TASKS = {task.name: task for task in (Classification(), Segmentation())}
 
 
-def task_of(name: str) -> Task:
-    """The task object of a task name (a source's ``task``, a model registration's ``task=``)."""
+def task_of(name: str | None) -> Task:
+    """The task object of a task name (a source's ``task``, a model registration's ``task=``, a
+    weights sidecar's ``task``: one written before sidecars named it is a classifier's)."""
+    name = name or CLASSIFICATION
     try:
         return TASKS[name]
     except KeyError:
