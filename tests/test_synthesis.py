@@ -312,6 +312,18 @@ def test_js_divergence():
     close(losses.js_divergence(s, t), 0.5 * kl(m_c, p_c) + 0.5 * kl(m_c, q))
 
 
+def test_js_divergence_of_segmentation_maps_is_a_mean_over_pixels():
+    """A map whose every pixel holds the same logits diverges as much as one such image: the
+    term does not grow with the image's pixels (it did, 4096-fold at 64 px)."""
+    s, t = torch.randn(2, 5, generator=torch.Generator().manual_seed(0)).unbind(0)
+    s_map = s[None, :, None, None].expand(3, 5, 16, 16)
+    t_map = t[None, :, None, None].expand(3, 5, 16, 16)
+    close(losses.js_divergence(s_map, t_map), losses.js_divergence(s[None], t[None]).item())
+    pixels = torch.randn(2, 5, 4, 4), torch.randn(2, 5, 4, 4)
+    rows = [p.permute(0, 2, 3, 1).reshape(-1, 5) for p in pixels]
+    close(losses.js_divergence(*pixels), losses.js_divergence(*rows).item())
+
+
 def test_total_variation_and_l2_prior():
     x = torch.tensor([[[[1.0, 2.0], [4.0, 8.0]]]])
     # Horizontal |1−2|, |4−8|; vertical |1−4|, |2−8|; diagonals |4−2| and |1−8|.

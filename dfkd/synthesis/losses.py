@@ -115,7 +115,11 @@ def js_divergence(s: Tensor, t: Tensor, T: float = 3.0) -> Tensor:
     P = p^T(s), Q = p^T(t), M = (P + Q)/2 from the unclamped P and Q; then P, Q and M are all
     clamped to [0.01, 0.99] and KL(M‖P) = kl_div(log P, M, "batchmean"). The clamp keeps the
     logarithms finite. It is returned positive; the adversarial term is −JS or 1 − clamp(JS, 0, 1).
+    Per-pixel logits (B, K, H, W) make every pixel a row, so the mean is over pixels, as the
+    per-pixel KD loss's is: a batch mean would sum H·W pixels and outweigh every other term.
     """
+    if s.dim() > 2:
+        s, t = (z.movedim(1, -1).reshape(-1, z.shape[1]) for z in (s, t))
     p = F.softmax(s / T, dim=1)
     q = F.softmax(t / T, dim=1)
     m = ((p + q) / 2).clamp(0.01, 0.99)
