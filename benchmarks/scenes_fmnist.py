@@ -9,8 +9,9 @@ again:
 2. `dfkd scratch` trains the teacher.
 3. For seeds 0, 1, 2: `dfkd run dfad-bn --preset fashion-mnist-scenes` (dfkd's variant: DFAD's
    game with the teacher's BatchNorm-statistics prior on the generator; no real image), `dfkd
-   kd` (the student on the real train scenes, KL at T 4) and `dfkd run dfad --preset
-   fashion-mnist-scenes` (the paper's game).
+   run deepinv --preset fashion-mnist-scenes` (pixels inverted from the teacher towards class
+   layouts, its BatchNorm statistics matched), `dfkd kd` (the student on the real train scenes,
+   KL at T 4) and `dfkd run dfad --preset fashion-mnist-scenes` (the paper's game).
 
 Two benchmarks (`--style`):
 
@@ -95,6 +96,7 @@ BENCHMARKS = {
 DATA_FREE = {
     "dfad": "DFAD (the paper's game)",
     "dfad-bn": "DFAD-BN (dfkd's variant: + the teacher's BatchNorm statistics)",
+    "deepinv": "DeepInversion (pixels towards class layouts; generator steps: pixel steps)",
 }
 #: DFAD_camvid_deeplab.py: 300 epochs of 250 student steps, one generator step per 5
 REFERENCE_STEPS = (75_000, 15_000)
@@ -178,7 +180,7 @@ def main() -> None:
     pair += ["--teacher-weights", str(teacher / "model.safetensors")]
     # method by method, the data-free ones with a prior first: a benchmark stopped part-way has
     # whole rows for them, and `write_results` tables every method whose seeds all finished
-    for method in ("dfad-bn", "kd", "dfad"):
+    for method in ("dfad-bn", "deepinv", "kd", "dfad"):
         for seed in SEEDS:
             if method == "kd":
                 step(
