@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import socket
@@ -89,7 +90,9 @@ def test_each_setting_inverts_and_writes_a_transfer_set(
     assert tensors["labels"].tolist() == [0, 1, 2, 3]
     for k in range(4):
         assert (out / str(k) / f"{k:05d}.png").is_file()
-    assert (out / "grid.png").is_file() and (out / "config.json").is_file()
+    assert (out / "grid.png").is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert config["teacher_sha256"] == hashlib.sha256(Path(teacher_bn).read_bytes()).hexdigest()
 
 
 TINY_CONV_SIZES: list[int] = []

@@ -293,6 +293,7 @@ def run_inversion(
         seed=cfg.seed,
         mixed_precision=cfg.mixed_precision,
         cpu=cfg.cpu,
+        teacher=Path(cfg.weights) if cfg.weights else None,  # a download has no file to hash
     ) as session:
         session.start()  # the log of a failed inversion stays, to read
         return _invert(cfg, fmt, session, (teacher, t_size), verifier, report)
