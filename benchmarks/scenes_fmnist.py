@@ -67,7 +67,7 @@ class Benchmark:
 
 BENCHMARKS = {
     "black": Benchmark(
-        title="Segmentation: DFAD and DFAD-BN on Fashion-MNIST scenes",
+        title="Segmentation: DFAD, DFAD-BN and DeepInversion on Fashion-MNIST scenes",
         data="data/fmnist-scenes",
         root="runs/scenes",
         scenes=("--train", "6000", "--test", "1000"),
@@ -79,7 +79,7 @@ BENCHMARKS = {
         results="scenes_fmnist.md",
     ),
     "street": Benchmark(
-        title="Segmentation: DFAD and DFAD-BN on street scenes",
+        title="Segmentation: DFAD, DFAD-BN and DeepInversion on street scenes",
         data="data/street-scenes",
         root="runs/street-scenes",
         scenes=("--style", "street", "--train", "3000", "--test", "500"),
