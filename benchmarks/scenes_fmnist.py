@@ -16,9 +16,10 @@ again:
 Two benchmarks (`--style`):
 
 - ``black`` (the default): 6000 train and 1000 test black canvases of 64 × 64 (11 classes),
-  segnet_small (0.33 M) → segnet_small_half (0.08 M), about an hour of CPU for everything;
-  writes benchmarks/results/scenes_fmnist.md. The stress case: 78 % of the pixels are
-  background, of one value.
+  segnet_small (0.33 M) → segnet_small_half (0.08 M), about four hours for everything on a
+  shared 2-core machine (minutes per run in the table); writes
+  benchmarks/results/scenes_fmnist.md. The stress case: 78 % of the pixels are background, of
+  one value.
 - ``street``: 3000 train and 500 test CamVid-like street scenes of 128 × 128 (13 classes,
   colour, textured sky, building and road), a DeepLabV3-MobileNetV2 teacher (5.1 M) →
   segnet_small; writes benchmarks/results/street_scenes.md. At 128 px the teacher costs about
