@@ -33,6 +33,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import provenance
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "nayer_cost.md"
 MEASURED = RESULTS.with_suffix(".json")
@@ -44,11 +46,6 @@ SYNTH_BATCH, STUDENT_BATCH = 400, 512
 #: a modest fraction of a modern GPU's peak
 RATES = (10.0, 25.0, 50.0)
 PAPER_HOURS = 2.0
-
-
-def git_commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
 
 
 def run_one_epoch(workdir: Path, threads: int, student_steps: int) -> dict:
@@ -175,7 +172,7 @@ def main() -> None:
         gen_flops, kd_flops = step_flops()
         measured = {
             "date": str(datetime.date.today()),
-            "commit": git_commit(),
+            "commit": provenance.commit(),
             "cpus": os.cpu_count(),
             "threads": args.threads,
             "student_steps": args.student_steps,

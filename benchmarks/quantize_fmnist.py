@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "quantize_fmnist.md"
@@ -249,9 +250,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--zoo", default="lenet5_half,lenet5_bn,wrn16_1,wrn40_2,resnet18,vgg11")
     args = parser.parse_args()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    commit = provenance.commit()
     measured = {run.name: measure(run, args.repeats) for run in args.runs}
     zoo = zoo_latency([n for n in args.zoo.split(",") if n], max(10, args.repeats // 10))
     qat = {run.name: measure_qat(run) for run in args.qat}

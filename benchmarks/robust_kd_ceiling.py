@@ -26,6 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import provenance
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "robust_kd_ceiling.md"
 CACHE = ROOT / "checkpoints" / "robust"
@@ -57,9 +59,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--root", default="runs/robust-kd")
     args = parser.parse_args()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    commit = provenance.commit()
     seeds = " ".join(map(str, args.seeds))
     text = f"""# The real-data ceiling of the robustness teachers' student
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import provenance
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -252,11 +253,9 @@ def main() -> None:
     print(text, end="")
     if args.epochs_scale == 1:
         day = datetime.date.today().isoformat()
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
+        commit = provenance.commit()
         RESULTS.write_text(
-            f"# Teachers for benchmarks/robustness.toml ({day}, {commit or 'no git'})\n\n"
+            f"# Teachers for benchmarks/robustness.toml ({day}, {commit})\n\n"
             "`python benchmarks/robust_teachers.py`: the last epoch of each `dfkd scratch` run; "
             "s / epoch is the mean wall time of an epoch, training and test, one torch thread.\n\n"
             + text

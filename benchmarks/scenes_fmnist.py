@@ -46,6 +46,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import provenance
+
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = (0, 1, 2)
 
@@ -219,9 +221,7 @@ def write_results(root: Path, style: str) -> None:
     teacher = rows(root / "teacher")[-1]
     kd = summary(finished(root, "kd"))
     data_free = {m: summary(finished(root, m)) for m in DATA_FREE if finished(root, m)}
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    commit = provenance.commit()
     text = f"""# {bench.title}
 
 `python benchmarks/scenes_fmnist.py --style {style}`, {datetime.date.today()}, commit {commit}:

@@ -28,6 +28,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import provenance
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "student_collapse.md"
 TEACHER = "checkpoints/robust/five-class.safetensors"
@@ -60,9 +62,7 @@ def main() -> None:
     parser.add_argument("--root", default="runs/student-collapse")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    commit = provenance.commit()
     seeds = " ".join(map(str, args.seeds))
     text = f"""# A BatchNorm-free student's first epochs: DFQ from the five-class teacher
 
