@@ -510,7 +510,8 @@ def test_a_cell_a_signal_ended_is_stopped_not_failed_and_is_resumed(bench_cli, w
     assert bench_cli("bench", "--report-only", "b").exit_code == 0
     report = (workdir / "b" / "report.md").read_text()
     assert "| dafl | 60.00 ± 0.00 (60.00), 1 of 2 stopped, to resume |" in report
-    assert "failed" not in report
+    assert f"Stopped cells (to resume):\n\n- `{cell.name}`: stopped by SIGTERM" in report
+    assert "failed" not in report.lower()
     (csv_row,) = csv.DictReader((workdir / "b" / "report.csv").open())
     assert (csv_row["seeds_done"], csv_row["seeds_failed"], csv_row["seeds_stopped"]) == (
         "1",

@@ -194,11 +194,12 @@ def accuracy_markdown(
             f"Students trained fake-quantised (`--quantize`; their scores are the rounded "
             f"model's): {'; '.join(quantized)}.\n"
         )
-    failures = [r for r in records if r["status"] != "done"]
-    if failures:
-        text.append("Failed cells:\n")
-        text += [f"- `{r['cell']}`: {r['error']}" for r in failures]
-        text.append("")
+    for status, heading in (("failed", "Failed cells"), ("stopped", "Stopped cells (to resume)")):
+        unfinished = [r for r in records if r["status"] == status]
+        if unfinished:
+            text.append(f"{heading}:\n")
+            text += [f"- `{r['cell']}`: {r['error']}" for r in unfinished]
+            text.append("")
     guarded = [r for r in records if r.get("guard_events")]
     text.append(
         f"Collapse guard: rolled back {sum(len(r['guard_events']) for r in guarded)} epoch(s) in "
