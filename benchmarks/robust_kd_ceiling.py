@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import subprocess
@@ -27,6 +26,9 @@ import sys
 from pathlib import Path
 
 import provenance
+
+from dfkd.training.runs import RunDir
+from dfkd.weights import read_meta
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "robust_kd_ceiling.md"
@@ -37,10 +39,7 @@ TEACHERS = ("overfit", "smooth", "undertrained", "five-class", "inverted", "colo
 
 def last_top1(out: Path, teacher: Path, dataset: str, seed: int, epochs: int) -> float:
     """The run's last-epoch test top-1, running (or resuming) it first unless it is finished."""
-    metrics = out / "metrics.jsonl"
-    rows = []
-    if metrics.exists():
-        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    rows = RunDir(out).read_metrics()
     if len(rows) < epochs:
         args = ["kd", "--resume", str(out), "-q"]
         if not rows:
@@ -49,7 +48,7 @@ def last_top1(out: Path, teacher: Path, dataset: str, seed: int, epochs: int) ->
             args += ["--out", str(out), "--overwrite"]
         env = os.environ | {"OMP_NUM_THREADS": "1"}
         subprocess.run([sys.executable, "-m", "dfkd", *args], check=True, cwd=ROOT, env=env)
-        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+        rows = RunDir(out).read_metrics()
     return rows[-1]["top1"]
 
 
@@ -76,7 +75,7 @@ mean ± std over seeds; the share is of the teacher's own test score.
         weights = CACHE / f"{name}.safetensors"
         if not weights.exists():
             continue
-        sidecar = json.loads(weights.with_suffix(".json").read_text())
+        sidecar = read_meta(weights)
         runs = {seed: ROOT / args.root / f"{name}-seed{seed}" for seed in args.seeds}
         dataset = sidecar["dataset"]
         scores = [last_top1(out, weights, dataset, seed, args.epochs) for seed, out in runs.items()]

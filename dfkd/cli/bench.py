@@ -245,9 +245,12 @@ def _run(cells, steps: dict[str, str], bench_dir: Path, jobs: int, threads: int)
     for path in write_report(bench_dir):
         console.print(str(path), highlight=False)
     failed, stopped = unfinished["failed"], unfinished["stopped"]
-    said = [f"{len(failed)} of {len(cells)} cells failed"] if failed else []
+    said = []
     if failed:
-        said[0] += f"; their errors are in {bench_dir / 'report.md'}"
+        said.append(
+            f"{len(failed)} of {len(cells)} cells failed; their errors are in "
+            f"{bench_dir / 'report.md'}"
+        )
     if stopped:
         said.append(f"{len(stopped)} of {len(cells)} cells were stopped by a signal")
     if said:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dfkd.training.segmentation import pixel_rows
+
 
 class _HasLoss(Protocol):
     loss: Tensor | None
@@ -119,7 +121,7 @@ def js_divergence(s: Tensor, t: Tensor, T: float = 3.0) -> Tensor:
     per-pixel KD loss's is: a batch mean would sum H·W pixels and outweigh every other term.
     """
     if s.dim() > 2:
-        s, t = (z.movedim(1, -1).reshape(-1, z.shape[1]) for z in (s, t))
+        s, t = pixel_rows(s), pixel_rows(t)
     p = F.softmax(s / T, dim=1)
     q = F.softmax(t / T, dim=1)
     m = ((p + q) / 2).clamp(0.01, 0.99)
