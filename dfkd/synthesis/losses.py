@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dfkd.training.segmentation import pixel_rows
-
 
 class _HasLoss(Protocol):
     loss: Tensor | None
@@ -120,8 +118,8 @@ def js_divergence(s: Tensor, t: Tensor, T: float = 3.0) -> Tensor:
     Per-pixel logits (B, K, H, W) make every pixel a row, so the mean is over pixels, as the
     per-pixel KD loss's is: a batch mean would sum H·W pixels and outweigh every other term.
     """
-    if s.dim() > 2:
-        s, t = pixel_rows(s), pixel_rows(t)
+    if s.dim() > 2:  # synthesis may not import training (dfkd.training.segmentation.pixel_rows)
+        s, t = (z.movedim(1, -1).reshape(-1, z.shape[1]) for z in (s, t))
     p = F.softmax(s / T, dim=1)
     q = F.softmax(t / T, dim=1)
     m = ((p + q) / 2).clamp(0.01, 0.99)
