@@ -737,12 +737,15 @@ def test_the_report_says_what_the_guard_did_which_embeddings_ran_and_the_teacher
     _fake_cell(
         workdir / "b", one, 0, [50.0, 81.0], second_row=guarded, teacher_weights="t.safetensors"
     )
-    _fake_cell(workdir / "b", two, 0, [40.0, 45.0], second_row={"embeddings": "random (seed 0)"})
+    note = "epoch 3: the student answered one class ..., so the guard did not act"
+    second = {"embeddings": "random (seed 0)", "guard_notes": [note]}
+    _fake_cell(workdir / "b", two, 0, [40.0, 45.0], second_row=second)
     done = bench_cli("bench", "--report-only", "b")
     assert done.exit_code == 0, done.output
     report = (workdir / "b" / "report.md").read_text()
-    assert "Collapse guard: rolled back 1 epoch(s) in 1 of 2 cells:" in report
+    assert "Collapse guard: rolled back 1 epoch(s) in 1 of 2 cells:" in report  # not the note
     assert f"- `dafl-lenet5-lenet5_half-seed0`: {event}" in report
+    assert f"seen and not acted on:\n\n- `dafl-lenet5_bn-lenet5_half-seed0`: {note}" in report
     assert "Label embeddings of dafl: random (seed 0) (1 cells)." in report
     assert "own test score (its sidecar's): lenet5 → lenet5_half 90.00." in report
     assert "| dafl | 90 | — |" in report  # 81 of the teacher's 90; the other has no sidecar

@@ -223,3 +223,69 @@ def test_a_student_still_at_one_class_after_its_patience_is_stuck():
     )
     assert found.restart  # every kept epoch is as dead: back to the start
     assert CollapseGuard(num_classes=2).diagnose({"val_top_class": 99.0}) is None
+
+
+ONE_CLASS_ON_VALIDATION = {"epoch": 6, "val_top_class": 96.0, "val_top_class_teacher": 10.0}
+
+
+@pytest.mark.parametrize("patience", [None, 4])  # a student that fell, one never seen spread
+def test_a_student_spread_on_its_own_samples_is_not_restarted_for_the_validation_set(patience):
+    guard = CollapseGuard(num_classes=10, patience=patience)
+    if patience is None:
+        guard.accept({"val_top_class": 20.0})
+    learning = ONE_CLASS_ON_VALIDATION | {"syn_student_top_class": 23.0, "syn_agree": 71.0}
+    assert guard.diagnose(learning) is None
+    [note] = guard.accept(learning)["guard_notes"]
+    assert note.startswith("epoch 6: the student ")
+    assert note.endswith(
+        "but on the epoch's synthetic samples it put at most 23 % on one class and agreed with "
+        "the teacher on 71 % (chance 10 %); the validation set does not read this student, so "
+        "the guard did not act (and agreement on it says little about this run)"
+    )
+    assert "guard" not in guard.accept(learning)  # not a rollback
+    assert guard.diagnose(learning | {"epoch": 7}) is None
+    assert guard.accept(learning) == {}  # said once a run
+    assert guard.state_dict()["overruled"]
+
+
+@pytest.mark.parametrize(
+    "synthetic",
+    [
+        {"syn_student_top_class": 98.0, "syn_agree": 11.0},  # one class there too
+        {"syn_student_top_class": 30.0, "syn_agree": 15.0},  # spread, but at chance
+        {},  # a job that does not count its samples' answers
+    ],
+)
+def test_a_student_collapsed_on_its_own_samples_too_is_rolled_back(synthetic):
+    guard = CollapseGuard(num_classes=10)
+    guard.accept({"val_top_class": 20.0})
+    found = guard.diagnose(ONE_CLASS_ON_VALIDATION | synthetic)
+    assert found is not None and "one class for 96 % of the validation set" in found.reason
+    assert guard.accept({"val_top_class": 20.0}) == {}
+
+
+def test_a_student_spread_on_its_own_samples_falls_later_not_dead_from_its_start():
+    guard = CollapseGuard(num_classes=10, patience=4)
+    guard.accept(ONE_CLASS_ON_VALIDATION | {"syn_student_top_class": 30.0, "syn_agree": 60.0})
+    fallen = ONE_CLASS_ON_VALIDATION | {"epoch": 8, "syn_student_top_class": 99.0, "syn_agree": 9.0}
+    found = guard.diagnose(fallen)
+    assert not found.restart  # back one epoch, not to the first weights
+
+
+def test_each_epoch_records_how_the_student_answers_its_own_samples(
+    collapsing, workdir, tiny_teacher_weights, monkeypatch
+):
+    seen = []
+    diagnose = CollapseGuard.diagnose
+    monkeypatch.setattr(
+        CollapseGuard, "diagnose", lambda g, row: seen.append(row) or diagnose(g, row)
+    )
+    CollapsingSynthesizer.POISONED[:] = [2]
+    CollapsingSynthesizer.ALWAYS = True
+    with pytest.raises(RunCollapsed):
+        run_datafree(_config(tiny_teacher_weights, "runs/g"), plugins=collapsing)
+    healthy, *collapsed = seen
+    assert healthy["syn_agree"] > 20 and healthy["syn_top_class"] < 50
+    for row in collapsed:  # on its own last batch the poisoned student answers class 0 only
+        assert row["syn_student_top_class"] == 100.0
+        assert row["syn_agree"] < 20 and row["syn_top_class"] < 50

@@ -208,6 +208,11 @@ def accuracy_markdown(
     if guarded:
         text += [f"- `{r['cell']}`: {'; '.join(r['guard_events'])}" for r in guarded]
         text.append("")
+    overruled = [r for r in records if r.get("guard_notes")]
+    if overruled:
+        text.append("Collapse guard, seen and not acted on:\n")
+        text += [f"- `{r['cell']}`: {'; '.join(r['guard_notes'])}" for r in overruled]
+        text.append("")
     embeddings = {}
     for r in records:
         if r.get("embeddings"):

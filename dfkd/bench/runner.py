@@ -282,6 +282,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "peak_gpu_mb": max(gpu) if gpu else None,
         # what the collapse guard did, and NAYER's label embeddings: what ran, in the report
         "guard_events": [event for r in rows for event in r.get("guard", [])],
+        "guard_notes": [note for r in rows for note in r.get("guard_notes", [])],
         "embeddings": rows[-1].get("embeddings") if rows else None,
     }
 

@@ -86,8 +86,8 @@ class ProgressReporter:
                 f"  {k} {row[k]:.4g}"
                 for k in row
                 if k not in {"epoch", *SCORES, "top5", "best", "images", "lr", "gpu_peak_mb"}
-                # the time ends the line; gradient norms are for metrics.jsonl
-                and not k.startswith(("seconds", "val_top", "syn_top", "grad_norm"))
+                # the time ends the line; gradient norms and answer shares are for metrics.jsonl
+                and not k.startswith(("seconds", "val_top", "syn_", "grad_norm"))
                 and isinstance(row[k], float)
             )
             best = f"  best {row.get('best', 0.0):.2f}%" if by else ""
@@ -96,6 +96,8 @@ class ProgressReporter:
                 f"{row.get('seconds', 0):.1f}s",
                 highlight=False,
             )
+            for note in row.get("guard_notes", []):
+                err_console.print(f"[yellow]collapse guard[/]: {note}", highlight=False)
 
     def rolled_back(self, event: str) -> None:
         if self.enabled:

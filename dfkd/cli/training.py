@@ -300,6 +300,6 @@ def _summary(outcome, what: str) -> None:
     )
     if "agree" in last:
         err_console.print(AGREEMENT_MEANS, highlight=False)
-    for event in outcome.guard_events:
+    for event in outcome.guard_events + outcome.guard_notes:
         err_console.print(f"[yellow]collapse guard[/]: {event}", highlight=False)
     console.print(f"run: {outcome.extras.get('run')}", highlight=False)

@@ -291,7 +291,10 @@ class DataFreeJob(Job):
         self.last_images: torch.Tensor | None = None
         self.global_step = 0
         self.grad_clip = options.grad_clip  # the collapse guard may turn clipping on
-        self.teacher_answers = torch.zeros(0, dtype=torch.long)  # this epoch's, per class
+        #: the teacher's answers per class on this epoch's samples, and the student's per class
+        #: and agreement with it on the last batch (where the student ends the epoch)
+        self.teacher_answers = torch.zeros(0, dtype=torch.long)
+        self.last_batch_answers = torch.zeros(0, dtype=torch.long)
         self.grad_norms: list[torch.Tensor] = []  # this epoch's, before clipping, on the device
         self.synthesis_seconds = 0.0  # this epoch's, so a benchmark can split synthesis cost
 
@@ -341,9 +344,9 @@ class DataFreeJob(Job):
         x = self.synthesizer.sample()
         with torch.no_grad(), self.accelerator.autocast():
             t_logits = self.synthesizer.teacher(self.t_fmt.fit(x)).float()
-        self._count_answers(t_logits)
         self.model.train()
         s_logits = self.model(self.s_fmt.fit(x)).float()
+        self._count_answers(t_logits, s_logits.detach())
         loss, extra = self.synthesizer.student_loss(s_logits, t_logits, self.global_step)
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
@@ -355,13 +358,20 @@ class DataFreeJob(Job):
         self.global_step += 1
         return {"loss": loss.item(), **extra, **logs}
 
-    def _count_answers(self, t_logits: torch.Tensor) -> None:
-        """The teacher's classes on the samples the student learns from (per pixel for a
-        segmentation teacher): a generator fallen onto one class shows here."""
-        found = torch.bincount(t_logits.argmax(1).flatten(), minlength=t_logits.shape[1])
-        if self.teacher_answers.numel() != found.numel():  # on the device: no sync per step
+    def _count_answers(self, t_logits: torch.Tensor, s_logits: torch.Tensor) -> None:
+        """Who answers what on the samples the student learns from (per pixel for a segmentation
+        teacher): a generator fallen onto one class shows in the teacher's answers over the
+        epoch, a student fallen onto one in its own on the last batch (the guard's second
+        opinion on the validation set). Counted on the device: no sync per step."""
+        classes = t_logits.shape[1]
+        t, s = t_logits.argmax(1).flatten(), s_logits.argmax(1).flatten()
+        found = torch.bincount(t, minlength=classes)
+        if self.teacher_answers.numel() != found.numel():
             self.teacher_answers = torch.zeros_like(found)
         self.teacher_answers += found
+        self.last_batch_answers = torch.cat(
+            (torch.bincount(s, minlength=classes), (t == s).sum().view(1))
+        )
 
     def slow_down(self, levels: int) -> str:
         """Halve the student's rate ``levels`` times (its schedule's base too, so the schedule
@@ -383,13 +393,12 @@ class DataFreeJob(Job):
         if not self.warming_up(epoch):
             self.scheduler.step()
         extras: dict[str, Any] = dict(self.synthesizer.end_epoch(epoch))
-        answers, self.teacher_answers = self.teacher_answers, torch.zeros(0, dtype=torch.long)
+        answers = torch.cat((self.teacher_answers, self.last_batch_answers))
+        self.teacher_answers = self.last_batch_answers = torch.zeros(0, dtype=torch.long)
         if answers.numel() and self.accelerator.num_processes > 1:
             # every process's samples, so that every process's guard sees the same epoch
             answers = self.accelerator.reduce(answers, "sum")
-        answers = answers.cpu()
-        if answers.sum() > 0:
-            extras["syn_top_class"] = round(100.0 * answers.max().item() / answers.sum().item(), 2)
+        extras |= _answer_shares(answers.cpu())
         if self.grad_norms:
             norms = torch.stack(self.grad_norms).float().cpu()
             extras["grad_norm"] = round(norms.mean().item(), 4)
@@ -404,6 +413,23 @@ class DataFreeJob(Job):
         if self.last_images is not None:
             extras["images"] = self.last_images
         return extras
+
+
+def _answer_shares(answers: torch.Tensor) -> dict[str, float]:
+    """The epoch's answers as shares (%): the teacher's commonest class over the epoch; the
+    student's commonest class on the last batch, and its agreement with the teacher there."""
+    if not answers.numel():  # a warm-up epoch: the student did not train
+        return {}
+    classes = (answers.numel() - 1) // 2
+    teacher, student, agreed = answers[:classes], answers[classes:-1], answers[-1]
+    shares = {}
+    if teacher.sum() > 0:
+        shares["syn_top_class"] = round(100.0 * teacher.max().item() / teacher.sum().item(), 2)
+    if student.sum() > 0:
+        last = student.sum().item()
+        shares["syn_student_top_class"] = round(100.0 * student.max().item() / last, 2)
+        shares["syn_agree"] = round(100.0 * agreed.item() / last, 2)
+    return shares
 
 
 class _Counters:

@@ -7,6 +7,12 @@ classes. Neither makes the loss stop being a number, so the NaN guard does not s
 shows each epoch's row to the guard before it keeps the epoch: a collapsed epoch is never saved,
 the run rolls back to the last healthy epoch, the job lowers its rate, and the epoch runs again.
 After ``max_rollbacks`` tries the run stops with one line that says what to change.
+
+The validation set is images inverted from the teacher, and for some teachers (a residual net's,
+for one) a student that is learning still answers one class on them. So a student collapse read
+there is confirmed on the samples the student learns from, where the teacher's answers are its
+labels: a student that spreads its answers there and agrees with the teacher well above chance
+has not collapsed, and the guard says once that it did not act instead of restarting it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ GENERATOR_ONE_CLASS = 95.0
 #: agreement back at chance (within this factor of it) after it had reached ``LEARNED`` × chance
 #: (an over-confident teacher's inverted set can keep a good student's agreement near 15 %)
 NEAR_CHANCE, LEARNED = 1.2, 4.0
+#: the second opinion: on the epoch's own synthetic samples a student that has not collapsed
+#: puts under ``SPREAD`` of them on one class and agrees with the teacher on at least this
+#: multiple of chance (one answering one class agrees only on that class's share)
+SYNTHETIC_AGREES = 2.0
 
 
 class Collapsed(Exception):  # noqa: N818 - an event the loop handles, not an error
@@ -58,13 +68,43 @@ class CollapseGuard:
     peak_agree: float = 0.0  # over the epochs kept so far
     widest_student: float = 100.0  # the lowest share of one class in the student's answers
     widest_synthesis: float = 100.0  # the lowest share of one class in an epoch's samples
+    #: whether the guard has said that the validation set misread a student (said once a run)
+    overruled: bool = False
     #: events since the last kept row, which carries them (so never part of a checkpoint)
     unreported: list[str] = field(default_factory=list)
+    #: notes since the last kept row: what the guard saw and did not act on
+    unreported_notes: list[str] = field(default_factory=list)
 
     def diagnose(self, row: dict[str, Any]) -> Collapsed | None:
         """The collapse of the epoch of ``row``, or None when it is healthy."""
         if self.num_classes < 3:
             return None  # with two classes, one class for most inputs can be right
+        collapse = self._student_collapse(row)
+        if collapse is not None:
+            contradiction = self._synthetic_contradicts(row)
+            if contradiction is None:
+                return collapse
+            if not self.overruled:
+                self.overruled = True
+                self.unreported_notes.append(
+                    f"epoch {collapse.epoch}: {collapse.reason}, but {contradiction}; the "
+                    "validation set does not read this student, so the guard did not act (and "
+                    "agreement on it says little about this run)"
+                )
+        return self._generator_collapse(row)
+
+    def _synthetic_contradicts(self, row: dict[str, Any]) -> str | None:
+        """Why the epoch's own samples say the student has not collapsed, or None."""
+        top, agree = row.get("syn_student_top_class"), row.get("syn_agree")
+        chance = 100.0 / self.num_classes
+        if top is None or agree is None or top >= SPREAD or agree < SYNTHETIC_AGREES * chance:
+            return None
+        return (
+            f"on the epoch's synthetic samples it put at most {top:.0f} % on one class and agreed "
+            f"with the teacher on {agree:.0f} % (chance {chance:.0f} %)"
+        )
+
+    def _student_collapse(self, row: dict[str, Any]) -> Collapsed | None:
         epoch = row["epoch"]
         share, teacher = row.get("val_top_class"), row.get("val_top_class_teacher")
         if share is not None and share >= ONE_CLASS and teacher <= TEACHER_SHARE:
@@ -88,6 +128,9 @@ class CollapseGuard:
                 f"agreement fell to {agree:.1f} % (chance {chance:.0f} %) "
                 f"from {self.peak_agree:.1f} %",
             )
+        return None
+
+    def _generator_collapse(self, row: dict[str, Any]) -> Collapsed | None:
         generated = row.get("syn_top_class")
         if (
             generated is not None
@@ -95,7 +138,7 @@ class CollapseGuard:
             and self.widest_synthesis <= SPREAD
         ):
             return Collapsed(
-                epoch,
+                row["epoch"],
                 f"the teacher answered one class for {generated:.0f} % of the epoch's "
                 "synthetic samples",
             )
@@ -104,12 +147,17 @@ class CollapseGuard:
     def accept(self, row: dict[str, Any]) -> dict[str, Any]:
         """The kept row's additions: what the guard did since the last kept epoch."""
         self.peak_agree = max(self.peak_agree, row.get("agree", 0.0))
-        self.widest_student = min(self.widest_student, row.get("val_top_class", 100.0))
+        # spread on either set: a later fall to one class is a fall, not a student never alive
+        widest = min(row.get("val_top_class", 100.0), row.get("syn_student_top_class", 100.0))
+        self.widest_student = min(self.widest_student, widest)
         self.widest_synthesis = min(self.widest_synthesis, row.get("syn_top_class", 100.0))
-        if not self.unreported:
-            return {}
-        done, self.unreported = self.unreported, []
-        return {"guard": done, "guard_rollbacks": self.rollbacks}
+        additions: dict[str, Any] = {}
+        if self.unreported:
+            additions |= {"guard": self.unreported, "guard_rollbacks": self.rollbacks}
+        if self.unreported_notes:
+            additions["guard_notes"] = self.unreported_notes
+        self.unreported, self.unreported_notes = [], []
+        return additions
 
     def rolled_back(self, collapse: Collapsed, to_epoch: int, action: str) -> str:
         """Count and record a rollback; the event as the next kept row will carry it."""
@@ -147,6 +195,7 @@ class CollapseGuard:
             "peak_agree": self.peak_agree,
             "widest_student": self.widest_student,
             "widest_synthesis": self.widest_synthesis,
+            "overruled": self.overruled,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -154,3 +203,4 @@ class CollapseGuard:
         self.peak_agree = float(state["peak_agree"])
         self.widest_student = float(state["widest_student"])
         self.widest_synthesis = float(state["widest_synthesis"])
+        self.overruled = bool(state.get("overruled", False))  # absent before the second opinion

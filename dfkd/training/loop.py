@@ -123,6 +123,11 @@ class Outcome:
         """What the collapse guard did, in order (each kept row says what happened before it)."""
         return [event for r in self.metrics for event in r.get("guard", [])]
 
+    @property
+    def guard_notes(self) -> list[str]:
+        """What the collapse guard saw and did not act on (a validation set it overruled)."""
+        return [note for r in self.metrics for note in r.get("guard_notes", [])]
+
 
 @dataclass
 class Loop:
