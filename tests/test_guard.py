@@ -15,7 +15,7 @@ from dfkd.synthesis.base import SynthesisResult, Synthesizer
 from dfkd.synthesis.options import DataFreeOptions
 from dfkd.testing import checkpoint_objects, make_plugins, make_tiny_images, method_plugin
 from dfkd.training.datafree import RunConfig, run_datafree
-from dfkd.training.guard import CollapseGuard, RunCollapsed
+from dfkd.training.guard import Collapsed, CollapseGuard, RunCollapsed
 from dfkd.training.loop import SilentReporter
 
 
@@ -289,3 +289,17 @@ def test_each_epoch_records_how_the_student_answers_its_own_samples(
     for row in collapsed:  # on its own last batch the poisoned student answers class 0 only
         assert row["syn_student_top_class"] == 100.0
         assert row["syn_agree"] < 20 and row["syn_top_class"] < 50
+
+
+def test_a_restart_keeps_the_record_of_what_the_guard_did_before_it():
+    guard = CollapseGuard(num_classes=10)
+    earlier = guard.rolled_back(Collapsed(3, "agreement fell"), 2, "slower")
+    assert guard.accept({})["guard"] == [earlier]  # epoch 3's row
+    stuck = Collapsed(9, "the student still answered one class", restart=True)
+    restart = guard.rolled_back(stuck, 0, "slower still")  # drops every row, epoch 3's too
+    assert guard.accept({})["guard"] == [earlier, restart]
+    assert guard.accept({}) == {}
+    resumed = CollapseGuard(num_classes=10)
+    resumed.load_state_dict(guard.state_dict())  # a resume, then another restart
+    again = resumed.rolled_back(Collapsed(12, "stuck", restart=True), 0, "slowest")
+    assert resumed.accept({})["guard"] == [earlier, restart, again]

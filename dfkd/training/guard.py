@@ -74,6 +74,9 @@ class CollapseGuard:
     unreported: list[str] = field(default_factory=list)
     #: notes since the last kept row: what the guard saw and did not act on
     unreported_notes: list[str] = field(default_factory=list)
+    #: what kept rows carry: a restart drops those rows, so the next kept row carries it again
+    reported: list[str] = field(default_factory=list)
+    reported_notes: list[str] = field(default_factory=list)
 
     def diagnose(self, row: dict[str, Any]) -> Collapsed | None:
         """The collapse of the epoch of ``row``, or None when it is healthy."""
@@ -156,14 +159,19 @@ class CollapseGuard:
             additions |= {"guard": self.unreported, "guard_rollbacks": self.rollbacks}
         if self.unreported_notes:
             additions["guard_notes"] = self.unreported_notes
+        self.reported += self.unreported
+        self.reported_notes += self.unreported_notes
         self.unreported, self.unreported_notes = [], []
         return additions
 
     def rolled_back(self, collapse: Collapsed, to_epoch: int, action: str) -> str:
         """Count and record a rollback; the event as the next kept row will carry it."""
         self.rollbacks += 1
-        if collapse.restart:  # the epochs these were read from are gone
+        if collapse.restart:  # the epochs these were read from are gone, and their rows
             self.peak_agree, self.widest_student, self.widest_synthesis = 0.0, 100.0, 100.0
+            self.unreported = self.reported + self.unreported
+            self.unreported_notes = self.reported_notes + self.unreported_notes
+            self.reported, self.reported_notes = [], []
         back = (
             "restarted the student from its first weights (the synthesizer goes on)"
             if collapse.restart
@@ -196,6 +204,8 @@ class CollapseGuard:
             "widest_student": self.widest_student,
             "widest_synthesis": self.widest_synthesis,
             "overruled": self.overruled,
+            "reported": self.reported,
+            "reported_notes": self.reported_notes,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -203,4 +213,7 @@ class CollapseGuard:
         self.peak_agree = float(state["peak_agree"])
         self.widest_student = float(state["widest_student"])
         self.widest_synthesis = float(state["widest_synthesis"])
-        self.overruled = bool(state.get("overruled", False))  # absent before the second opinion
+        # absent from a checkpoint made before the second opinion
+        self.overruled = bool(state.get("overruled", False))
+        self.reported = list(state.get("reported", []))
+        self.reported_notes = list(state.get("reported_notes", []))
