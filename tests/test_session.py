@@ -126,7 +126,8 @@ def test_the_run_is_locked_from_the_session_s_start_to_its_end(workdir):
         with pytest.raises(UsageError, match="Run runs/s is in use by process"):
             create_run(Path("runs/s"), overwrite=True)
         session.start()
-    create_run(Path("runs/s"), overwrite=True)  # released
+    assert not (workdir / "runs/s/.lock.pid").exists()  # released, and names no holder
+    create_run(Path("runs/s"), overwrite=True)
 
 
 def test_a_session_records_the_teacher_s_fingerprint(workdir, tiny_teacher_weights):

@@ -128,6 +128,7 @@ class RunDir:
             remove_temporaries(self.path)
             yield
         finally:
+            (self.path / HOLDER).unlink(missing_ok=True)  # a finished run names no holder
             lock.release()
 
     def refuse_while_in_use(self) -> None:
