@@ -570,6 +570,9 @@ def test_bench_runs_cells_as_processes_records_a_failure_and_goes_on(workdir):
     report = (workdir / "b" / "report.md").read_text()
     assert "| dafl | " in report and "failed (1 of 1)" in report
     assert f"Lock: {good['versions'].get('lock', 'none recorded')}." in report
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    assert good["versions"]["source"].startswith(head.stdout.strip())  # this checkout's commit
+    assert f"each cell started from): {good['versions']['source']} (" in report
     assert f"accelerate {version('accelerate')}" in report
     for name in ("accuracy.png", "accuracy_vs_time.png", "samples.png", "cost.md"):
         assert (workdir / "b" / name).stat().st_size > 0
@@ -585,6 +588,7 @@ def _fake_cell(
     second_row: dict | None = None,
     teacher_weights: str | None = None,
     quantize: str | None = None,
+    source: str = "abc1234",
 ) -> None:
     """A finished cell's directory as `dfkd run` leaves it, with chosen accuracies (or mIoUs)."""
     from PIL import Image
@@ -594,7 +598,8 @@ def _fake_cell(
     path.mkdir(parents=True)
     config = {"resolved_options": {"epochs": len(top1)}, "teacher_weights": teacher_weights}
     config |= cell.describe() | {"overrides": []}
-    (path / "config.json").write_text(json.dumps({"options": config, "versions": {"dfkd": "x"}}))
+    versions = {"dfkd": "x", "source": source}
+    (path / "config.json").write_text(json.dumps({"options": config, "versions": versions}))
     rows = [
         {"epoch": i + 1, score: t, "seconds": 30.0, "seconds_synthesis": 12.0}
         | ({"agree": 90.0 - abs(i - 1)} if agree else {})  # highest at the second epoch
@@ -773,3 +778,17 @@ def test_plot_draws_student_steps_where_the_runs_record_them(bench_cli, workdir,
     refused = bench_cli("plot", "long", "scratch", "--x", "steps")
     assert refused.exit_code == 2 and "plot it with --x epoch" in refused.output
     assert bench_cli("plot", "long", "--x", "minutes").exit_code == 2
+
+
+def test_the_report_names_the_commits_its_cells_started_from(bench_cli, workdir):
+    one = Pair("lenet5", "lenet5_half")
+    _fake_cell(workdir / "b", one, 0, [50.0, 81.0], source="abc1234")
+    _fake_cell(workdir / "b", one, 1, [60.0, 79.0], source="def5678 with uncommitted changes")
+    _fake_cell(workdir / "b", one, 2, [60.0, 79.0], source="abc1234")
+    assert bench_cli("bench", "--report-only", "b").exit_code == 0
+    report = (workdir / "b" / "report.md").read_text()
+    assert (
+        "Source (the commit each cell started from): abc1234 (2 of 3 cells); "
+        "def5678 with uncommitted changes (1 of 3 cells)."
+    ) in report
+    assert "Versions: dfkd x." in report  # the commit is not a package version

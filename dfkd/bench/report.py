@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,7 @@ def accuracy_markdown(
     for record in records:
         versions |= record.get("versions") or {}
     versions.pop("lock", None)
+    versions.pop("source", None)
     if versions:
         listed = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
         text.append(f"Versions: {listed}.\n")
@@ -232,6 +234,12 @@ def accuracy_markdown(
     locks = dict.fromkeys(v.get("lock", "none recorded") for v in recorded)
     if locks:
         text.append(f"Lock: {'; '.join(locks)}.\n")
+    sources = Counter(v["source"] for v in recorded if v.get("source"))
+    if sources:
+        listed = "; ".join(
+            f"{commit} ({n} of {len(records)} cells)" for commit, n in sources.items()
+        )
+        text.append(f"Source (the commit each cell started from): {listed}.\n")
     return "\n".join(text)
 
 

@@ -257,7 +257,35 @@ def versions(extra: dict[str, str] | None = None) -> dict[str, str]:
     lock = environment_lock()
     if lock is not None:
         found["lock"] = lock
+    source = checkout_commit()
+    if source is not None:
+        found["source"] = source
     return {**found, **(extra or {})}
+
+
+def checkout_commit() -> str | None:
+    """The commit of the git checkout dfkd runs from (an editable install), marked when the
+    tracked files differ from it; None for an installed wheel. A bench whose checkout moves on
+    while it runs then names the code each cell started with."""
+    import subprocess
+
+    from dfkd.lockfile import CHECKOUT_LOCK
+
+    root = CHECKOUT_LOCK.parent
+    if not (root / ".git").exists():
+        return None
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=30
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return None
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return f"{commit} with uncommitted changes" if changed else commit
 
 
 def _slug(text: str) -> str:
