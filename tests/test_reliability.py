@@ -727,7 +727,7 @@ def test_every_shipped_preset_satisfies_the_range_checks():
         for preset in entry.info["presets"].values():
             build_options(entry.info["options"], preset)
             built += 1
-    assert built == 71  # FastDFKD 23, DFAD 8, NAYER 9, DeepInversion 5 and 26 more
+    assert built == 73  # FastDFKD 23, DFAD 9, NAYER 9, DeepInversion 6 and 26 more
     for name in names:  # `default`: the small-image values with the stable student step
         presets = methods.get(name).info["presets"]
         assert presets["default"] == presets["fashion-mnist"] | {"grad_clip": 5.0}, name

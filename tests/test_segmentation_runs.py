@@ -177,6 +177,27 @@ def test_deepinversion_inverts_a_segmentation_teacher_towards_class_layouts(seg_
     assert checkpoint_objects(workdir / "runs/inv")["synthesizer"]["pool"]["size"] > 0
 
 
+def test_the_default_preset_of_a_segmentation_teacher_is_the_methods_segmentation_one(
+    seg_teacher, workdir
+):
+    """`--preset default` runs DeepInversion's `default-segmentation` values (T 4) for a
+    segmentation teacher, where a classifier gets the classification ones (T 20)."""
+    deepinv = pytest.importorskip("dfkd_plugin_deepinv")
+    from dfkd.testing import tiny_run_config
+    from dfkd.training.datafree import method_options, run_datafree
+
+    plugins = make_plugins((deepinv, "dfkd-plugin-deepinv"))
+    quick = ["epochs=1", "ep_steps=2", "kd_steps=2", "g_steps=2", "batch_size=8"]
+    cfg = tiny_run_config("deepinv", "segnet_small", seg_teacher, "runs/inv", quick)
+    cfg.student, cfg.dataset, cfg.preset = "segnet_small_half", "tiny-seg", "default"
+    assert method_options(plugins, cfg).options.T == 20.0  # a classifier's default
+    run_datafree(cfg, plugins=plugins)
+    resolved = json.loads((workdir / "runs/inv/config.json").read_text())["options"]
+    assert resolved["preset"] == "default"
+    assert resolved["resolved_options"]["T"] == 4.0
+    assert resolved["resolved_options"]["batch_size"] == 8  # the user's values still win
+
+
 def test_class_layouts_ask_for_several_classes_per_image():
     from dfkd.api import class_layouts
 

@@ -127,6 +127,11 @@ def _listed(values: tuple[int, ...]) -> str:
 STABLE_STUDENT: dict[str, Any] = {"grad_clip": 5.0}
 
 
+#: the preset for teachers no preset was tuned on; `default-TASK` (e.g. `default-segmentation`),
+#: where a method ships one, stands in for it with a teacher of that task
+DEFAULT_PRESET = "default"
+
+
 def default_preset(small_images: dict[str, Any]) -> dict[str, Any]:
     """A method's `default` preset, for teachers no preset was tuned on: its values for small
     images (found by dfkd's CPU benchmarks) with the stable student step above."""

@@ -19,7 +19,7 @@ from dfkd.optim import make_optimizer, make_scheduler
 from dfkd.options import build_options
 from dfkd.plugins import Plugins, get_plugins
 from dfkd.synthesis.base import SynthesisContext, SynthesisResult, Synthesizer
-from dfkd.synthesis.options import fit_milestones
+from dfkd.synthesis.options import DEFAULT_PRESET, fit_milestones
 from dfkd.tasks import CLASSIFICATION
 from dfkd.training.guard import CollapseGuard
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
@@ -90,20 +90,30 @@ class MethodChoice(typing.NamedTuple):
     moved: str | None
 
 
-def method_options(plugins: Plugins, cfg: RunConfig) -> MethodChoice:
+def method_options(plugins: Plugins, cfg: RunConfig, task: str = CLASSIFICATION) -> MethodChoice:
     """The method's entry and its typed options: defaults, then the preset, then -o overrides
-    (`fit_milestones` moves the milestones the user did not set to the run's epochs)."""
+    (`fit_milestones` moves the milestones the user did not set to the run's epochs). For a
+    teacher of another task than classification, `default` is the method's `default-TASK`
+    preset where it ships one: a classifier's settings are no guess for a segmentation net."""
     entry = plugins.methods.get(cfg.method)
     presets = entry.info.get("presets", {})
     if cfg.preset and cfg.preset not in presets:
         known = ", ".join(presets) or "none"
         raise UsageError(f"Method {cfg.method} has no preset '{cfg.preset}'. Presets: {known}.")
-    preset = presets.get(cfg.preset, {}) if cfg.preset else {}
+    name = task_preset(presets, cfg.preset, task)
+    preset = presets.get(name, {}) if name else {}
     preset, moved = fit_milestones(entry.info["options"], preset, cfg.overrides)
     if moved is not None:
-        source = f"preset {cfg.preset}" if cfg.preset else "defaults"
+        source = f"preset {name}" if name else "defaults"
         moved = f"{cfg.method} {source}: {moved}"
     return MethodChoice(entry, build_options(entry.info["options"], preset, cfg.overrides), moved)
+
+
+def task_preset(presets: dict[str, Any], preset: str | None, task: str) -> str | None:
+    """The preset ``preset`` stands for with a teacher of ``task`` (docs/plugins.md#options-and-presets)."""
+    if preset == DEFAULT_PRESET and task != CLASSIFICATION and f"{preset}-{task}" in presets:
+        return f"{preset}-{task}"
+    return preset
 
 
 def check_method_task(entry: Any, cfg: RunConfig, source: Any) -> None:
@@ -511,6 +521,12 @@ def run_datafree(
     seed_everything(cfg.seed)  # the same initial weights in every process and every repeat
     source = _inputs(cfg, plugins)
     check_method_task(entry, cfg, source)
+    if (
+        not resume
+        and task_preset(entry.info.get("presets", {}), cfg.preset, source.task) != cfg.preset
+    ):
+        method = method_options(plugins, cfg, source.task)
+        entry, options = method.entry, method.options
     teacher, t_spec, teacher_path = load_teacher(cfg.teacher, source, cfg.teacher_weights, plugins)
     student, s_spec = build(cfg.student, source, plugins)
     if cfg.quantize:

@@ -125,6 +125,7 @@ SMOKE = {
 BN_PRIOR = {"bn": 1.0}
 DFAD_BN_PRESETS = {
     "default": default_preset(FASHION_MNIST),
+    "default-segmentation": FASHION_MNIST_SCENES,
     "smoke": SMOKE,
     "camvid": CAMVID,
     "nyuv2": NYUV2,
@@ -145,6 +146,8 @@ def register_methods(register):
             "mnist": MNIST,
             "fashion-mnist": FASHION_MNIST,
             "default": default_preset(FASHION_MNIST),
+            # for a segmentation teacher: the segmentation scripts' game, the one measured
+            "default-segmentation": FASHION_MNIST_SCENES,
             "smoke": SMOKE,
             "camvid": CAMVID,
             "nyuv2": NYUV2,
