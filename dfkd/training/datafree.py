@@ -110,7 +110,8 @@ def method_options(plugins: Plugins, cfg: RunConfig, task: str = CLASSIFICATION)
 
 
 def task_preset(presets: dict[str, Any], preset: str | None, task: str) -> str | None:
-    """The preset ``preset`` stands for with a teacher of ``task`` (docs/plugins.md#options-and-presets)."""
+    """The preset ``preset`` stands for with a teacher of ``task``
+    (docs/plugins.md#options-and-presets)."""
     if preset == DEFAULT_PRESET and task != CLASSIFICATION and f"{preset}-{task}" in presets:
         return f"{preset}-{task}"
     return preset
