@@ -11,6 +11,8 @@ hope to be. For each cached teacher of `python benchmarks/robust_teachers.py` th
 
 (a process each, resumed when stopped part-way) and writes the last epoch's test top-1, and its
 share of the teacher's own score (the sidecar's), to benchmarks/results/robust_kd_ceiling.md.
+A seed whose student ended at chance (within 1.2 times it) learned nothing: `dfkd kd` has no
+collapse guard, so it is named beside the row and left out of the mean, not averaged in.
 
 Usage: python benchmarks/robust_kd_ceiling.py [--seeds 0] [--epochs 10] [--root runs/robust-kd]
 """
@@ -78,11 +80,23 @@ mean ± std over seeds; the share is of the teacher's own test score.
         sidecar = read_meta(weights)
         runs = {seed: ROOT / args.root / f"{name}-seed{seed}" for seed in args.seeds}
         dataset = sidecar["dataset"]
-        scores = [last_top1(out, weights, dataset, seed, args.epochs) for seed, out in runs.items()]
+        ended = {
+            seed: last_top1(out, weights, dataset, seed, args.epochs) for seed, out in runs.items()
+        }
+        chance = 100.0 / sidecar["num_classes"]
+        dead = {seed: top1 for seed, top1 in ended.items() if top1 <= 1.2 * chance}
+        died = "".join(f"; seed {s} ended at chance, {top1:.2f} %" for s, top1 in dead.items())
+        scores = [top1 for seed, top1 in ended.items() if seed not in dead]
+        if not scores:
+            text += f"| {name} | {sidecar['top1']:.2f} | every seed ended at chance | — |\n"
+            continue
         mean = statistics.fmean(scores)
         spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
         share = 100 * mean / sidecar["top1"]
-        text += f"| {name} | {sidecar['top1']:.2f} | {mean:.2f} ± {spread:.2f} | {share:.1f} |\n"
+        shown = f"{mean:.2f} ± {spread:.2f}"
+        if dead:
+            shown += f" ({len(scores)} of {len(ended)} seeds{died})"
+        text += f"| {name} | {sidecar['top1']:.2f} | {shown} | {share:.1f} |\n"
     RESULTS.write_text(text)
     print(text)
 
