@@ -303,3 +303,71 @@ def test_a_restart_keeps_the_record_of_what_the_guard_did_before_it():
     resumed.load_state_dict(guard.state_dict())  # a resume, then another restart
     again = resumed.rolled_back(Collapsed(12, "stuck", restart=True), 0, "slowest")
     assert resumed.accept({})["guard"] == [earlier, restart, again]
+
+
+class PoisonEpochs(SilentReporter):
+    """Makes ``dfkd scratch``'s loss drive the student to class 0 in the listed epochs (1-based),
+    each once: a rollback's retry of the epoch is healthy unless ``always``."""
+
+    def __init__(self, epochs: list[int], always: bool = False) -> None:
+        self.epochs, self.always, self.poisoned = list(epochs), always, False
+
+    def epoch_start(self, epoch: int, steps: int) -> None:
+        self.poisoned = epoch + 1 in self.epochs
+        if self.poisoned and not self.always:
+            self.epochs.remove(epoch + 1)
+
+
+@pytest.fixture
+def poisonable(monkeypatch):
+    from dfkd.training.tasks import Classification
+
+    reporter = PoisonEpochs([])
+    honest = Classification.supervised_loss
+
+    def loss(task, logits, y, *args, **kwargs):
+        if reporter.poisoned:
+            return 100 * F.cross_entropy(logits, torch.zeros_like(y))
+        return honest(task, logits, y, *args, **kwargs)
+
+    monkeypatch.setattr(Classification, "supervised_loss", loss)
+    return reporter
+
+
+def _scratch(out: str, epochs: int = 3):
+    from dfkd.training.supervised import ScratchConfig
+
+    return ScratchConfig(
+        dataset="tiny", model="lenet5_bn", epochs=epochs, batch_size=32, lr=0.05, out=out
+    )
+
+
+def test_a_supervised_student_fallen_onto_one_class_is_rolled_back(poisonable, workdir):
+    from dfkd.training.supervised import train_scratch
+
+    plain = train_scratch(_scratch("runs/plain"), reporter=poisonable, plugins=make_plugins())
+    poisonable.epochs[:] = [2]
+    guarded = train_scratch(_scratch("runs/g"), reporter=poisonable, plugins=make_plugins())
+    rows = _rows(workdir / "runs/g")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    [event] = guarded.guard_events
+    assert event.startswith(
+        "epoch 2: the student answered one class for 100 % of its last training batch (the labels "
+    )
+    assert event.endswith(
+        "rolled back to epoch 1, student learning rate x0.5 of its schedule, gradient norm "
+        "clipped at 5"
+    )
+    assert rows[1]["guard"] == [event]
+    assert rows[2]["lr"] == pytest.approx(plain.metrics[2]["lr"] * 0.5)
+    assert all(r["batch_top_class"] < 90 for r in rows)
+    assert checkpoint_objects(workdir / "runs/g")["guard_counters"]["grad_clip"] == 5.0
+
+
+def test_the_line_that_stops_a_run_gives_its_commands_advice(tmp_path):
+    guard = CollapseGuard(num_classes=10, max_rollbacks=1, advice="Try a lower rate (--lr).")
+    collapse = Collapsed(2, "the student answered one class")
+    guard.rolled_back(collapse, 1, "slower")
+    with pytest.raises(RunCollapsed) as stopped:
+        guard.check_tries(collapse, tmp_path, 1)
+    assert str(stopped.value).endswith("holds epoch 1's student. Try a lower rate (--lr).")

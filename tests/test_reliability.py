@@ -556,7 +556,7 @@ def test_a_nan_in_the_first_epoch_names_no_checkpoint(cli, workdir):
     done = cli(*scratch(), "--lr", "1e30", "--batch-size", "32", "--out", "runs/r")
     one_line(done, 1, "; stopped. No epoch was kept, so there is no checkpoint. Lower the learning")
     assert "epoch 0" not in done.output
-    assert not (workdir / "runs/r/state").exists()
+    assert not (workdir / "runs/r/state/checkpoint.pt").exists()  # start.pt is no checkpoint
 
 
 @pytest.mark.parametrize("command", ["eval", "kd", "run", "run-without-dataset"])

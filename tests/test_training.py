@@ -444,7 +444,8 @@ def test_a_full_disk_leaves_no_partial_weights(plugins, workdir, monkeypatch):
     ):
         train_scratch(scratch_config(epochs=1, out="runs/full"), plugins=plugins)
     leftovers = {p.name for p in (workdir / "runs/full").iterdir()}
-    assert not leftovers & {"model.safetensors", "model.json", "state"}
+    assert not leftovers & {"model.safetensors", "model.json"}
+    assert not (workdir / "runs/full/state/checkpoint.pt").exists()  # start.pt: the guard's
     assert not list(workdir.rglob("*.tmp"))
 
 

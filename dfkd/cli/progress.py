@@ -87,7 +87,7 @@ class ProgressReporter:
                 for k in row
                 if k not in {"epoch", *SCORES, "top5", "best", "images", "lr", "gpu_peak_mb"}
                 # the time ends the line; gradient norms and answer shares are for metrics.jsonl
-                and not k.startswith(("seconds", "val_top", "syn_", "grad_norm"))
+                and not k.startswith(("seconds", "val_top", "syn_", "batch_top", "grad_norm"))
                 and isinstance(row[k], float)
             )
             best = f"  best {row.get('best', 0.0):.2f}%" if by else ""

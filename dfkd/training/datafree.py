@@ -21,7 +21,7 @@ from dfkd.plugins import Plugins, get_plugins
 from dfkd.synthesis.base import SynthesisContext, SynthesisResult, Synthesizer
 from dfkd.synthesis.options import DEFAULT_PRESET, fit_milestones
 from dfkd.tasks import CLASSIFICATION
-from dfkd.training.guard import CollapseGuard
+from dfkd.training.guard import CollapseGuard, SlowsDown
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
 from dfkd.training.precision import resolve_precision
 from dfkd.training.runs import RunDir
@@ -259,14 +259,7 @@ def _precision_workload(
     )
 
 
-#: the collapse guard's remedy, each rollback: the student's rate times this, and clipping at
-#: this gradient norm where the run had none (an over-confident teacher's KD gradients are what
-#: kill a BatchNorm-free student early on)
-GUARD_LR_FACTOR = 0.5
-GUARD_GRAD_CLIP = 5.0
-
-
-class DataFreeJob(Job):
+class DataFreeJob(SlowsDown, Job):
     """Each epoch: rounds of synthesize() then kd_steps student steps on sample()."""
 
     def __init__(
@@ -383,22 +376,6 @@ class DataFreeJob(Job):
         self.last_batch_answers = torch.cat(
             (torch.bincount(s, minlength=classes), (t == s).sum().view(1))
         )
-
-    def slow_down(self, levels: int) -> str:
-        """Halve the student's rate ``levels`` times (its schedule's base too, so the schedule
-        goes on from the lower rate) and clip its gradients if nothing did."""
-        factor = GUARD_LR_FACTOR**levels
-        for group in self.optimizer.param_groups:
-            group["lr"] *= factor
-            if "initial_lr" in group:
-                group["initial_lr"] *= factor
-        self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
-        self.guard_level += levels
-        action = f"student learning rate x{GUARD_LR_FACTOR**self.guard_level:g} of its schedule"
-        if not self.grad_clip:
-            self.grad_clip = GUARD_GRAD_CLIP
-            action += f", gradient norm clipped at {GUARD_GRAD_CLIP:g}"
-        return action
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         if not self.warming_up(epoch):

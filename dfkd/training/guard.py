@@ -34,10 +34,50 @@ GENERATOR_ONE_CLASS = 95.0
 #: agreement back at chance (within this factor of it) after it had reached ``LEARNED`` × chance
 #: (an over-confident teacher's inverted set can keep a good student's agreement near 15 %)
 NEAR_CHANCE, LEARNED = 1.2, 4.0
+#: where a row says how the student answers: its commonest class's share (%), and the share of
+#: that class in what it should answer
+STUDENT_ANSWERS = (
+    ("val_top_class", "val_top_class_teacher", "the validation set", "the teacher"),
+    ("batch_top_class", "batch_top_class_labels", "its last training batch", "the labels"),
+)
 #: the second opinion: on the epoch's own synthetic samples a student that has not collapsed
 #: puts under ``SPREAD`` of them on one class and agrees with the teacher on at least this
 #: multiple of chance (one answering one class agrees only on that class's share)
 SYNTHETIC_AGREES = 2.0
+
+
+#: the remedy, each rollback: the student's rate times this, and clipping at this gradient norm
+#: where the run had none (an over-confident teacher's KD gradients are what kill a
+#: BatchNorm-free student early on)
+GUARD_LR_FACTOR = 0.5
+GUARD_GRAD_CLIP = 5.0
+
+
+class SlowsDown:
+    """The guard's remedy for a job that trains a student with ``optimizer`` on ``scheduler``:
+    the job clips at ``grad_clip`` (0: no clip) and checkpoints ``guard_level``, the slow-downs
+    its state already holds (``Job.slow_down``)."""
+
+    optimizer: Any
+    scheduler: Any
+    grad_clip: float
+    guard_level: int
+
+    def slow_down(self, levels: int) -> str:
+        """Halve the student's rate ``levels`` times (its schedule's base too, so the schedule
+        goes on from the lower rate) and clip its gradients if nothing did."""
+        factor = GUARD_LR_FACTOR**levels
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+            if "initial_lr" in group:
+                group["initial_lr"] *= factor
+        self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
+        self.guard_level += levels
+        action = f"student learning rate x{GUARD_LR_FACTOR**self.guard_level:g} of its schedule"
+        if not self.grad_clip:
+            self.grad_clip = GUARD_GRAD_CLIP
+            action += f", gradient norm clipped at {GUARD_GRAD_CLIP:g}"
+        return action
 
 
 class Collapsed(Exception):  # noqa: N818 - an event the loop handles, not an error
@@ -74,6 +114,11 @@ class CollapseGuard:
     unreported: list[str] = field(default_factory=list)
     #: notes since the last kept row: what the guard saw and did not act on
     unreported_notes: list[str] = field(default_factory=list)
+    #: the end of the line that stops the run: what to change
+    advice: str = (
+        "Try a lower rate and tighter clipping (-o lr=... -o grad_clip=1), a higher "
+        "temperature (-o T=4), or another method (dfkd list-methods)."
+    )
     #: what kept rows carry: a restart drops those rows, so the next kept row carries it again
     reported: list[str] = field(default_factory=list)
     reported_notes: list[str] = field(default_factory=list)
@@ -109,11 +154,13 @@ class CollapseGuard:
 
     def _student_collapse(self, row: dict[str, Any]) -> Collapsed | None:
         epoch = row["epoch"]
-        share, teacher = row.get("val_top_class"), row.get("val_top_class_teacher")
-        if share is not None and share >= ONE_CLASS and teacher <= TEACHER_SHARE:
-            answered = (
-                f"one class for {share:.0f} % of the validation set (the teacher {teacher:.0f} %)"
-            )
+        # a data-free run reads the synthetic validation set, a supervised one its last batch
+        key, reference, where, whose = next(
+            (entry for entry in STUDENT_ANSWERS if entry[0] in row), STUDENT_ANSWERS[0]
+        )
+        share, spread = row.get(key), row.get(reference)
+        if share is not None and share >= ONE_CLASS and spread <= TEACHER_SHARE:
+            answered = f"one class for {share:.0f} % of {where} ({whose} {spread:.0f} %)"
             if self.widest_student <= SPREAD:
                 return Collapsed(epoch, f"the student answered {answered}")
             if self.patience is not None and epoch >= self.patience:
@@ -151,7 +198,8 @@ class CollapseGuard:
         """The kept row's additions: what the guard did since the last kept epoch."""
         self.peak_agree = max(self.peak_agree, row.get("agree", 0.0))
         # spread on either set: a later fall to one class is a fall, not a student never alive
-        widest = min(row.get("val_top_class", 100.0), row.get("syn_student_top_class", 100.0))
+        answers = ("val_top_class", "syn_student_top_class", "batch_top_class")
+        widest = min(row.get(key, 100.0) for key in answers)
         self.widest_student = min(self.widest_student, widest)
         self.widest_synthesis = min(self.widest_synthesis, row.get("syn_top_class", 100.0))
         additions: dict[str, Any] = {}
@@ -193,8 +241,7 @@ class CollapseGuard:
         raise RunCollapsed(
             f"The run collapsed at epoch {collapse.epoch} ({collapse.reason}) after "
             f"{self.rollbacks} rollbacks that lowered the student's learning rate; stopped, "
-            f"{kept}. Try a lower rate and tighter clipping (-o lr=... -o grad_clip=1), a higher "
-            "temperature (-o T=4), or another method (dfkd list-methods)."
+            f"{kept}. {self.advice}"
         )
 
     def state_dict(self) -> dict[str, Any]:

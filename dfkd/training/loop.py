@@ -61,6 +61,9 @@ class Job(ABC):
 
     #: how many times the collapse guard has slowed the state now loaded down
     guard_level: int = 0
+    #: objects ``stateful`` names that a release added: a checkpoint of an earlier release,
+    #: without them, still resumes, leaving them as the job built them
+    added_state: frozenset[str] = frozenset()
 
     def slow_down(self, levels: int) -> str:
         """The collapse guard's remedy, applied ``levels`` times to the state just restored
@@ -366,7 +369,7 @@ class Loop:
             (job.process_stateful(), mine["objects"]),
         ):
             for name, obj in objects.items():
-                if partial and name not in saved:
+                if (partial or name in job.added_state) and name not in saved:
                     continue
                 target = (
                     self.accelerator.unwrap_model(obj) if isinstance(obj, torch.nn.Module) else obj

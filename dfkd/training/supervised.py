@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from dfkd.errors import UsageError
 from dfkd.optim import default_milestones, make_optimizer, make_scheduler
 from dfkd.options import check_range
 from dfkd.plugins import Plugins, get_plugins
+from dfkd.training.guard import CollapseGuard, SlowsDown
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
 from dfkd.training.recipes import scratch_recipe
 from dfkd.training.session import Session, open_session
@@ -134,8 +136,10 @@ def augmentation(cfg: TrainConfig, source: Any) -> Augment | None:
     return task_of(source.task).augmentation(cfg.augment, source)
 
 
-class SupervisedJob(Job):
-    """Minibatch SGD over in-memory uint8 images; the loss decides scratch vs KD."""
+class SupervisedJob(SlowsDown, Job):
+    """Minibatch SGD over in-memory uint8 images; the loss decides scratch vs KD. It counts the
+    student's answers on each epoch's last labelled batch, where the collapse guard reads a
+    student fallen onto one class."""
 
     def __init__(
         self,
@@ -167,9 +171,17 @@ class SupervisedJob(Job):
         self.fmt, self.augment, self.loss_fn = fmt, augment, loss_fn
         self._batches: Any = None
         self._aug_gen: torch.Generator | None = None
+        self.grad_clip = 0.0  # none unless the collapse guard turns it on
+        self.added_state = frozenset({"guard_counters"})  # a run checkpointed before the guard
+        self.last_batch_answers = torch.zeros(0, dtype=torch.long)
 
     def stateful(self) -> dict[str, Any]:
-        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}
+        return {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "guard_counters": _GuardCounters(self),
+        }
 
     def steps_per_epoch(self, epoch: int) -> int:
         return len(self.loader)
@@ -186,15 +198,65 @@ class SupervisedJob(Job):
         y = labels.to(self.accelerator.device) if labels is not None else None
         self.model.train()
         logits = self.model(x)
+        if y is not None and logits.dim() == 2:  # a classifier's answers (on the device)
+            classes = logits.shape[1]
+            self.last_batch_answers = torch.cat(
+                (
+                    torch.bincount(logits.detach().argmax(1), minlength=classes),
+                    torch.bincount(y, minlength=classes),
+                )
+            )
         loss, logs = self.loss_fn(logits, x, y)
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
+        if self.grad_clip:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         return {"loss": loss.item(), **logs}
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         self.scheduler.step()
-        return {"lr": self.optimizer.param_groups[0]["lr"]}
+        extras: dict[str, Any] = {"lr": self.optimizer.param_groups[0]["lr"]}
+        answers, self.last_batch_answers = self.last_batch_answers, torch.zeros(0, dtype=torch.long)
+        if answers.numel() and self.accelerator.num_processes > 1:
+            answers = self.accelerator.reduce(answers, "sum")  # every process's guard alike
+        if answers.numel():
+            student, labels = answers.cpu().view(2, -1)
+            top = int(student.argmax())
+            extras["batch_top_class"] = round(100.0 * student[top].item() / student.sum().item(), 2)
+            extras["batch_top_class_labels"] = round(
+                100.0 * labels[top].item() / labels.sum().item(), 2
+            )
+        return extras
+
+
+class _GuardCounters:
+    """What the collapse guard changed in the job, checkpointed with the rest of its state."""
+
+    def __init__(self, job: SupervisedJob) -> None:
+        self.job = job
+
+    def state_dict(self) -> dict[str, float]:
+        return {"guard_level": self.job.guard_level, "grad_clip": self.job.grad_clip}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.job.guard_level = int(state["guard_level"])
+        self.job.grad_clip = float(state["grad_clip"])
+
+
+#: the student steps by which a supervised student must have left one class: lenet5_half
+#: distilled at lr 0.1 from a WRN-16-1 teacher on the real images answered one class from its
+#: second epoch (470 steps) on, where healthy runs leave it within their first epoch
+PATIENCE_STEPS = 500
+
+
+def _guard(source: Any, cfg: TrainConfig, steps_per_epoch: int) -> CollapseGuard:
+    """The collapse guard of a supervised run, reading the student's last labelled batch."""
+    return CollapseGuard(
+        source.num_classes,
+        patience=max(2, cfg.epochs // 5, math.ceil(PATIENCE_STEPS / max(1, steps_per_epoch))),
+        advice="Try a lower learning rate (--lr) or another seed (--seed).",
+    )
 
 
 def _session(
@@ -284,6 +346,7 @@ def train_scratch(
             reporter=reporter or SilentReporter(),
             on_best=publish,
             criterion=task.metric,
+            guard=_guard(source, cfg, job.steps_per_epoch(0)),
         )
         outcome = session.fit(loop, job)
     outcome.extras["checkpoint"] = target if published_by(target, owner) else loop.best_path
@@ -360,6 +423,7 @@ def train_kd(
             weights_meta(s_spec, source, command="kd", teacher=cfg.teacher),
             reporter=reporter or SilentReporter(),
             criterion=task.metric,
+            guard=_guard(source, cfg, job.steps_per_epoch(0)),
         )
         outcome = session.fit(loop, job)
     outcome.extras["run"] = session.run.path
