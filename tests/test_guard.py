@@ -139,7 +139,7 @@ def test_a_student_stuck_since_its_start_restarts_the_run_slower(
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]  # the stuck epochs are gone
     [event] = rows[0]["guard"]
     assert event.startswith("epoch 5: the student still answered one class for ")
-    assert "after 5 epochs; restarted the student from its first weights" in event
+    assert "after 5 epochs; restarted the student from its first weights (the synthesizer" in event
     assert "student learning rate x0.5 of its schedule" in event
     assert rows[-1]["val_top_class"] < 90
 
@@ -371,3 +371,16 @@ def test_the_line_that_stops_a_run_gives_its_commands_advice(tmp_path):
     with pytest.raises(RunCollapsed) as stopped:
         guard.check_tries(collapse, tmp_path, 1)
     assert str(stopped.value).endswith("holds epoch 1's student. Try a lower rate (--lr).")
+
+
+def test_a_supervised_restart_names_no_synthesizer():
+    from dfkd.training.supervised import ScratchConfig, _guard
+    from dfkd.training.tasks import Classification
+
+    source = type("Source", (), {"num_classes": 10, "task": Classification.name})()
+    guard = _guard(source, ScratchConfig(dataset="tiny", model="lenet5", epochs=10), 234)
+    assert guard.patience == 3  # 500 steps of 234 a epoch
+    stuck = Collapsed(3, "the student still answered one class", restart=True)
+    assert "restarted the student from its first weights, slower" in guard.rolled_back(
+        stuck, 0, "slower"
+    )

@@ -119,6 +119,8 @@ class CollapseGuard:
         "Try a lower rate and tighter clipping (-o lr=... -o grad_clip=1), a higher "
         "temperature (-o T=4), or another method (dfkd list-methods)."
     )
+    #: what a restart keeps, said after "restarted the student from its first weights"
+    restart_detail: str = " (the synthesizer goes on)"
     #: what kept rows carry: a restart drops those rows, so the next kept row carries it again
     reported: list[str] = field(default_factory=list)
     reported_notes: list[str] = field(default_factory=list)
@@ -221,7 +223,7 @@ class CollapseGuard:
             self.unreported_notes = self.reported_notes + self.unreported_notes
             self.reported, self.reported_notes = [], []
         back = (
-            "restarted the student from its first weights (the synthesizer goes on)"
+            f"restarted the student from its first weights{self.restart_detail}"
             if collapse.restart
             else f"rolled back to epoch {to_epoch}"
         )

@@ -256,6 +256,7 @@ def _guard(source: Any, cfg: TrainConfig, steps_per_epoch: int) -> CollapseGuard
         source.num_classes,
         patience=max(2, cfg.epochs // 5, math.ceil(PATIENCE_STEPS / max(1, steps_per_epoch))),
         advice="Try a lower learning rate (--lr) or another seed (--seed).",
+        restart_detail="",
     )
 
 
