@@ -350,7 +350,8 @@ class DataFreeJob(SlowsDown, Job):
             t_logits = self.synthesizer.teacher(self.t_fmt.fit(x)).float()
         self.model.train()
         s_logits = self.model(self.s_fmt.fit(x)).float()
-        self._count_answers(t_logits, s_logits.detach())
+        last = step == self.steps_per_epoch(epoch) - 1
+        self._count_answers(t_logits, s_logits.detach() if last else None)
         loss, extra = self.synthesizer.student_loss(s_logits, t_logits, self.global_step)
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
@@ -362,20 +363,23 @@ class DataFreeJob(SlowsDown, Job):
         self.global_step += 1
         return {"loss": loss.item(), **extra, **logs}
 
-    def _count_answers(self, t_logits: torch.Tensor, s_logits: torch.Tensor) -> None:
+    def _count_answers(self, t_logits: torch.Tensor, s_logits: torch.Tensor | None) -> None:
         """Who answers what on the samples the student learns from (per pixel for a segmentation
         teacher): a generator fallen onto one class shows in the teacher's answers over the
-        epoch, a student fallen onto one in its own on the last batch (the guard's second
-        opinion on the validation set). Counted on the device: no sync per step."""
+        epoch, a student fallen onto one in its own on the epoch's last batch (``s_logits``
+        there, None before; the guard's second opinion on the validation set). Counted on the
+        device: no sync per step."""
         classes = t_logits.shape[1]
-        t, s = t_logits.argmax(1).flatten(), s_logits.argmax(1).flatten()
+        t = t_logits.argmax(1).flatten()
         found = torch.bincount(t, minlength=classes)
         if self.teacher_answers.numel() != found.numel():
             self.teacher_answers = torch.zeros_like(found)
         self.teacher_answers += found
-        self.last_batch_answers = torch.cat(
-            (torch.bincount(s, minlength=classes), (t == s).sum().view(1))
-        )
+        if s_logits is not None:
+            s = s_logits.argmax(1).flatten()
+            self.last_batch_answers = torch.cat(
+                (torch.bincount(s, minlength=classes), (t == s).sum().view(1))
+            )
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         if not self.warming_up(epoch):

@@ -141,6 +141,8 @@ class SupervisedJob(SlowsDown, Job):
     student's answers on each epoch's last labelled batch, where the collapse guard reads a
     student fallen onto one class."""
 
+    added_state = frozenset({"guard_counters"})  # a run checkpointed before the guard
+
     def __init__(
         self,
         accelerator: Any,
@@ -172,7 +174,6 @@ class SupervisedJob(SlowsDown, Job):
         self._batches: Any = None
         self._aug_gen: torch.Generator | None = None
         self.grad_clip = 0.0  # none unless the collapse guard turns it on
-        self.added_state = frozenset({"guard_counters"})  # a run checkpointed before the guard
         self.last_batch_answers = torch.zeros(0, dtype=torch.long)
 
     def stateful(self) -> dict[str, Any]:
@@ -198,7 +199,8 @@ class SupervisedJob(SlowsDown, Job):
         y = labels.to(self.accelerator.device) if labels is not None else None
         self.model.train()
         logits = self.model(x)
-        if y is not None and logits.dim() == 2:  # a classifier's answers (on the device)
+        if y is not None and logits.dim() == 2 and step == len(self.loader) - 1:
+            # a classifier's answers on the epoch's last batch, for the collapse guard
             classes = logits.shape[1]
             self.last_batch_answers = torch.cat(
                 (
