@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from dfkd.errors import UsageError
 from dfkd.export import find_weights
+from dfkd.tasks import CLASSIFICATION
 from dfkd.testing import make_plugins, tiny_run_config
 from dfkd.training.datafree import run_datafree
 from dfkd.training.loop import SilentReporter
@@ -96,9 +97,11 @@ def test_the_validation_set_is_made_once_per_teacher_and_shared(teacher, workdir
     run_datafree(no_data_config(teacher, "runs/a"), plugins=plugins())
     cached = cache_path(teacher)
     made = cached.stat().st_mtime_ns
+    steps = validation.default_steps(CLASSIFICATION)
     assert _metadata(cached)["wanted"].endswith(
-        f"-{validation.SIZE}-{validation.STEPS}-{validation.LR}-{validation.SEED}-"
-        f"{validation.TV_WEIGHT}-{validation.CHUNK}"
+        f"-{validation.SIZE}-{steps}-{validation.LR}-{validation.SEED}-"
+        f"{validation.TV_WEIGHT}-{validation.CHUNK}-jitter{validation.JITTER}-"
+        f"lowpass{validation.LOW_PASS}"
     )
     cfg = no_data_config(teacher, "runs/b", seed=1)
     assert run_datafree(cfg, plugins=plugins()).last["agree"] >= 0
@@ -174,6 +177,29 @@ def test_the_validation_set_is_reproducible(teacher):
     assert hits > 0.5
 
 
+def test_a_classifier_is_scored_on_its_inversions_low_passed(teacher):
+    """The set a classifier is read on keeps what its classes look like, not the teacher's fine
+    texture: smoother than the same inversion left sharp, and its logits are the teacher's on the
+    images kept."""
+    from dfkd.data.pipeline import InputFormat
+    from dfkd.models.lenet import lenet5
+    from dfkd.training.validation import make_validation_set
+    from dfkd.weights import load_weights
+
+    net = load_weights(lenet5(10, 1), teacher).eval()
+    fmt = InputFormat((0.2,), (0.3,), 32)
+    smooth = make_validation_set(net, fmt, 10, 1, 32, size=20, steps=30)
+    sharp = make_validation_set(net, fmt, 10, 1, 32, size=20, steps=30, smoothed=False)
+
+    def roughness(images: torch.Tensor) -> float:
+        return (images[..., 1:] - images[..., :-1]).abs().mean().item()
+
+    assert roughness(smooth.images) < 0.7 * roughness(sharp.images)
+    with torch.no_grad():
+        logits = net(fmt.from_pixels(smooth.images))
+    assert torch.allclose(logits, smooth.teacher_logits, atol=1e-4)
+
+
 class Seen(SilentReporter):
     """What a run's reporter is told about its validation set."""
 
@@ -234,14 +260,14 @@ def test_a_teacher_too_slow_for_the_budget_gets_a_smaller_set(teacher_copy, work
     from dfkd.data.pipeline import InputFormat
     from dfkd.training import validation
 
-    # 10 ms a forward: the default 500 × 60 takes at least 6 s, over a budget of half a second
+    # 10 ms a forward: the default 500 × 200 takes at least 20 s, over a budget of half a second
     monkeypatch.setattr(validation, "BUDGET_SECONDS", 0.5)
     fmt, slow, seen = InputFormat((0.2,), (0.3,), 32), _bn_teacher(sleep=0.01), Seen()
     made = validation.validation_set(slow, teacher_copy, fmt, *FMT_ARGS, workdir, progress=seen)
-    assert len(made.images) == 50 and validation.MIN_STEPS <= made.steps < 60  # 5 a class
+    assert len(made.images) == 50 and validation.MIN_STEPS <= made.steps < 200  # 5 a class
     assert seen.counts == [(50, 50)]
     assert seen.lines[0].startswith(
-        f"validation set: 50 images × {made.steps} steps, not 500 × 60: that would take ~"
+        f"validation set: 50 images × {made.steps} steps, not 500 × 200: that would take ~"
     )
 
     def timed_again(*args):
@@ -253,7 +279,7 @@ def test_a_teacher_too_slow_for_the_budget_gets_a_smaller_set(teacher_copy, work
     read = validation.validation_set(slow.net, teacher_copy, fmt, *FMT_ARGS, workdir, progress=seen)
     assert torch.equal(read.images, made.images) and read.steps == made.steps
     assert seen.lines == [
-        f"validation set: 50 images × {made.steps} steps (cut from 500 × 60 to the 0.5 s "
+        f"validation set: 50 images × {made.steps} steps (cut from 500 × 200 to the 0.5 s "
         f"budget), read from {cache_path(teacher_copy)}"
     ]
     given = validation.validation_set(slow.net, teacher_copy, fmt, *FMT_ARGS, workdir, 20, 3)
@@ -278,7 +304,7 @@ def test_a_run_records_its_validation_set_and_keeps_what_the_user_gave(
     given = no_data_config(teacher_copy, "runs/given", val_size=20)
     run_datafree(given, plugins=plugins(), reporter=seen)
     assert recorded("runs/given") == {"images": 20, "steps": validation.MIN_STEPS}
-    assert seen.lines[0].startswith("validation set: 20 images × 10 steps, not 20 × 60: ")
+    assert seen.lines[0].startswith("validation set: 20 images × 10 steps, not 20 × 200: ")
 
     # a resumed run is scored on the set its first epochs were, whatever the budget says now
     monkeypatch.setattr(validation, "BUDGET_SECONDS", 1e9)

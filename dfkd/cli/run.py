@@ -70,8 +70,8 @@ def add_commands(app: typer.Typer, plugins: Plugins) -> None:
         val_steps: Annotated[
             int,
             typer.Option(
-                help="Inversion steps of the validation set \\[default: 60; fewer where the "
-                "teacher would take over a minute].",
+                help="Inversion steps of the validation set \\[default: 200; 60 for a "
+                "segmentation teacher; fewer where the teacher would take over a minute].",
                 min=0,
                 show_default=False,
             ),

@@ -37,6 +37,13 @@ class Task:
     validation_images: int
     #: classes one validation image asks for (segmentation asks for a grid of them)
     classes_per_validation_image: int = 1
+    #: Adam steps that invert each validation image when the user gives no --val-steps
+    validation_steps: int = 60
+    #: invert the validation images jittered and flipped and score the student on them
+    #: low-passed, so that it is read on what the teacher's classes look like rather than on
+    #: the teacher's own fine texture (docs/architecture.md#validation-without-data); off
+    #: where a target is placed per pixel, which a shifted or flipped image would no longer fit
+    validation_smoothed: bool = False
     label_smoothing: bool = True
     #: its networks answer per pixel: they take images of any size and answer at that size
     #: (fully convolutional), so an export is traced at the crop they trained on
@@ -90,6 +97,8 @@ class Classification(Task):
     metric = "top1"
     score_title = "accuracy"
     validation_images = 500
+    validation_steps = 200
+    validation_smoothed = True
 
     def supervised_loss(
         self, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0

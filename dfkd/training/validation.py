@@ -2,9 +2,12 @@
 
 The set is made once per teacher, from a fixed seed, by inverting the teacher (DeepInversion's
 priors: each image optimised from noise so the teacher calls it its assigned class, with the
-teacher's BatchNorm statistics matched where it has any, and a little smoothness), and kept beside
-the teacher's weights. Every method distilled from that teacher is then scored on the same images,
-which none of them trains on: top-1 agreement with the teacher and the mean KL(teacher || student).
+teacher's BatchNorm statistics matched where it has any, a little smoothness, and for a classifier
+random shifts and flips), and kept beside the teacher's weights. A classifier's set is kept
+low-passed: the fine texture of an inverted image is the teacher's own, and students that learned
+the task agree with the teacher on what is left. Every method distilled from that teacher is then
+scored on the same images, which none of them trains on: top-1 agreement with the teacher and the
+mean KL(teacher || student).
 docs/architecture.md says why inverted images rather than a method's own samples. A segmentation
 teacher is asked for a grid of classes per image, and agreement is counted per pixel.
 """
@@ -31,10 +34,13 @@ from dfkd.training.tasks import task_of
 
 #: the set's recipe; a change makes every cached set stale (its key includes these)
 SIZE = task_of(CLASSIFICATION).validation_images  # default images (--val-size), per task
-STEPS = 60  # default Adam steps on them (--val-steps)
 LR = 0.1
 SEED = 20261201
 TV_WEIGHT = 1e-3
+#: where the task smooths its set (Task.validation_smoothed): DeepInversion's jitter, in pixels,
+#: at each step, and the factor the finished images are scaled down by and back up
+JITTER = 2
+LOW_PASS = 2
 #: images inverted together (in the key too): memory grows with the chunk, not the set (WRN-40-2
 #: held 5.8 GB inverting 500 at once), and the BatchNorm prior still sees many classes a batch
 CHUNK = 50
@@ -75,8 +81,18 @@ def default_size(task: str) -> int:
     return task_of(task).validation_images
 
 
-def _fingerprint(weights: Path, inputs: str, size: int = SIZE, steps: int = STEPS) -> str:
-    return f"{sha256_of(weights)[:16]}-{inputs}-{size}-{steps}-{LR}-{SEED}-{TV_WEIGHT}-{CHUNK}"
+def default_steps(task: str) -> int:
+    return task_of(task).validation_steps
+
+
+def recipe(task: str) -> str:
+    """What the set's images are besides their number and steps (part of the cached set's key)."""
+    smoothing = f"-jitter{JITTER}-lowpass{LOW_PASS}" if task_of(task).validation_smoothed else ""
+    return f"{LR}-{SEED}-{TV_WEIGHT}-{CHUNK}{smoothing}"
+
+
+def _fingerprint(weights: Path, inputs: str, size: int, steps: int, task: str) -> str:
+    return f"{sha256_of(weights)[:16]}-{inputs}-{size}-{steps}-{recipe(task)}"
 
 
 def _inputs_key(
@@ -112,10 +128,10 @@ def validation_set(
     hand; the set made so is kept as the one those defaults ask for, so later runs of the
     teacher read it rather than time it again. Runs compare on one set only when they share its
     size and steps (``len(images)`` and ``steps`` of the result)."""
-    wanted = (size or default_size(task), STEPS if steps is None else steps)
+    wanted = (size or default_size(task), default_steps(task) if steps is None else steps)
     fitted = size is None or steps is None
     inputs = _inputs_key(fmt, num_classes, channels, image_size, task)
-    key = _fingerprint(weights, inputs, *wanted)
+    key = _fingerprint(weights, inputs, *wanted, task)
     places = (cache_path(weights), fallback_dir / "valset.safetensors")
     found = _read_cached(places, key, fitted)
     if found is None:
@@ -127,7 +143,7 @@ def validation_set(
                 made = _make_within_budget(
                     teacher, fmt, num_classes, channels, image_size, size, steps, task, progress
                 )
-                made_key = _fingerprint(weights, inputs, len(made.images), made.steps)
+                made_key = _fingerprint(weights, inputs, len(made.images), made.steps, task)
                 _keep(made, places, made_key, key)
                 return made
     if progress is not None:
@@ -148,7 +164,7 @@ def _make_within_budget(
 ) -> ValidationSet:
     """The set, its ``size`` or ``steps`` that are None cut to `BUDGET_SECONDS` as timed on the
     first chunk; said in one line before it is made."""
-    wanted = (size or default_size(task), STEPS if steps is None else steps)
+    wanted = (size or default_size(task), default_steps(task) if steps is None else steps)
     made_size, made_steps = wanted
     estimate = None
     if size is None or steps is None:
@@ -293,11 +309,14 @@ def _invert(
     steps: int,
     rng: torch.Generator,
     task: str,
+    smoothed: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One chunk: images asked to be ``targets``, from noise drawn from ``rng``, and the teacher's
-    logits on them. TV₂ is one norm over the whole batch: its pull on each image shrinks with
-    the batch as √n where the class term's does as n, so it is weighted for the chunk to pull
-    as it did on the task's default set made in one batch."""
+    """One chunk: images asked to be ``targets``, from noise drawn from ``rng`` (which also draws
+    the jitter where the set is ``smoothed``, and then the images returned are low-passed), and
+    the teacher's logits on them. TV₂ is one norm over the whole batch: its pull on each image
+    shrinks with the batch as √n where the class term's does as n, so it is weighted for the
+    chunk to pull as it did on the task's default set made in one batch."""
+    from dfkd.synthesis.augment import jitter_flip
     from dfkd.synthesis.losses import bn_statistics, tv_l2
 
     tv_weight = TV_WEIGHT * math.sqrt(default_size(task) / len(targets))
@@ -309,6 +328,8 @@ def _invert(
     with torch.enable_grad():
         for _ in range(steps):
             x = fmt.from_pixels(torch.sigmoid(logit_pixels))
+            if smoothed:
+                x = jitter_flip(x, JITTER, generator=rng)
             loss = F.cross_entropy(teacher(x).float(), targets) + tv_weight * tv_l2(x)
             if hooks:
                 loss = loss + bn_statistics(hooks)
@@ -316,9 +337,18 @@ def _invert(
             loss.backward(inputs=[logit_pixels])
             optimizer.step()
     images = torch.sigmoid(logit_pixels.detach())
+    if smoothed:
+        images = low_pass(images, LOW_PASS)
     with torch.no_grad():
         logits = teacher(fmt.from_pixels(images)).float().cpu()
     return images.cpu(), logits
+
+
+def low_pass(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """``images`` scaled down ``factor`` times (antialiased) and back up to their size."""
+    size = images.shape[-2:]
+    small = F.interpolate(images, scale_factor=1 / factor, mode="bilinear", antialias=True)
+    return F.interpolate(small, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
 
 
 def _seconds_per_image_step(
@@ -334,7 +364,8 @@ def _seconds_per_image_step(
         for steps in (1, PROBE_STEPS):  # the last one timed
             started = time.perf_counter()
             rng = torch.Generator().manual_seed(SEED)
-            _invert(teacher, fmt, hooks, targets, channels, image_size, steps, rng, task)
+            smoothed = task_of(task).validation_smoothed
+            _invert(teacher, fmt, hooks, targets, channels, image_size, steps, rng, task, smoothed)
         return (time.perf_counter() - started) / (PROBE_STEPS * len(targets))
 
 
@@ -345,24 +376,31 @@ def make_validation_set(
     channels: int,
     image_size: int,
     size: int = SIZE,
-    steps: int = STEPS,
+    steps: int | None = None,
     bn_prior: bool = True,
     task: str = CLASSIFICATION,
     chunk: int = CHUNK,
     progress: Callable[[int, int], None] | None = None,
+    smoothed: bool | None = None,
 ) -> ValidationSet:
     """Invert the teacher into ``size`` images, classes balanced, ``chunk`` at a time, each
-    chunk optimised on its own from noise drawn in turn from one CPU generator seeded ``SEED``:
+    chunk optimised on its own (``steps`` Adam steps, None: the task's default) from noise drawn
+    in turn from one CPU generator seeded ``SEED``:
     the same set however often it is made, and a smaller set is a larger one's start.
     ``progress(done, size)`` follows each chunk. (``bn_prior=False`` leaves out the
-    BatchNorm-statistics term, for the proxy benchmark's comparison of designs.)"""
+    BatchNorm-statistics term and ``smoothed`` other than the task's own (None) sets the jitter
+    and low-pass, for the benchmarks' comparisons of designs.)"""
+    steps = default_steps(task) if steps is None else steps
+    smoothed = task_of(task).validation_smoothed if smoothed is None else smoothed
     targets = _targets(size, num_classes, image_size, task)
     rng = torch.Generator().manual_seed(SEED)
     images, logits = [], []
     with _inverting(teacher, bn_prior) as hooks:
         for start in range(0, size, chunk):
             part = targets[start : start + chunk]
-            x, t = _invert(teacher, fmt, hooks, part, channels, image_size, steps, rng, task)
+            x, t = _invert(
+                teacher, fmt, hooks, part, channels, image_size, steps, rng, task, smoothed
+            )
             images.append(x)
             logits.append(t)
             if progress is not None:

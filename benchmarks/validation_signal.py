@@ -1,0 +1,190 @@
+"""How well agreement on the synthetic validation set ranks finished students, without data.
+
+A run without a test split is read on its student's agreement with the teacher on images inverted
+from the teacher (dfkd/training/validation.py). This script takes finished `dfkd bench` runs
+whose cells were scored on each teacher's real test split, makes each teacher's validation set by
+two recipes, and asks how well each recipe's agreement orders the students as their real test
+accuracy (as a share of the teacher's) does: Spearman's rank correlation, within each teacher (the
+question a user with one teacher asks: which student is better) and over all cells.
+
+    python benchmarks/validation_signal.py DIR [DIR ...] [--root R] [--size N]
+
+The recipes:
+- `sharp`: the inversion as it was up to 2026-12-07 (60 Adam steps, no jitter, the images kept
+  as inverted);
+- `smoothed`: the classification default since (`Task.validation_steps` steps with
+  DeepInversion's jitter and flips, the images kept low-passed).
+
+Both use `--size` images a teacher (default 200), not the runs' 500, to keep the script to
+minutes; agreement on 200 images moves by about ±3 points between sets. Relative teacher paths in
+the cells' config.json are read from `--root` (the bench's checkout). Writes
+benchmarks/results/validation_signal.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from statistics import mean
+
+import torch
+
+from dfkd.data.pipeline import InputFormat
+from dfkd.models import build_model
+from dfkd.tasks import CLASSIFICATION
+from dfkd.training.validation import default_steps, make_validation_set
+from dfkd.weights import load_weights, read_meta
+
+RESULT = Path(__file__).parent / "results" / "validation_signal.md"
+SHARP_STEPS = 60
+RECIPES = {
+    "sharp": {"steps": SHARP_STEPS, "smoothed": False},
+    "smoothed": {"steps": default_steps(CLASSIFICATION), "smoothed": True},
+}
+
+
+def load(path: Path) -> tuple[torch.nn.Module, dict]:
+    meta = read_meta(path)
+    model = build_model(meta["model"], meta["num_classes"], meta["channels"])
+    return load_weights(model, path).eval(), meta
+
+
+def ranks(values: list[float]) -> list[float]:
+    """1-based ranks, ties given their mean rank."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = mean(ra), mean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
+    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return cov / var if var else float("nan")
+
+
+@torch.no_grad()
+def agreement(teacher: torch.nn.Module, student: torch.nn.Module, x: torch.Tensor) -> float:
+    return 100.0 * (teacher(x).argmax(1) == student(x).argmax(1)).float().mean().item()
+
+
+def cells_of(dirs: list[Path]) -> list[Path]:
+    return sorted(
+        cell
+        for d in dirs
+        for cell in (d / "cells").iterdir()
+        if (cell / "student.safetensors").is_file() and (cell / "cell.json").is_file()
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="finished `dfkd bench` output folders")
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="the bench's checkout")
+    parser.add_argument("--size", type=int, default=200, help="validation images a teacher")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    sets: dict[str, dict[str, torch.Tensor]] = {}
+    seconds: dict[str, dict[str, float]] = {}
+    rows = []
+    for cell in cells_of(args.dirs):
+        info = json.loads((cell / "cell.json").read_text())
+        given = json.loads((cell / "config.json").read_text())["options"]["teacher_weights"]
+        if given is None:
+            print(f"skipped {cell.name}: its teacher was the default checkpoint", flush=True)
+            continue
+        weights = (args.root / given).resolve()
+        teacher, meta = load(weights)
+        fmt = InputFormat(tuple(meta["mean"]), tuple(meta["std"]), meta.get("input_size"))
+        size = meta.get("input_size") or meta["image_size"]
+        name = weights.stem
+        if name not in sets:
+            sets[name], seconds[name] = {}, {}
+            for recipe, how in RECIPES.items():
+                started = time.perf_counter()
+                made = make_validation_set(
+                    teacher, fmt, meta["num_classes"], meta["channels"], size, args.size, **how
+                )
+                seconds[name][recipe] = time.perf_counter() - started
+                sets[name][recipe] = fmt.from_pixels(made.images)
+            print(f"sets of {name}: {seconds[name]}", flush=True)
+        student, _ = load(cell / "student.safetensors")
+        row = {
+            "cell": cell.name,
+            "teacher": name,
+            "method": info["method"],
+            "share": 100.0 * info["last_score"] / meta["top1"],
+        }
+        for recipe, x in sets[name].items():
+            row[recipe] = agreement(teacher, student, x)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    write(rows, seconds, args)
+
+
+def write(rows: list[dict], seconds: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    teachers = sorted({r["teacher"] for r in rows})
+    lines = [
+        "# Agreement on the validation set against real test accuracy",
+        "",
+        f"`python benchmarks/validation_signal.py {' '.join(str(d) for d in args.dirs)}`, "
+        f"{time.strftime('%Y-%m-%d')}: {len(rows)} finished students of {len(teachers)} teachers, "
+        f"{args.size} validation images a teacher and recipe. Spearman's rank correlation between "
+        "a student's agreement with its teacher and its last-epoch test top-1 as a share of the "
+        "teacher's (1: the same order; 0: none).",
+        "",
+        "| teacher | students | " + " | ".join(RECIPES) + " | seconds to make (sharp / smoothed) |",
+        "|---|---|" + "---|" * len(RECIPES) + "---|",
+    ]
+    within = {recipe: [] for recipe in RECIPES}
+    for teacher in teachers:
+        group = [r for r in rows if r["teacher"] == teacher]
+        shares = [r["share"] for r in group]
+        cells = []
+        for recipe in RECIPES:
+            rho = spearman([r[recipe] for r in group], shares)
+            within[recipe].append(rho)
+            cells.append(f"{rho:.2f}")
+        made = " / ".join(f"{seconds[teacher][r]:.0f}" for r in RECIPES)
+        lines.append(f"| {teacher} | {len(group)} | " + " | ".join(cells) + f" | {made} |")
+    lines.append(
+        "| **mean within a teacher** | | "
+        + " | ".join(f"**{mean(v):.2f}**" for v in within.values())
+        + " | |"
+    )
+    shares = [r["share"] for r in rows]
+    lines.append(
+        f"| all cells together | {len(rows)} | "
+        + " | ".join(f"{spearman([r[k] for r in rows], shares):.2f}" for k in RECIPES)
+        + " | |"
+    )
+    lines += [
+        "",
+        "Every student, by teacher and test share (agreement %, sharp / smoothed):",
+        "",
+        "| teacher | method | test top-1, % of the teacher | sharp | smoothed |",
+        "|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["teacher"], r["share"])):
+        lines.append(
+            f"| {r['teacher']} | {r['method']} | {r['share']:.1f} | {r['sharp']:.1f} | "
+            f"{r['smoothed']:.1f} |"
+        )
+    RESULT.write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULT}")
+
+
+if __name__ == "__main__":
+    main()
