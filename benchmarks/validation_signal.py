@@ -15,8 +15,8 @@ The recipes:
 - `smoothed`: the classification default since (`Task.validation_steps` steps with
   DeepInversion's jitter and flips, the images kept low-passed).
 
-Both use `--size` images a teacher (default 200), not the runs' 500, to keep the script to
-minutes; agreement on 200 images moves by about ±3 points between sets. Relative teacher paths in
+Both use `--size` images a teacher (default: the runs' 500, on which agreement near 50 % has a
+binomial spread of about ±2 points). Relative teacher paths in
 the cells' config.json are read from `--root` (the bench's checkout). Writes
 benchmarks/results/validation_signal.md.
 """
@@ -34,6 +34,7 @@ import torch
 from dfkd.data.pipeline import InputFormat
 from dfkd.models import build_model
 from dfkd.tasks import CLASSIFICATION
+from dfkd.training.guard import weak_student
 from dfkd.training.validation import default_steps, make_validation_set
 from dfkd.weights import load_weights, read_meta
 
@@ -79,6 +80,18 @@ def agreement(teacher: torch.nn.Module, student: torch.nn.Module, x: torch.Tenso
     return 100.0 * (teacher(x).argmax(1) == student(x).argmax(1)).float().mean().item()
 
 
+@torch.no_grad()
+def answer_shares(teacher: torch.nn.Module, student: torch.nn.Module, x: torch.Tensor) -> dict:
+    """The student's commonest class's share of ``x`` (%) and the teacher's share of that class,
+    as a run's metrics row records them."""
+    s, t = student(x).argmax(1), teacher(x).argmax(1)
+    top = s.bincount().argmax()
+    return {
+        "val_top_class": 100.0 * (s == top).float().mean().item(),
+        "val_top_class_teacher": 100.0 * (t == top).float().mean().item(),
+    }
+
+
 def cells_of(dirs: list[Path]) -> list[Path]:
     return sorted(
         cell
@@ -92,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="finished `dfkd bench` output folders")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the bench's checkout")
-    parser.add_argument("--size", type=int, default=200, help="validation images a teacher")
+    parser.add_argument("--size", type=int, default=500, help="validation images a teacher")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -129,6 +142,11 @@ def main() -> None:
         }
         for recipe, x in sets[name].items():
             row[recipe] = agreement(teacher, student, x)
+        answers = answer_shares(teacher, student, sets[name]["smoothed"])
+        said = weak_student(
+            {"agree": row["smoothed"], **answers}, meta["num_classes"], CLASSIFICATION
+        )
+        row["weak"] = said is not None
         rows.append(row)
         print(json.dumps(row), flush=True)
     write(rows, seconds, args)
@@ -172,18 +190,35 @@ def write(rows: list[dict], seconds: dict[str, dict[str, float]], args: argparse
     )
     lines += [
         "",
+        "A finished run calls its student weak (`dfkd.training.guard.weak_student`) when its "
+        "agreement on the smoothed set has come less than a fifth of the way from chance (1/K) "
+        "to 100 %, or it answers one class for 90 % of the set where the teacher answers it "
+        "for at most half. Called weak here: "
+        + _shares([r for r in rows if r["weak"]])
+        + "; not called weak: "
+        + _shares([r for r in rows if not r["weak"]])
+        + ".",
+        "",
         "Every student, by teacher and test share (agreement %, sharp / smoothed):",
         "",
-        "| teacher | method | test top-1, % of the teacher | sharp | smoothed |",
-        "|---|---|---|---|---|",
+        "| teacher | method | test top-1, % of the teacher | sharp | smoothed | weak |",
+        "|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["teacher"], r["share"])):
         lines.append(
             f"| {r['teacher']} | {r['method']} | {r['share']:.1f} | {r['sharp']:.1f} | "
-            f"{r['smoothed']:.1f} |"
+            f"{r['smoothed']:.1f} | {'yes' if r['weak'] else ''} |"
         )
     RESULT.write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULT}")
+
+
+def _shares(rows: list[dict]) -> str:
+    """How many students, and the range of their test shares of the teacher."""
+    if not rows:
+        return "none"
+    shares = [r["share"] for r in rows]
+    return f"{len(rows)} students, {min(shares):.0f}-{max(shares):.0f} % of their teacher"
 
 
 if __name__ == "__main__":

@@ -589,6 +589,7 @@ def _fake_cell(
     teacher_weights: str | None = None,
     quantize: str | None = None,
     source: str = "abc1234",
+    last_row: dict | None = None,
 ) -> None:
     """A finished cell's directory as `dfkd run` leaves it, with chosen accuracies (or mIoUs)."""
     from PIL import Image
@@ -606,10 +607,30 @@ def _fake_cell(
         for i, t in enumerate(top1)
     ]
     rows[1] |= second_row or {}
+    rows[-1] |= last_row or {}
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     Image.new("RGB", (16, 16), (seed * 100, 0, 0)).save(path / "samples.png")
+    task = "segmentation" if score == "miou" else "classification"
+    (path / "student.json").write_text(json.dumps({"task": task, "num_classes": 10}))
     record = cell_record(cell, path, Finished(0, peak_rss_kb=300 * 1024, cpu_seconds=120.0))
     (path / "cell.json").write_text(json.dumps(record))
+
+
+def test_the_report_names_a_student_that_ended_near_chance(bench_cli, workdir):
+    pair = Pair("lenet5_bn", "lenet5_half")
+    weak, fine = ({"agree": agree} for agree in (15.0, 60.0))
+    for seed, last in ((0, weak), (1, fine)):
+        _fake_cell(workdir / "b", pair, seed, [30.0, 31.0], last_row=last)
+    cells = sorted((workdir / "b" / "cells").iterdir())  # seed0, seed1
+    records = [json.loads((cell / "cell.json").read_text()) for cell in cells]
+    assert records[0]["weak_student"].startswith("the student agrees with the teacher on 15.0 %")
+    assert records[1]["weak_student"] is None
+    done = bench_cli("bench", "--report-only", "b")
+    assert done.exit_code == 0, done.output
+    report = (workdir / "b" / "report.md").read_text()
+    assert "Weak students (last agreement near chance" in report
+    assert f"- `{cells[0].name}`: the student agrees" in report
+    assert f"`{cells[1].name}`:" not in report
 
 
 def test_the_report_leads_with_the_last_epoch_and_labels_test_selection(bench_cli, workdir):

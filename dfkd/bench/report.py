@@ -214,6 +214,11 @@ def accuracy_markdown(
         text.append("Collapse guard, seen and not acted on:\n")
         text += [f"- `{r['cell']}`: {'; '.join(r['guard_notes'])}" for r in overruled]
         text.append("")
+    weak = [r for r in records if r.get("weak_student")]
+    if weak:
+        text.append("Weak students (last agreement near chance; no test split needed to see it):\n")
+        text += [f"- `{r['cell']}`: {r['weak_student']}" for r in weak]
+        text.append("")
     embeddings = {}
     for r in records:
         if r.get("embeddings"):

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from dfkd.bench.matrix import Cell
 from dfkd.errors import UsageError
 from dfkd.fileio import write_json
+from dfkd.tasks import CLASSIFICATION
 from dfkd.training.runs import RunDir
 
 CELL_FILE = "cell.json"
@@ -244,8 +245,21 @@ def cell_record(cell: Cell, path: Path, finished: Finished) -> dict[str, Any]:
         "peak_rss_mb": round(finished.peak_rss_kb / 1024, 1) if finished.peak_rss_kb else None,
         "cpu_seconds": round(finished.cpu_seconds, 1) if finished.cpu_seconds else None,
         "images_synthesized": pool_size(path / "images"),
+        "weak_student": _weak_student(path, rows),
         "versions": config.get("versions"),
     }
+
+
+def _weak_student(path: Path, rows: list[dict[str, Any]]) -> str | None:
+    """The run's warning that its last student agrees with the teacher near chance, or None."""
+    from dfkd.training.guard import weak_student
+
+    sidecar = path / "student.json"
+    if not rows or not sidecar.is_file():
+        return None
+    meta = json.loads(sidecar.read_text())
+    task = meta.get("task", CLASSIFICATION)
+    return weak_student(rows[-1], meta.get("num_classes", 0), task)
 
 
 def test_score_of(rows: list[dict[str, Any]]) -> str | None:

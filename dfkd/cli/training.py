@@ -277,8 +277,8 @@ SCORE_NAMES = {
 #: what a newcomer needs to read `agree` right: it is no accuracy, and far below one
 AGREEMENT_MEANS = (
     "agreement: how often the student's top class is the teacher's on images inverted from the "
-    "teacher (hard, unnatural inputs), not accuracy: a student at 50 % agreement can score over "
-    "80 % on real data. It tracks training; it does not pick epochs."
+    "teacher (unnatural inputs), not accuracy: a student at 50 % agreement can score over 80 % "
+    "on real data. It tracks training; it does not pick epochs."
 )
 
 
@@ -302,4 +302,7 @@ def _summary(outcome, what: str) -> None:
         err_console.print(AGREEMENT_MEANS, highlight=False)
     for event in outcome.guard_events + outcome.guard_notes:
         err_console.print(f"[yellow]collapse guard[/]: {event}", highlight=False)
+    if "weak_student" in outcome.extras:
+        weak = outcome.extras["weak_student"]
+        err_console.print(f"[bold red]weak student[/]: {weak}", highlight=False)
     console.print(f"run: {outcome.extras.get('run')}", highlight=False)

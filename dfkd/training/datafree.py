@@ -21,7 +21,7 @@ from dfkd.plugins import Plugins, get_plugins
 from dfkd.synthesis.base import SynthesisContext, SynthesisResult, Synthesizer
 from dfkd.synthesis.options import DEFAULT_PRESET, fit_milestones
 from dfkd.tasks import CLASSIFICATION
-from dfkd.training.guard import CollapseGuard, SlowsDown
+from dfkd.training.guard import CollapseGuard, SlowsDown, weak_student
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
 from dfkd.training.precision import resolve_precision
 from dfkd.training.runs import RunDir
@@ -592,6 +592,9 @@ def run_datafree(
         )
         outcome = session.fit(loop, job)
     outcome.extras.update(run=run.path, samples=run.path / "samples.png")
+    weak = weak_student(outcome.last, source.num_classes, source.task)
+    if weak is not None:
+        outcome.extras["weak_student"] = weak
     if cfg.keep_images or synthesizer.uses_pool:
         outcome.extras["images"] = run.path / "images"
     return outcome

@@ -46,6 +46,12 @@ STUDENT_ANSWERS = (
 SYNTHETIC_AGREES = 2.0
 
 
+#: a finished classifier whose agreement on the (smoothed) validation set has come less than
+#: this share of the way from chance (1/K) to full agreement has likely not learned the
+#: teacher's task (benchmarks/results/validation_signal.md)
+WEAK_AGREEMENT = 0.2
+
+
 #: the remedy, each rollback: the student's rate times this, and clipping at this gradient norm
 #: where the run had none (an over-confident teacher's KD gradients are what kill a
 #: BatchNorm-free student early on)
@@ -266,3 +272,34 @@ class CollapseGuard:
         self.overruled = bool(state.get("overruled", False))
         self.reported = list(state.get("reported", []))
         self.reported_notes = list(state.get("reported_notes", []))
+
+
+def weak_student(row: dict[str, Any], num_classes: int, task: str) -> str | None:
+    """The warning a finished run gives when its last row (``row``) shows a student that has
+    likely not learned the teacher's task, or None: agreement near chance on the validation
+    set, or one class for nearly all of it where the teacher spreads its answers. Only a set
+    made to be read (a classifier's smoothed set, Task.validation_smoothed) says so: on the
+    sharp images of a segmentation set, good students agree little too."""
+    from dfkd.training.tasks import task_of
+
+    agree = row.get("agree")
+    if agree is None or num_classes < 3 or not task_of(task).validation_smoothed:
+        return None
+    chance = 100.0 / num_classes
+    share, teacher_share = row.get("val_top_class", 0.0), row.get("val_top_class_teacher", 100.0)
+    if share >= ONE_CLASS and teacher_share <= TEACHER_SHARE:
+        seen = (
+            f"answers one class for {share:.0f} % of the validation set (the teacher "
+            f"{teacher_share:.0f} %)"
+        )
+    elif (agree - chance) / (100.0 - chance) < WEAK_AGREEMENT:
+        seen = (
+            f"agrees with the teacher on {agree:.1f} % of the validation set, near chance "
+            f"({chance:.0f} %)"
+        )
+    else:
+        return None
+    return (
+        f"the student {seen}: it has likely not learned the teacher's task. Check it on a few "
+        "real images (--eval-data folder:PATH) or try another method (dfkd list-methods)."
+    )

@@ -41,7 +41,7 @@ class Task:
     validation_steps: int = 60
     #: invert the validation images jittered and flipped and score the student on them
     #: low-passed, so that it is read on what the teacher's classes look like rather than on
-    #: the teacher's own fine texture (docs/architecture.md#validation-without-data); off
+    #: the teacher's own fine texture (docs/architecture.md, "Validation without data"); off
     #: where a target is placed per pixel, which a shifted or flipped image would no longer fit
     validation_smoothed: bool = False
     label_smoothing: bool = True
