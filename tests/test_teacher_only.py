@@ -164,16 +164,18 @@ def _metadata(path: Path) -> dict:
 def test_the_validation_set_is_reproducible(teacher):
     from dfkd.data.pipeline import InputFormat
     from dfkd.models.lenet import lenet5
+    from dfkd.training import validation
     from dfkd.training.validation import make_validation_set
     from dfkd.weights import load_weights
 
     net = load_weights(lenet5(10, 1), teacher).eval()
     fmt = InputFormat((0.2,), (0.3,), 32)
-    a, b = (make_validation_set(net, fmt, 10, 1, 32) for _ in range(2))
+    a, b = (make_validation_set(net, fmt, 10, 1, 32, size=100) for _ in range(2))
     assert torch.equal(a.images, b.images) and torch.equal(a.teacher_logits, b.teacher_logits)
-    assert a.images.shape == (500, 1, 32, 32) and 0 <= a.images.min() <= a.images.max() <= 1
+    assert a.images.shape == (100, 1, 32, 32) and 0 <= a.images.min() <= a.images.max() <= 1
+    assert a.steps == validation.default_steps(CLASSIFICATION)
     # classes balanced by construction; the teacher calls most images what they were made to be
-    hits = (a.teacher_logits.argmax(1) == torch.arange(500) % 10).float().mean()
+    hits = (a.teacher_logits.argmax(1) == torch.arange(100) % 10).float().mean()
     assert hits > 0.5
 
 
