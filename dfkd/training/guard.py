@@ -9,10 +9,11 @@ the run rolls back to the last healthy epoch, the job lowers its rate, and the e
 After ``max_rollbacks`` tries the run stops with one line that says what to change.
 
 The validation set is images inverted from the teacher, and for some teachers (a residual net's,
-for one) a student that is learning still answers one class on them. So a student collapse read
-there is confirmed on the samples the student learns from, where the teacher's answers are its
-labels: a student that spreads its answers there and agrees with the teacher well above chance
-has not collapsed, and the guard says once that it did not act instead of restarting it.
+for one, on the sharp set made until 2026-12-07) a student that is learning still answers one
+class on them. So a student collapse read there is confirmed on the samples the student learns
+from, where the teacher's answers are its labels: a student that spreads its answers there and
+agrees with the teacher well above chance has not collapsed, and the guard says once that it did
+not act instead of restarting it.
 """
 
 from __future__ import annotations

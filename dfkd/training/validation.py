@@ -360,11 +360,11 @@ def _seconds_per_image_step(
     task: str,
 ) -> float:
     """What one image's Adam step costs here: `PROBE_STEPS` steps on the first chunk, timed."""
+    smoothed = task_of(task).validation_smoothed
     with _inverting(teacher, bn_prior=True) as hooks:
         for steps in (1, PROBE_STEPS):  # the last one timed
             started = time.perf_counter()
             rng = torch.Generator().manual_seed(SEED)
-            smoothed = task_of(task).validation_smoothed
             _invert(teacher, fmt, hooks, targets, channels, image_size, steps, rng, task, smoothed)
         return (time.perf_counter() - started) / (PROBE_STEPS * len(targets))
 
