@@ -187,6 +187,10 @@ def test_the_cli_says_the_run_collapsed_and_exits_non_zero(
     [
         ({"epoch": 2, "val_top_class": 95.0, "val_top_class_teacher": 10.0}, "one class for 95"),
         ({"epoch": 2, "val_top_class": 95.0, "val_top_class_teacher": 80.0}, None),  # teacher too
+        (  # a teacher that gives half its low-passed set one class: the student gives it all
+            {"epoch": 2, "val_top_class": 100.0, "val_top_class_teacher": 52.0},
+            "one class for 100 % of the validation set (the teacher 52 %)",
+        ),
         ({"epoch": 2, "val_top_class": 60.0, "val_top_class_teacher": 10.0}, None),
         ({"epoch": 2, "agree": 12.0}, "agreement fell to 12.0 % (chance 10 %) from 60.0 %"),
         ({"epoch": 2, "agree": 15.0}, None),

@@ -277,8 +277,8 @@ SCORE_NAMES = {
 #: what a newcomer needs to read `agree` right: it is no accuracy, and far below one
 AGREEMENT_MEANS = (
     "agreement: how often the student's top class is the teacher's on images inverted from the "
-    "teacher (unnatural inputs), not accuracy: a student at 50 % agreement can score over 80 % "
-    "on real data. It tracks training; it does not pick epochs."
+    "teacher (unnatural inputs), not accuracy: it runs below real-data accuracy (a Fashion-MNIST "
+    "student at 74 % agreement scores 82 %). It tracks training; it does not pick epochs."
 )
 
 
