@@ -30,12 +30,14 @@ from pathlib import Path
 from statistics import mean
 
 import torch
+from scipy.stats import spearmanr
 
 from dfkd.data.pipeline import InputFormat
 from dfkd.models import build_model
 from dfkd.tasks import CLASSIFICATION
 from dfkd.training.guard import weak_student
-from dfkd.training.validation import default_steps, make_validation_set
+from dfkd.training.setup import make_accelerator
+from dfkd.training.validation import ValidationSet, agreement, default_steps, make_validation_set
 from dfkd.weights import load_weights, read_meta
 
 RESULT = Path(__file__).parent / "results" / "validation_signal.md"
@@ -52,44 +54,8 @@ def load(path: Path) -> tuple[torch.nn.Module, dict]:
     return load_weights(model, path).eval(), meta
 
 
-def ranks(values: list[float]) -> list[float]:
-    """1-based ranks, ties given their mean rank."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
 def spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = mean(ra), mean(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
-    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
-    return cov / var if var else float("nan")
-
-
-@torch.no_grad()
-def agreement(teacher: torch.nn.Module, student: torch.nn.Module, x: torch.Tensor) -> float:
-    return 100.0 * (teacher(x).argmax(1) == student(x).argmax(1)).float().mean().item()
-
-
-@torch.no_grad()
-def answer_shares(teacher: torch.nn.Module, student: torch.nn.Module, x: torch.Tensor) -> dict:
-    """The student's commonest class's share of ``x`` (%) and the teacher's share of that class,
-    as a run's metrics row records them."""
-    s, t = student(x).argmax(1), teacher(x).argmax(1)
-    top = s.bincount().argmax()
-    return {
-        "val_top_class": 100.0 * (s == top).float().mean().item(),
-        "val_top_class_teacher": 100.0 * (t == top).float().mean().item(),
-    }
+    return float(spearmanr(a, b).statistic)
 
 
 def cells_of(dirs: list[Path]) -> list[Path]:
@@ -109,7 +75,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    sets: dict[str, dict[str, torch.Tensor]] = {}
+    accelerator = make_accelerator()
+    teachers: dict[Path, tuple[torch.nn.Module, dict]] = {}
+    sets: dict[str, dict[str, ValidationSet]] = {}
     seconds: dict[str, dict[str, float]] = {}
     rows = []
     for cell in cells_of(args.dirs):
@@ -119,7 +87,9 @@ def main() -> None:
             print(f"skipped {cell.name}: its teacher was the default checkpoint", flush=True)
             continue
         weights = (args.root / given).resolve()
-        teacher, meta = load(weights)
+        if weights not in teachers:
+            teachers[weights] = load(weights)
+        teacher, meta = teachers[weights]
         fmt = InputFormat(tuple(meta["mean"]), tuple(meta["std"]), meta.get("input_size"))
         size = meta.get("input_size") or meta["image_size"]
         name = weights.stem
@@ -131,21 +101,19 @@ def main() -> None:
                     teacher, fmt, meta["num_classes"], meta["channels"], size, args.size, **how
                 )
                 seconds[name][recipe] = time.perf_counter() - started
-                sets[name][recipe] = fmt.from_pixels(made.images)
+                sets[name][recipe] = made
             print(f"sets of {name}: {seconds[name]}", flush=True)
-        student, _ = load(cell / "student.safetensors")
+        student, student_meta = load(cell / "student.safetensors")
+        s_fmt = InputFormat(fmt.mean, fmt.std, student_meta.get("input_size"))
         row = {
             "cell": cell.name,
             "teacher": name,
             "method": info["method"],
             "share": 100.0 * info["last_score"] / meta["top1"],
         }
-        for recipe, x in sets[name].items():
-            row[recipe] = agreement(teacher, student, x)
-        answers = answer_shares(teacher, student, sets[name]["smoothed"])
-        said = weak_student(
-            {"agree": row["smoothed"], **answers}, meta["num_classes"], CLASSIFICATION
-        )
+        scored = {r: agreement(student, v, s_fmt, accelerator) for r, v in sets[name].items()}
+        row |= {recipe: scores["agree"] for recipe, scores in scored.items()}
+        said = weak_student(scored["smoothed"], meta["num_classes"], CLASSIFICATION)
         row["weak"] = said is not None
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -290,6 +290,9 @@ def weak_student(row: dict[str, Any], num_classes: int, task: str) -> str | None
         return None
     chance = 100.0 / num_classes
     share, teacher_share = row.get("val_top_class", 0.0), row.get("val_top_class_teacher", 100.0)
+    # at most half, not the guard's three quarters: good WRN-16-1 students answered the class
+    # that teacher gives half its set for 92-100 % of it (the guard spares them on its second
+    # opinion); at three quarters this line would name them too
     if share >= ONE_CLASS and teacher_share <= SPREAD:
         seen = (
             f"answers one class for {share:.0f} % of the validation set (the teacher "
