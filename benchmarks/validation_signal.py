@@ -5,7 +5,8 @@ from the teacher (dfkd/training/validation.py). This script takes finished `dfkd
 whose cells were scored on each teacher's real test split, makes each teacher's validation set by
 two recipes, and asks how well each recipe's agreement orders the students as their real test
 accuracy (as a share of the teacher's) does: Spearman's rank correlation, within each teacher (the
-question a user with one teacher asks: which student is better) and over all cells.
+question a user with one teacher asks: which student is better) and over all cells. It ranks them
+by Cohen's kappa on the smoothed set too (agreement beyond what the answer counts alone give).
 
     python benchmarks/validation_signal.py DIR [DIR ...] [--root R] [--size N]
 
@@ -35,7 +36,7 @@ from scipy.stats import spearmanr
 from dfkd.data.pipeline import InputFormat
 from dfkd.models import build_model
 from dfkd.tasks import CLASSIFICATION
-from dfkd.training.guard import weak_student
+from dfkd.training.guard import WEAK_KAPPA, weak_student
 from dfkd.training.setup import make_accelerator
 from dfkd.training.validation import ValidationSet, agreement, default_steps, make_validation_set
 from dfkd.weights import load_weights, read_meta
@@ -46,6 +47,8 @@ RECIPES = {
     "sharp": {"steps": SHARP_STEPS, "smoothed": False},
     "smoothed": {"steps": default_steps(CLASSIFICATION), "smoothed": True},
 }
+#: what orders the students: agreement on each recipe's set, and Cohen's kappa on the smoothed
+SIGNALS = (*RECIPES, "kappa")
 
 
 def load(path: Path) -> tuple[torch.nn.Module, dict]:
@@ -113,6 +116,7 @@ def main() -> None:
         }
         scored = {r: agreement(student, v, s_fmt, accelerator) for r, v in sets[name].items()}
         row |= {recipe: scores["agree"] for recipe, scores in scored.items()}
+        row["kappa"] = scored["smoothed"].get("val_kappa", 0.0)
         said = weak_student(scored["smoothed"], meta["num_classes"], CLASSIFICATION)
         row["weak"] = said is not None
         rows.append(row)
@@ -131,17 +135,22 @@ def write(rows: list[dict], seconds: dict[str, dict[str, float]], args: argparse
         "a student's agreement with its teacher and its last-epoch test top-1 as a share of the "
         "teacher's (1: the same order; 0: none).",
         "",
-        "| teacher | students | " + " | ".join(RECIPES) + " | seconds to make (sharp / smoothed) |",
-        "|---|---|" + "---|" * len(RECIPES) + "---|",
+        "The last column ranks by Cohen's kappa on the smoothed set instead: agreement beyond "
+        "what the student's and the teacher's answer counts alone give.",
+        "",
+        "| teacher | students | "
+        + " | ".join(RECIPES)
+        + " | smoothed, kappa | seconds to make (sharp / smoothed) |",
+        "|---|---|" + "---|" * len(SIGNALS) + "---|",
     ]
-    within = {recipe: [] for recipe in RECIPES}
+    within = {signal: [] for signal in SIGNALS}
     for teacher in teachers:
         group = [r for r in rows if r["teacher"] == teacher]
         shares = [r["share"] for r in group]
         cells = []
-        for recipe in RECIPES:
-            rho = spearman([r[recipe] for r in group], shares)
-            within[recipe].append(rho)
+        for signal in SIGNALS:
+            rho = spearman([r[signal] for r in group], shares)
+            within[signal].append(rho)
             cells.append(f"{rho:.2f}")
         made = " / ".join(f"{seconds[teacher][r]:.0f}" for r in RECIPES)
         lines.append(f"| {teacher} | {len(group)} | " + " | ".join(cells) + f" | {made} |")
@@ -153,29 +162,30 @@ def write(rows: list[dict], seconds: dict[str, dict[str, float]], args: argparse
     shares = [r["share"] for r in rows]
     lines.append(
         f"| all cells together | {len(rows)} | "
-        + " | ".join(f"{spearman([r[k] for r in rows], shares):.2f}" for k in RECIPES)
+        + " | ".join(f"{spearman([r[k] for r in rows], shares):.2f}" for k in SIGNALS)
         + " | |"
     )
     lines += [
         "",
         "A finished run calls its student weak (`dfkd.training.guard.weak_student`) when its "
         "agreement on the smoothed set has come less than a fifth of the way from chance (1/K) "
-        "to 100 %, or it answers one class for 90 % of the set where the teacher answers it "
-        "for at most half. Called weak here: "
+        f"to 100 %, or its kappa there is under {WEAK_KAPPA}, or it answers one class for 90 % "
+        "of the set where the teacher answers it for at most half. Called weak here: "
         + _shares([r for r in rows if r["weak"]])
         + "; not called weak: "
         + _shares([r for r in rows if not r["weak"]])
         + ".",
         "",
-        "Every student, by teacher and test share (agreement %, sharp / smoothed):",
+        "Every student, by teacher and test share (agreement %, sharp / smoothed; kappa on "
+        "the smoothed set):",
         "",
-        "| teacher | method | test top-1, % of the teacher | sharp | smoothed | weak |",
-        "|---|---|---|---|---|---|",
+        "| teacher | method | test top-1, % of the teacher | sharp | smoothed | kappa | weak |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["teacher"], r["share"])):
         lines.append(
             f"| {r['teacher']} | {r['method']} | {r['share']:.1f} | {r['sharp']:.1f} | "
-            f"{r['smoothed']:.1f} | {'yes' if r['weak'] else ''} |"
+            f"{r['smoothed']:.1f} | {r['kappa']:.2f} | {'yes' if r['weak'] else ''} |"
         )
     RESULT.write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULT}")

@@ -405,6 +405,15 @@ def test_a_supervised_restart_names_no_synthesizer():
         ),
         ({"agree": 60.0, "val_top_class": 96.0, "val_top_class_teacher": 60.0}, 10,
          "classification", None),  # the teacher answers that class for most of it too
+        (  # ZSKT's WRN-16-1 student (21 % of its teacher): the teacher's commonest class only
+            {"agree": 51.7, "val_top_class": 100.0, "val_top_class_teacher": 51.7,
+             "val_kappa": 0.0},
+            10,
+            "classification",
+            "(Cohen's kappa 0.00)",
+        ),
+        ({"agree": 45.0, "val_top_class": 60.0, "val_top_class_teacher": 51.7,
+          "val_kappa": 0.11}, 10, "classification", None),  # that teacher's FastDFKD student
         ({"agree": 12.0}, 11, "segmentation", None),  # sharp sets: good students agree little
         ({}, 10, "classification", None),
     ],

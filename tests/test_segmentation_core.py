@@ -104,6 +104,23 @@ def test_agreement_counts_pixels_for_a_segmentation_network():
     assert scores["agree"] == pytest.approx(100 * 7 / 8)
 
 
+def test_kappa_scores_a_student_that_answers_the_teachers_commonest_class_at_zero():
+    from dfkd.data.pipeline import InputFormat
+
+    def scores(student_answers: list[int], teacher_answers: list[int]) -> dict[str, float]:
+        """A classifier that reads its logits off one-pixel, three-channel images."""
+        images = torch.eye(3)[student_answers].view(-1, 3, 1, 1)
+        valset = ValidationSet(images, torch.eye(3)[teacher_answers])
+        fmt = InputFormat((0.0,) * 3, (1.0,) * 3, None)
+        return agreement(torch.nn.Flatten(), valset, fmt, _NoAccelerator())
+
+    constant = scores([0, 0, 0, 0], [0, 0, 1, 2])  # the teacher's commonest class throughout
+    assert constant["agree"] == pytest.approx(50.0) and constant["val_kappa"] == pytest.approx(0)
+    copy = scores([0, 0, 1, 2], [0, 0, 1, 2])
+    assert copy["agree"] == pytest.approx(100.0) and copy["val_kappa"] == pytest.approx(1.0)
+    assert "val_kappa" not in scores([1, 1], [1, 1])  # one class on both sides: nothing to read
+
+
 class _NoAccelerator:
     device = torch.device("cpu")
 

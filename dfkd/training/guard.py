@@ -53,6 +53,11 @@ SYNTHETIC_AGREES = 2.0
 #: this share of the way from chance (1/K) to full agreement has likely not learned the
 #: teacher's task (benchmarks/results/validation_signal.md)
 WEAK_AGREEMENT = 0.2
+#: ... or whose Cohen's kappa with the teacher on it (agreement beyond what the two answer counts
+#: alone give) is under this: a student answering the class the teacher gives half the set
+#: agrees on half of it and scores 0. On the robustness benches' students, every one under it
+#: kept at most 58 % of its teacher; the lowest above it, 0.054, is a student at 75 %
+WEAK_KAPPA = 0.04
 
 
 #: the remedy, each rollback: the student's rate times this, and clipping at this gradient norm
@@ -280,9 +285,10 @@ class CollapseGuard:
 def weak_student(row: dict[str, Any], num_classes: int, task: str) -> str | None:
     """The warning a finished run gives when its last row (``row``) shows a student that has
     likely not learned the teacher's task, or None: agreement near chance on the validation
-    set, or one class for nearly all of it where the teacher spreads its answers. Only a set
-    made to be read (a classifier's smoothed set, Task.validation_smoothed) says so: on the
-    sharp images of a segmentation set, good students agree little too."""
+    set or hardly beyond what the answer counts explain (Cohen's kappa), or one class for nearly
+    all of it where the teacher spreads its answers. Only a set made to be read (a classifier's
+    smoothed set, Task.validation_smoothed) says so: on the sharp images of a segmentation set,
+    good students agree little too."""
     from dfkd.training.tasks import task_of
 
     agree = row.get("agree")
@@ -302,6 +308,11 @@ def weak_student(row: dict[str, Any], num_classes: int, task: str) -> str | None
         seen = (
             f"agrees with the teacher on {agree:.1f} % of the validation set, near chance "
             f"({chance:.0f} %)"
+        )
+    elif (kappa := row.get("val_kappa")) is not None and kappa < WEAK_KAPPA:
+        seen = (
+            f"agrees with the teacher on {agree:.1f} % of the validation set, hardly more than "
+            f"its answer counts alone would give (Cohen's kappa {kappa:.2f})"
         )
     else:
         return None

@@ -416,8 +416,8 @@ def agreement(
     accelerator: Any,
     batch_size: int = 500,
 ) -> dict[str, float]:
-    """Top-1 agreement with the teacher (%) and mean KL(teacher || model) on the set, per image
-    for a classifier and per pixel for a segmentation network."""
+    """Top-1 agreement with the teacher (%), its Cohen's kappa and mean KL(teacher || model) on
+    the set, per image for a classifier and per pixel for a segmentation network."""
     was_training = model.training
     model.eval()
     agree, kl, total = 0.0, 0.0, 0
@@ -436,7 +436,7 @@ def agreement(
         t_answers += torch.bincount(t.argmax(1).flatten().cpu(), minlength=classes)
     model.train(was_training)
     top = int(s_answers.argmax())
-    return {
+    scores = {
         "agree": 100.0 * agree / total,
         "val_kl": float(kl) / total,
         # the share of the set on the student's commonest class, and the teacher's share of
@@ -444,3 +444,10 @@ def agreement(
         "val_top_class": 100.0 * s_answers[top].item() / total,
         "val_top_class_teacher": 100.0 * t_answers[top].item() / total,
     }
+    # Cohen's kappa: agreement beyond what the two answer counts alone give. A student that
+    # answers the teacher's commonest class for everything agrees on that class's share of the
+    # set and scores 0; undefined where the teacher and student both answer one class throughout
+    expected = float((s_answers.double() / total) @ (t_answers.double() / total))
+    if expected < 1.0:
+        scores["val_kappa"] = (agree / total - expected) / (1.0 - expected)
+    return scores
