@@ -736,3 +736,22 @@ def test_every_shipped_preset_satisfies_the_range_checks():
 
     for preset in PRESETS:
         build_config(preset, {"model": "resnet34", "dataset": "cifar10"})
+
+
+def test_a_python_warning_in_a_run_is_one_line(workdir, tiny_teacher_weights):
+    """DFQ on a teacher without BatchNorm drops its BN term and says so, in one line."""
+    import dfkd_plugin_dfq
+    from typer.testing import CliRunner
+
+    from dfkd.cli import make_app
+
+    app = make_app(make_plugins((dfkd_plugin_dfq, "dfkd-plugin-dfq")))
+    quick = ["ep_steps=2", "kd_steps=2", "batch_size=8", "nz=8", "ngf=4"]
+    args = ["run", "dfq", "--teacher-weights", tiny_teacher_weights["lenet5"], "--dataset"]
+    args += ["tiny", "--student", "lenet5_half", *sum((["-o", o] for o in quick), [])]
+    args += ["--epochs", "1", "--val-size", "8", "--val-steps", "1", "-q", "--out", "runs/r"]
+    done = CliRunner().invoke(app, [str(a) for a in args])
+    assert done.exit_code == 0, done.output
+    said = [line for line in done.stderr.splitlines() if "no BatchNorm" in line]
+    assert said and said[0].startswith("Warning: DFQ: the teacher has no BatchNorm layer")
+    assert "UserWarning" not in done.stderr and "warn_without_batchnorm" not in done.stderr

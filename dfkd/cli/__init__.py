@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 from rich.markup import escape
@@ -48,6 +49,7 @@ def make_app(plugins: Plugins | None = None) -> typer.Typer:
             callback=_print_version,
         ),
     ) -> None:
+        warnings.showwarning = _show_warning
         warn_about(plugins)
 
     catalog.add_commands(app, plugins)
@@ -80,6 +82,12 @@ def warn_about(plugins: Plugins) -> None:
         )
     for warning in plugins.warnings:
         err_console.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning as one `Warning:` line, like dfkd's own, instead of its source file,
+    line number and the line of code that raised it."""
+    err_console.print(f"[yellow]Warning:[/] {escape(str(message))}", highlight=False)
 
 
 def _print_version(value: bool) -> None:
