@@ -630,7 +630,7 @@ def test_the_report_names_a_student_that_ended_near_chance(bench_cli, workdir):
     done = bench_cli("bench", "--report-only", "b")
     assert done.exit_code == 0, done.output
     report = (workdir / "b" / "report.md").read_text()
-    assert "Weak students (last agreement near chance" in report
+    assert "Weak students (their run's `weak student` line" in report
     assert f"- `{cells[0].name}`: the student agrees" in report
     assert f"`{cells[1].name}`:" not in report
 

@@ -216,7 +216,7 @@ def accuracy_markdown(
         text.append("")
     weak = [r for r in records if r.get("weak_student")]
     if weak:
-        text.append("Weak students (last agreement near chance; no test split needed to see it):\n")
+        text.append("Weak students (their run's `weak student` line; no test split needed):\n")
         text += [f"- `{r['cell']}`: {r['weak_student']}" for r in weak]
         text.append("")
     embeddings = {}
