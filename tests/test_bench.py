@@ -633,6 +633,10 @@ def test_the_report_names_a_student_that_ended_near_chance(bench_cli, workdir):
     assert "Weak students (their run's `weak student` line" in report
     assert f"- `{cells[0].name}`: the student agrees" in report
     assert f"`{cells[1].name}`:" not in report
+    records[0]["status"] = "stopped"  # stopped mid-run: its student is not the run's result
+    (cells[0] / "cell.json").write_text(json.dumps(records[0]))
+    assert bench_cli("bench", "--report-only", "b").exit_code == 0
+    assert "Weak students" not in (workdir / "b" / "report.md").read_text()
 
 
 def test_the_report_leads_with_the_last_epoch_and_labels_test_selection(bench_cli, workdir):

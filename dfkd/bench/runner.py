@@ -245,7 +245,7 @@ def cell_record(cell: Cell, path: Path, finished: Finished) -> dict[str, Any]:
         "peak_rss_mb": round(finished.peak_rss_kb / 1024, 1) if finished.peak_rss_kb else None,
         "cpu_seconds": round(finished.cpu_seconds, 1) if finished.cpu_seconds else None,
         "images_synthesized": pool_size(path / "images"),
-        "weak_student": _weak_student(path, rows),
+        "weak_student": _weak_student(path, rows) if complete else None,  # a finished run's line
         "versions": config.get("versions"),
     }
 
