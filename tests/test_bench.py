@@ -633,8 +633,9 @@ def test_the_report_names_a_student_that_ended_near_chance(bench_cli, workdir):
     assert "Weak students (their run's `weak student` line" in report
     assert f"- `{cells[0].name}`: the student agrees" in report
     assert f"`{cells[1].name}`:" not in report
-    records[0]["status"] = "stopped"  # stopped mid-run: its student is not the run's result
-    (cells[0] / "cell.json").write_text(json.dumps(records[0]))
+    stopped = cell_record(Cell("dafl", pair, 0, "tiny", "fashion-mnist"), cells[0], Finished(-15))
+    assert stopped["status"] == "stopped" and stopped["weak_student"] is None  # mid-run student
+    (cells[0] / "cell.json").write_text(json.dumps(stopped))
     assert bench_cli("bench", "--report-only", "b").exit_code == 0
     assert "Weak students" not in (workdir / "b" / "report.md").read_text()
 

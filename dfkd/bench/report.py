@@ -214,9 +214,7 @@ def accuracy_markdown(
         text.append("Collapse guard, seen and not acted on:\n")
         text += [f"- `{r['cell']}`: {'; '.join(r['guard_notes'])}" for r in overruled]
         text.append("")
-    # a stopped cell's student is mid-run, not the run's result (cells recorded before the
-    # runner kept the line for finished runs only carry one)
-    weak = [r for r in records if r.get("weak_student") and r.get("status") == "done"]
+    weak = [r for r in records if r.get("weak_student")]
     if weak:
         text.append("Weak students (their run's `weak student` line; no test split needed):\n")
         text += [f"- `{r['cell']}`: {r['weak_student']}" for r in weak]

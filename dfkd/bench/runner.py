@@ -251,7 +251,7 @@ def cell_record(cell: Cell, path: Path, finished: Finished) -> dict[str, Any]:
 
 
 def _weak_student(path: Path, rows: list[dict[str, Any]]) -> str | None:
-    """The run's warning that its last student agrees with the teacher near chance, or None."""
+    """The `weak student` warning the run ended with (guard.weak_student), or None."""
     from dfkd.training.guard import weak_student
 
     sidecar = path / "student.json"

@@ -55,8 +55,8 @@ SYNTHETIC_AGREES = 2.0
 WEAK_AGREEMENT = 0.2
 #: ... or whose Cohen's kappa with the teacher on it (agreement beyond what the two answer counts
 #: alone give) is under this: a student answering the class the teacher gives half the set
-#: agrees on half of it and scores 0. On the robustness benches' students, every one under it
-#: kept at most 58 % of its teacher; the lowest above it, 0.054, is a student at 75 %
+#: agrees on half of it and scores 0. Of the robustness benches' students (validation_signal.md)
+#: every one under it kept at most 58 % of its teacher, and one at 75 % scored 0.06
 WEAK_KAPPA = 0.04
 
 
