@@ -21,7 +21,7 @@ from dfkd.plugins import Plugins, get_plugins
 from dfkd.synthesis.base import SynthesisContext, SynthesisResult, Synthesizer
 from dfkd.synthesis.options import DEFAULT_PRESET, fit_milestones
 from dfkd.tasks import CLASSIFICATION
-from dfkd.training.guard import CollapseGuard, SlowsDown, weak_student
+from dfkd.training.guard import CollapseGuard, SlowDownState, SlowsDown, weak_student
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
 from dfkd.training.precision import resolve_precision
 from dfkd.training.runs import RunDir
@@ -424,25 +424,18 @@ def _answer_shares(answers: torch.Tensor) -> dict[str, float]:
     return shares
 
 
-class _Counters:
-    """The job's own counters, checkpointed with everything else."""
+class _Counters(SlowDownState):
+    """The job's step counter and what the collapse guard changed, checkpointed with the rest."""
 
     def __init__(self, job: DataFreeJob) -> None:
-        self.job = job
+        super().__init__(job, clip=job.options.grad_clip)
 
     def state_dict(self) -> dict[str, float]:
-        job = self.job
-        return {
-            "global_step": job.global_step,
-            "guard_level": job.guard_level,
-            "grad_clip": job.grad_clip,
-        }
+        return {"global_step": self.job.global_step, **super().state_dict()}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.job.global_step = int(state["global_step"])
-        # a checkpoint from before the collapse guard holds neither
-        self.job.guard_level = int(state.get("guard_level", 0))
-        self.job.grad_clip = float(state.get("grad_clip", self.job.options.grad_clip))
+        super().load_state_dict(state)
 
 
 def _fake_quantize(student: torch.nn.Module, cfg: RunConfig) -> None:

@@ -94,6 +94,21 @@ class SlowsDown:
         return action
 
 
+class SlowDownState:
+    """What `SlowsDown.slow_down` changed in ``job``, checkpointed with the rest of its state. A
+    checkpoint from before the guard holds neither: the job then keeps ``clip``, its own."""
+
+    def __init__(self, job: SlowsDown, clip: float) -> None:
+        self.job, self.clip = job, clip
+
+    def state_dict(self) -> dict[str, float]:
+        return {"guard_level": self.job.guard_level, "grad_clip": self.job.grad_clip}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.job.guard_level = int(state.get("guard_level", 0))
+        self.job.grad_clip = float(state.get("grad_clip", self.clip))
+
+
 class Collapsed(Exception):  # noqa: N818 - an event the loop handles, not an error
     """Raised by the loop for an epoch the guard rejected; nothing of the epoch was saved.
     ``restart``: every kept epoch is as bad (a student that never left one class is dead from

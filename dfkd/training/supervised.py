@@ -16,7 +16,7 @@ from dfkd.errors import UsageError
 from dfkd.optim import default_milestones, make_optimizer, make_scheduler
 from dfkd.options import check_range
 from dfkd.plugins import Plugins, get_plugins
-from dfkd.training.guard import CollapseGuard, SlowsDown
+from dfkd.training.guard import CollapseGuard, SlowDownState, SlowsDown
 from dfkd.training.loop import Job, Loop, Outcome, Reporter, SilentReporter
 from dfkd.training.recipes import scratch_recipe
 from dfkd.training.session import Session, open_session
@@ -181,7 +181,7 @@ class SupervisedJob(SlowsDown, Job):
             "model": self.model,
             "optimizer": self.optimizer,
             "scheduler": self.scheduler,
-            "guard_counters": _GuardCounters(self),
+            "guard_counters": SlowDownState(self, clip=0.0),
         }
 
     def steps_per_epoch(self, epoch: int) -> int:
@@ -230,20 +230,6 @@ class SupervisedJob(SlowsDown, Job):
                 100.0 * labels[top].item() / labels.sum().item(), 2
             )
         return extras
-
-
-class _GuardCounters:
-    """What the collapse guard changed in the job, checkpointed with the rest of its state."""
-
-    def __init__(self, job: SupervisedJob) -> None:
-        self.job = job
-
-    def state_dict(self) -> dict[str, float]:
-        return {"guard_level": self.job.guard_level, "grad_clip": self.job.grad_clip}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.job.guard_level = int(state["guard_level"])
-        self.job.grad_clip = float(state["grad_clip"])
 
 
 #: the student steps by which a supervised student must have left one class: lenet5_half
