@@ -32,8 +32,8 @@ from dfkd.synthesis.grid import save_grid
 from dfkd.synthesis.pool import ImagePool
 
 
-def close(actual: torch.Tensor, expected: float | list[float]) -> None:
-    torch.testing.assert_close(actual, torch.tensor(expected), rtol=1e-5, atol=1e-6)
+def close(actual: torch.Tensor, expected: float | list[float] | torch.Tensor) -> None:
+    torch.testing.assert_close(actual, torch.as_tensor(expected), rtol=1e-5, atol=1e-6)
 
 
 # --- generators ------------------------------------------------------------------------------
